@@ -1,0 +1,137 @@
+"""Tailor's settings: one class, read from environment variables (prefix ``TAILOR_``).
+
+Every part of Tailor (the Serve app, the learners, the CLI) reads its
+configuration from here, so a local run and a Kubernetes deployment share one
+source of truth. ``REDIS_URL`` is also accepted without the prefix, as most
+platforms inject it that way.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The default base model ships with the package (built by `tailor model build`).
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TAILOR_", env_file=None, extra="ignore", populate_by_name=True
+    )
+
+    # --- storage -------------------------------------------------------------
+    data_dir: Path = Field(
+        Path(".tailor"), description="Local folder for the embedded Redis, adapters and Ray."
+    )
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("TAILOR_REDIS_URL", "REDIS_URL"),
+        description="Redis for completions and feedback. Unset: the CLI starts its own "
+        "redis-server on `redis_port` with data under `data_dir/redis`.",
+    )
+    redis_port: int = Field(6390, ge=1, le=65535, description="Port of the embedded redis-server.")
+    redis_fsync: Literal["always", "everysec"] = Field(
+        "everysec",
+        description="AOF fsync policy of the embedded redis-server: `always` loses no "
+        "acknowledged event on power loss; `everysec` may lose up to ~1 s of them.",
+    )
+    adapter_store: str = Field(
+        "",
+        description="fsspec URI of the adapter store (a folder, s3://..., gs://...). "
+        "Empty: `data_dir/adapters`.",
+    )
+    completion_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="How long a completion can still be rated (seconds)."
+    )
+
+    # --- model -----------------------------------------------------------------
+    base_model: str = Field(
+        "",
+        description="Local folder of a Hugging Face causal LM. Empty: the built-in tiny model.",
+    )
+    served_model_name: str = Field("tailor-base", description="Model id in the OpenAI API.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`auto` uses CUDA (bf16) when a GPU is visible, else CPU (fp32)."
+    )
+    max_lora_rank: int = Field(16, ge=1, le=256, description="Largest LoRA rank served.")
+    adapter_cache_size: int = Field(
+        32, ge=1, description="Adapters kept in memory per replica (LRU; in-use ones pinned)."
+    )
+
+    # --- serving ---------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the HTTP server.")
+    num_replicas: int = Field(1, ge=1, description="Generation replicas.")
+    replica_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per replica.")
+    replica_num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per replica.")
+    max_batch_size: int = Field(16, ge=1, le=256, description="Rows in one generation batch.")
+    batch_wait_ms: float = Field(
+        5.0, ge=0, description="How long a batch waits for more requests before it starts."
+    )
+    max_tokens_limit: int = Field(512, ge=1, description="Upper bound on `max_tokens`.")
+    default_max_tokens: int = Field(64, ge=1, description="`max_tokens` when a request omits it.")
+    max_n: int = Field(8, ge=1, le=16, description="Upper bound on `n` (choices per request).")
+    max_prompt_tokens: int = Field(1024, ge=16, description="Longest accepted prompt.")
+    max_comment_chars: int = Field(2000, ge=0, description="Longest feedback comment.")
+
+    # --- identity ----------------------------------------------------------------
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='API key -> user id, as JSON (`{"sk-alice": "alice"}`). When set, '
+        "every request needs a key and the key decides the user.",
+    )
+    trust_user_headers: bool = Field(
+        True,
+        description="Accept X-User-Id / X-OpenWebUI-User-Id from a trusted gateway. "
+        "Turn off when clients reach the server directly.",
+    )
+
+    # --- learners ----------------------------------------------------------------
+    learner_workers: int = Field(1, ge=0, description="Learner actors (0: serve only).")
+    learner_num_cpus: float = Field(1.0, gt=0, description="CPUs per learner actor.")
+    learner_num_gpus: float = Field(0.0, ge=0, description="GPUs per learner actor.")
+    learner_min_feedback: int = Field(
+        4, ge=1, description="New feedback events a user needs before the next update."
+    )
+    learner_lease_s: int = Field(
+        300, ge=10, description="A user's training lease; expires if its worker dies."
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"REDIS_URL={value!r} is not a Redis URL; use redis://host:port/db"
+            )
+        return value or None
+
+    @model_validator(mode="after")
+    def _limits_consistent(self) -> Settings:
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError(
+                f"TAILOR_DEFAULT_MAX_TOKENS={self.default_max_tokens} exceeds "
+                f"TAILOR_MAX_TOKENS_LIMIT={self.max_tokens_limit}; lower it or raise the limit"
+            )
+        return self
+
+    @cached_property
+    def base_model_path(self) -> Path:
+        return Path(self.base_model) if self.base_model else DEFAULT_MODEL_DIR
+
+    @cached_property
+    def adapter_store_uri(self) -> str:
+        return self.adapter_store or str((self.data_dir / "adapters").resolve())
+
+    @cached_property
+    def embedded_redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or self.embedded_redis_url
