@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         "auto", description="`auto` uses CUDA (bf16) when a GPU is visible, else CPU (fp32)."
     )
     max_lora_rank: int = Field(16, ge=1, le=256, description="Largest LoRA rank served.")
+    lora_rank: int = Field(8, ge=1, le=256, description="Rank of the adapters the learners train.")
+    lora_alpha: float = Field(16.0, gt=0, description="LoRA alpha of the adapters the learners train.")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "v_proj"],
+        description="Linear layers that carry LoRA (JSON list). Served adapters must target "
+        "a subset; fewer targets make mixed-adapter batches cheaper.",
+    )
     adapter_cache_size: int = Field(
         32, ge=1, description="Adapters kept in memory per replica (LRU; in-use ones pinned)."
     )
@@ -113,6 +120,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> Settings:
+        if self.lora_rank > self.max_lora_rank:
+            raise ValueError(
+                f"TAILOR_LORA_RANK={self.lora_rank} exceeds TAILOR_MAX_LORA_RANK="
+                f"{self.max_lora_rank}; serving could not load the learners' adapters"
+            )
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(
                 f"TAILOR_DEFAULT_MAX_TOKENS={self.default_max_tokens} exceeds "

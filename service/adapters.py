@@ -1,0 +1,237 @@
+"""Per-user LoRA adapters: the store (files), the registry (versions), the cache (slots).
+
+- ``AdapterStore``: peft-format folders (``adapter_config.json`` +
+  ``adapter_model.safetensors``) under an fsspec URI, one immutable folder per
+  version: ``{root}/{user_id}/{version}/``. Files are written completely before
+  a version is published, so a replica never sees half an adapter.
+- ``AdapterRegistry``: the current version of each user is a pointer in Redis,
+  swapped in one command, then announced on a pub/sub channel.
+- ``AdapterCache``: a bounded LRU of adapters loaded into the slots of the
+  serving model's ``MultiLoRALinear`` layers. A slot in use by a running batch is
+  pinned and never evicted.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import redis
+import torch
+from safetensors.torch import load as load_safetensors
+
+from service.multi_lora import MultiLoRALinear
+from service.store import ADAPTER_CHANNEL, adapter_pointer_key, user_key
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+class AdapterError(ValueError):
+    """An adapter that cannot be served here (bad files, rank, targets)."""
+
+
+@dataclass
+class LoadedAdapter:
+    config: dict
+    tensors: dict[str, torch.Tensor]
+
+
+class AdapterStore:
+    def __init__(self, uri: str) -> None:
+        self.uri = uri.rstrip("/")
+        self.fs, self.root = fsspec.core.url_to_fs(self.uri)
+
+    def version_path(self, user_id: str, version: str) -> str:
+        return f"{self.root}/{user_id}/{version}"
+
+    def put(self, user_id: str, version: str, local_dir: Path) -> str:
+        """Copy a saved peft adapter folder into the store as ``version``."""
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (local_dir / name).is_file():
+                raise AdapterError(f"{local_dir} has no {name}: save it with peft's save_pretrained")
+        target = self.version_path(user_id, version)
+        self.fs.makedirs(target, exist_ok=True)
+        # Weights first, config last: a reader that finds the config finds the weights.
+        for name in (WEIGHTS_FILE, CONFIG_FILE):
+            self.fs.put_file(str(local_dir / name), f"{target}/{name}")
+        return target
+
+    def load(self, user_id: str, version: str) -> LoadedAdapter:
+        path = self.version_path(user_id, version)
+        try:
+            with self.fs.open(f"{path}/{CONFIG_FILE}", "rb") as f:
+                config = json.load(f)
+            with self.fs.open(f"{path}/{WEIGHTS_FILE}", "rb") as f:
+                tensors = load_safetensors(f.read())
+        except FileNotFoundError as err:
+            raise AdapterError(f"adapter {user_id}/{version} is missing from the store") from err
+        return LoadedAdapter(config=config, tensors=tensors)
+
+    def delete_user(self, user_id: str) -> None:
+        path = f"{self.root}/{user_id}"
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+
+def new_version(sequence: int) -> str:
+    """Version ids are unique forever (a forgotten user who returns never gets an old id)."""
+    return f"v{sequence}.{uuid.uuid4().hex[:8]}"
+
+
+class AdapterRegistry:
+    """Which adapter version each user is served; sync, for learners and the CLI."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def current(self, user_id: str) -> str | None:
+        version = self.client.hget(adapter_pointer_key(user_id), "version")
+        return version.decode() if version else None
+
+    def next_version(self, user_id: str) -> str:
+        return new_version(self.client.hincrby(user_key(user_id), "adapter_sequence", 1))
+
+    def publish(self, user_id: str, version: str, metrics: dict[str, float] | None = None) -> None:
+        """Swap the user's pointer to ``version`` (files must be in the store) and notify."""
+        pointer = {"version": version, "published_at": f"{time.time():.3f}"}
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(adapter_pointer_key(user_id), mapping=pointer)
+            pipe.hset(user_key(user_id), mapping={"adapter_version": version, **(metrics or {})})
+            pipe.sadd("tailor:users", user_id)
+            pipe.publish(ADAPTER_CHANNEL, f"{user_id} {version}")
+            pipe.execute()
+
+
+def publish_adapter(
+    store: AdapterStore, registry: AdapterRegistry, user_id: str, local_dir: Path
+) -> str:
+    """Put a peft adapter folder in the store and make it the user's current version."""
+    version = registry.next_version(user_id)
+    store.put(user_id, version, local_dir)
+    registry.publish(user_id, version)
+    return version
+
+
+def lora_pairs(
+    adapter: LoadedAdapter, layers: dict[str, MultiLoRALinear], max_rank: int
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
+    """Map peft's tensor names onto the serving model's layers; validate as we go.
+
+    peft saves ``base_model.model.<module path>.lora_A.weight`` (r, in) and
+    ``...lora_B.weight`` (out, r); the scale is ``lora_alpha / r`` (``/ sqrt(r)``
+    with rsLoRA).
+    """
+    config = adapter.config
+    if config.get("peft_type", "LORA") != "LORA":
+        raise AdapterError(f"peft_type {config.get('peft_type')!r} is not LoRA")
+    rank = int(config["r"])
+    if rank > max_rank:
+        raise AdapterError(f"adapter rank {rank} exceeds TAILOR_MAX_LORA_RANK={max_rank}")
+    alpha = float(config.get("lora_alpha", rank))
+    scale = alpha / (rank**0.5) if config.get("use_rslora") else alpha / rank
+    pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    for name, tensor in adapter.tensors.items():
+        if not name.endswith(".lora_A.weight"):
+            continue
+        module = name.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+        if module not in layers:
+            raise AdapterError(
+                f"adapter targets {module}, which this server does not serve with LoRA; "
+                "train it with TAILOR_LORA_TARGET_MODULES of the server"
+            )
+        lora_b = adapter.tensors[name.replace(".lora_A.", ".lora_B.")]
+        pairs[module] = (tensor, lora_b)
+    if not pairs:
+        raise AdapterError("adapter has no lora_A/lora_B tensors")
+    return pairs, scale
+
+
+class AdapterCache:
+    """Adapters in the slots of the serving model; LRU over unpinned slots."""
+
+    def __init__(
+        self, layers: dict[str, MultiLoRALinear], num_slots: int, max_rank: int, store: AdapterStore
+    ) -> None:
+        self.layers = layers
+        self.max_rank = max_rank
+        self.store = store
+        self._slot_of: OrderedDict[tuple[str, str], int] = OrderedDict()  # LRU order
+        self._pins: dict[int, int] = {}
+        self._free = list(range(num_slots, 0, -1))  # slot 0 is the base model
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.loads = self.evictions = 0
+
+    def acquire(self, user_id: str, version: str) -> int:
+        """The slot holding (user, version), loading it if needed; pinned until released."""
+        key = (user_id, version)
+        with self._lock:
+            slot = self._slot_of.get(key)
+            if slot is not None:
+                self.hits += 1
+                self._slot_of.move_to_end(key)
+                self._pins[slot] = self._pins.get(slot, 0) + 1
+                return slot
+            self.misses += 1
+            slot = self._take_slot()
+            self._pins[slot] = 1  # pinned while loading, so no one evicts it
+        try:
+            self._load_into(slot, self.store.load(user_id, version))
+        except Exception:
+            with self._lock:
+                del self._pins[slot]
+                self._free.append(slot)
+            raise
+        with self._lock:
+            self._slot_of[key] = slot
+            self.loads += 1
+        return slot
+
+    def release(self, slot: int) -> None:
+        if slot == 0:
+            return
+        with self._lock:
+            self._pins[slot] -= 1
+            if self._pins[slot] == 0:
+                del self._pins[slot]
+
+    def cached(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._slot_of)
+
+    def drop_user(self, user_id: str, keep_version: str | None = None) -> None:
+        """Forget a user's cached versions (all, or all but ``keep_version``) unless in use."""
+        with self._lock:
+            for key in [k for k in self._slot_of if k[0] == user_id and k[1] != keep_version]:
+                slot = self._slot_of[key]
+                if slot not in self._pins:
+                    del self._slot_of[key]
+                    self._free.append(slot)
+
+    def _take_slot(self) -> int:
+        if self._free:
+            return self._free.pop()
+        for key, slot in self._slot_of.items():  # least recently used first
+            if slot not in self._pins:
+                del self._slot_of[key]
+                self.evictions += 1
+                return slot
+        raise AdapterError(
+            "every adapter slot is in use; raise TAILOR_ADAPTER_CACHE_SIZE above "
+            "TAILOR_MAX_BATCH_SIZE"
+        )
+
+    def _load_into(self, slot: int, adapter: LoadedAdapter) -> None:
+        pairs, scale = lora_pairs(adapter, self.layers, self.max_rank)
+        for module, layer in self.layers.items():
+            if module in pairs:
+                lora_a, lora_b = pairs[module]
+                layer.load_slot(slot, lora_a, lora_b, scale)
+            else:
+                layer.clear_slot(slot)

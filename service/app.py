@@ -1,0 +1,110 @@
+"""The Ray Serve application: an ``Ingress`` (FastAPI, no model) and a ``Generator`` (the model).
+
+``build_app(args)`` is the typed builder that ``serve run deploy/serve.yaml``, the
+RayService and ``tailor up`` all use. ``args`` are ``Settings`` field names
+overriding the environment. Each Generator replica batches the requests of all
+users together (see ``batcher.py``); the Ingress resolves the user and their
+adapter version, records completions and takes feedback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import torch
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from service.api import create_api
+from service.engine import SamplingParams
+from service.generation import GenerationFailure, GenerationOutput, GeneratorCore, TextDelta
+from service.settings import Settings
+from service.store import FeedbackStore
+
+APP_NAME = "tailor"
+
+
+def settings_from(args: dict[str, Any]) -> Settings:
+    return Settings(**args)
+
+
+@serve.deployment(name="Generator", health_check_period_s=10)
+class Generator:
+    def __init__(self, settings_args: dict[str, Any]) -> None:
+        settings = settings_from(settings_args)
+        # Ray gives a replica a CPU budget, not a thread pool: keep torch inside it.
+        torch.set_num_threads(max(1, int(os.environ.get("TAILOR_TORCH_THREADS", "1"))))
+        self.core = GeneratorCore(settings)
+        self.core.start()
+
+    async def generate(
+        self,
+        messages: list[dict],
+        params: SamplingParams,
+        n: int,
+        user_id: str | None,
+        adapter_version: str | None,
+        stream: bool,
+    ) -> AsyncIterator[TextDelta | GenerationOutput | GenerationFailure]:
+        async for event in self.core.generate(messages, params, n, user_id, adapter_version, stream):
+            yield event
+
+    async def ready(self) -> bool:
+        return await self.core.ready()
+
+    async def metrics_text(self) -> bytes:
+        return await self.core.metrics_text()
+
+    async def check_health(self) -> None:
+        if not await self.core.ready():
+            raise RuntimeError("model not loaded")
+
+
+class HandleBackend:
+    """The Generator deployment seen through a Ray Serve handle."""
+
+    def __init__(self, handle: DeploymentHandle) -> None:
+        self.handle = handle
+
+    async def generate(self, *args: Any) -> AsyncIterator:
+        async for event in self.handle.options(stream=True).generate.remote(*args):
+            yield event
+
+    async def ready(self) -> bool:
+        return await self.handle.ready.remote()
+
+    async def metrics_text(self) -> bytes:
+        return await self.handle.metrics_text.remote()
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress()
+class Ingress:
+    def __init__(self, generator: DeploymentHandle, settings_args: dict[str, Any]) -> None:
+        settings = settings_from(settings_args)
+        store = FeedbackStore.from_url(settings.effective_redis_url, settings.completion_ttl_s)
+        self.api = create_api(settings, HandleBackend(generator), store)
+
+    def __serve_build_asgi_app__(self):
+        return self.api
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """The Tailor application; ``args`` override settings (validated here, before deploy)."""
+    args = dict(args or {})
+    settings = settings_from(args)
+    generator = Generator.options(
+        num_replicas=settings.num_replicas,
+        # enough in flight that a replica can fill a batch of max_batch_size rows
+        max_ongoing_requests=4 * settings.max_batch_size,
+        ray_actor_options={
+            "num_cpus": settings.replica_num_cpus,
+            "num_gpus": settings.replica_num_gpus,
+        },
+    ).bind(args)
+    return Ingress.options(
+        max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.1}
+    ).bind(generator, args)

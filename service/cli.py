@@ -1,0 +1,99 @@
+"""The ``tailor`` command: up, learn, model build, adapter publish, simulate, bench, ...
+
+Commands are thin: each parses options and calls one function elsewhere. Heavy
+imports (torch, ray) happen inside the commands so ``tailor --help`` is quick.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
+model_app = typer.Typer(no_args_is_help=True, help="The base model.")
+adapter_app = typer.Typer(no_args_is_help=True, help="Per-user LoRA adapters.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (ratios measured in one run).")
+app.add_typer(model_app, name="model")
+app.add_typer(adapter_app, name="adapter")
+app.add_typer(bench_app, name="bench")
+console = Console()
+
+
+def _environment() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@app.command()
+def up(
+    learners: Annotated[bool, typer.Option(help="Also start the learner workers.")] = True,
+) -> None:
+    """Start the embedded default: redis-server, Ray, the Serve app (and learners)."""
+    _environment()
+    from service.embedded import run_embedded
+
+    run_embedded(with_learners=learners)
+
+
+@model_app.command("build")
+def model_build(
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the shipped one).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of corpus, tokenizer and training.")] = 0,
+) -> None:
+    """Build the default tiny model (tokenizer + Llama) from the synthetic corpus."""
+    _environment()
+    from simulation.cli import model_build as build
+
+    build(out=out, seed=seed)
+
+
+@adapter_app.command("publish")
+def adapter_publish(
+    user: Annotated[str, typer.Option(help="User id the adapter is for.")],
+    path: Annotated[Path, typer.Argument(help="A peft adapter folder (save_pretrained).")],
+) -> None:
+    """Publish a peft LoRA adapter as a user's current version (no restart needed)."""
+    _environment()
+    import redis
+
+    from service.adapters import AdapterError, AdapterRegistry, AdapterStore, publish_adapter
+    from service.settings import Settings
+
+    settings = Settings()
+    client = redis.Redis.from_url(settings.effective_redis_url)
+    try:
+        version = publish_adapter(
+            AdapterStore(settings.adapter_store_uri), AdapterRegistry(client), user, path
+        )
+    except AdapterError as err:
+        console.print(f"[red]error:[/] {err}")
+        raise typer.Exit(2) from None
+    except redis.ConnectionError:
+        console.print(
+            f"[red]error:[/] no Redis at {settings.effective_redis_url}: start `tailor up` "
+            "or set REDIS_URL"
+        )
+        raise typer.Exit(2) from None
+    console.print(f"published {user} -> {version}")
+
+
+@bench_app.command("serve")
+def bench_serve(
+    users: Annotated[int, typer.Option(help="Distinct users (adapters) in the mixed batch.")] = 16,
+    max_tokens: Annotated[int, typer.Option(help="Tokens generated per request.")] = 32,
+    repeats: Annotated[int, typer.Option(help="Timed repetitions of each variant.")] = 3,
+) -> None:
+    """Tokens/s of base alone, mixed-adapter batches, and one-at-a-time peft switching."""
+    _environment()
+    from service.bench_serve import run_bench_serve
+
+    run_bench_serve(users=users, max_tokens=max_tokens, repeats=repeats, console=console)
+
+
+if __name__ == "__main__":
+    app()

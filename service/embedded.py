@@ -1,0 +1,126 @@
+"""The embedded default: everything on one machine, no configuration.
+
+Starts a local ``redis-server`` (own port and data folder, AOF on) unless
+``REDIS_URL`` is set, a local Ray instance, the Serve application and, when
+asked, the learner workers; stops them all on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.console import Console
+
+from service.modeling import check_model_folder
+from service.redis_server import RedisServer
+from service.settings import DEFAULT_MODEL_DIR, Settings
+
+console = Console()
+
+
+@contextlib.contextmanager
+def embedded_redis(settings: Settings) -> Iterator[str]:
+    """The Redis URL to use; starts (and later stops) our own server if none is configured."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    url = settings.embedded_redis_url
+    try:
+        redis.Redis.from_url(url).ping()
+        console.print(f"[yellow]reusing the Redis already on port {settings.redis_port}[/]")
+        yield url
+        return
+    except redis.ConnectionError:
+        pass
+    server = RedisServer(settings.redis_port, settings.data_dir / "redis", settings.redis_fsync)
+    server.start()
+    console.print(f"redis-server on {server.url} (AOF, appendfsync {settings.redis_fsync}, "
+                  f"data in {server.data_dir})")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def ensure_base_model(settings: Settings) -> None:
+    """Build the default model on first use; a configured model must already exist."""
+    if settings.base_model or (DEFAULT_MODEL_DIR / "config.json").is_file():
+        check_model_folder(settings.base_model_path)
+        return
+    console.print("building the default model (first use) ...")
+    from simulation.cli import model_build
+
+    model_build(out=DEFAULT_MODEL_DIR, seed=0)
+
+
+def start_ray(settings: Settings) -> None:
+    import ray
+
+    temp_dir = (settings.data_dir / "ray").resolve()
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(
+        num_cpus=os.cpu_count() or 2,
+        include_dashboard=False,
+        _temp_dir=str(temp_dir),
+        logging_level="WARNING",
+        log_to_driver=True,
+    )
+
+
+def serve_app(settings: Settings, args: dict[str, Any]) -> None:
+    from ray import serve
+
+    from service.app import APP_NAME, build_app
+
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+
+
+def run_embedded(with_learners: bool = True, stop: threading.Event | None = None) -> None:
+    settings = Settings()
+    ensure_base_model(settings)
+    stop = stop or threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with embedded_redis(settings) as redis_url:
+        args = {"redis_url": redis_url, "data_dir": str(Path(settings.data_dir).resolve())}
+        os.environ["REDIS_URL"] = redis_url  # learners and replicas read the same Redis
+        start_ray(settings)
+        import ray
+        from ray import serve
+
+        try:
+            serve_app(settings, args)
+            learners = None
+            if with_learners and settings.learner_workers > 0:
+                learners = _start_learners(settings, args)
+            console.print(
+                f"[green]Tailor is up[/]: http://{settings.host}:{settings.port}/v1 "
+                f"(model {settings.served_model_name}); Ctrl-C stops it"
+            )
+            stop.wait()
+            if learners is not None:
+                learners.stop()
+        finally:
+            console.print("stopping ...")
+            serve.shutdown()
+            ray.shutdown()
+
+
+def _start_learners(settings: Settings, args: dict[str, Any]):
+    try:
+        from learners.pool import LearnerPool
+    except ImportError:
+        console.print("[yellow]learners are not available in this build; serving only[/]")
+        return None
+    pool = LearnerPool(settings, args)
+    pool.start()
+    return pool

@@ -1,0 +1,195 @@
+"""Request and response models of the HTTP API (OpenAI-compatible where OpenAI has one).
+
+Input models validate at the boundary; limits that depend on settings (``n``,
+``max_tokens``, comment length) are checked in ``api.py`` against ``Settings``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# --- chat completions (input) -----------------------------------------------------------
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    # OpenAI clients send fields we do not use (logprobs=False, ...): accept them.
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    n: int = Field(1, ge=1, description="Choices to generate (to be ranked by the user).")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    user: str | None = Field(None, description="End-user id (least trusted identity source).")
+    safety_identifier: str | None = Field(None, description="End-user id (OpenAI's newer name).")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> str | list[str] | None:
+        stops = [value] if isinstance(value, str) else (value or [])
+        if len(stops) > 4:
+            raise ValueError("at most 4 stop sequences")
+        if any(s == "" for s in stops):
+            raise ValueError("stop sequences must not be empty")
+        return value
+
+    def stop_list(self) -> list[str]:
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+# --- chat completions (output) ----------------------------------------------------------
+
+
+def completion_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex}"
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: Literal["stop", "length"]
+    logprobs: None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[Choice]
+    usage: Usage
+    system_fingerprint: str = Field(description="The adapter version that produced the answer.")
+
+
+class DeltaMessage(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int
+    delta: DeltaMessage
+    finish_reason: Literal["stop", "length"] | None = None
+    logprobs: None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    system_fingerprint: str
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "tailor"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# --- feedback ---------------------------------------------------------------------------
+
+
+class ThumbsFeedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["thumbs"]
+    completion_id: str = Field(min_length=1, max_length=128)
+    choice: int = Field(0, ge=0, description="Index of the rated choice.")
+    value: Literal["up", "down"]
+    comment: str | None = None
+
+
+class RankingFeedback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["ranking"]
+    completion_id: str = Field(min_length=1, max_length=128)
+    ranking: list[int] = Field(description="All choice indices of the completion, best first.")
+    comment: str | None = None
+
+
+FeedbackRequest = Annotated[ThumbsFeedback | RankingFeedback, Field(discriminator="type")]
+
+
+class FeedbackAccepted(BaseModel):
+    id: str = Field(description="The event's id in the feedback stream.")
+    object: Literal["feedback"] = "feedback"
+    completion_id: str
+    duplicate: bool = Field(description="True when this event had been recorded already.")
+
+
+# --- users ------------------------------------------------------------------------------
+
+
+class FeedbackCounts(BaseModel):
+    thumbs_up: int = 0
+    thumbs_down: int = 0
+    rankings: int = 0
+    total: int = 0
+
+
+class UserView(BaseModel):
+    user_id: str
+    adapter_version: str | None
+    feedback: FeedbackCounts
+    learner: dict[str, float | str] = Field(
+        default_factory=dict, description="Latest learner metrics (reward, KL, losses, lag)."
+    )
+
+
+class UserForgotten(BaseModel):
+    user_id: str
+    deleted: bool = True

@@ -1,0 +1,84 @@
+"""A tiny random Llama saved as a Hugging Face folder, for tests of the serving path.
+
+It goes through the same ``from_pretrained`` path as any base model (config.json,
+model.safetensors, tokenizer.json, chat_template.jinja), builds in about a
+second, and needs no download. Its answers are random but deterministic, which
+is all the tests of batching, adapters, streaming and feedback need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+SPECIALS = ["<|pad|>", "<|end|>", "<|user|>", "<|assistant|>", "<|system|>"]
+CORPUS = [
+    "how do I boil an egg",
+    "put the egg in boiling water for seven minutes",
+    "my house is too hot, what can I do",
+    "open the windows at night and close the blinds by day",
+    "name for my cat: Miso, Pixel or Biscuit",
+] * 20
+
+
+def build_serving_model(out: Path, seed: int = 0, hidden_size: int = 64, layers: int = 2) -> Path:
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=SPECIALS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(CORPUS, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<|pad|>", eos_token="<|end|>"
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        initializer_range=0.1,
+    )
+    model = LlamaForCausalLM(config)
+    # Make EOS unlikely so answers run to max_tokens and comparisons see many tokens.
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.eos_token_id] -= 2.0
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_random_adapter(
+    base_dir: Path, out: Path, seed: int, targets: list[str] | None = None, rank: int = 8
+) -> Path:
+    """A peft LoRA adapter with random A *and* B (peft zero-inits B), saved in peft format."""
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets or ["q_proj", "v_proj"])
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
+    peft_model.save_pretrained(out)
+    return out
