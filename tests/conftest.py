@@ -39,3 +39,25 @@ def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def serving_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama + byte-level BPE tokenizer saved as a HF folder (~1 s)."""
+    from tests.serving_model import build_serving_model
+
+    return build_serving_model(tmp_path_factory.mktemp("serving-model"))
+
+
+@pytest.fixture(scope="session")
+def adapter_dirs(serving_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three random peft LoRA adapters for the serving model (q_proj, v_proj, rank 8)."""
+    from tests.serving_model import build_random_adapter
+
+    root = tmp_path_factory.mktemp("adapters")
+    return [build_random_adapter(serving_model_dir, root / f"a{i}", seed=i) for i in range(3)]
+
+
+def redis_snapshot(client: redis.Redis) -> dict[bytes, bytes]:
+    """Every key's serialized value (DUMP): equal snapshots mean nothing changed."""
+    return {key: client.dump(key) for key in client.scan_iter(count=1000)}

@@ -59,9 +59,10 @@ def build_serving_model(out: Path, seed: int = 0, hidden_size: int = 64, layers:
         initializer_range=0.1,
     )
     model = LlamaForCausalLM(config)
-    # Make EOS unlikely so answers run to max_tokens and comparisons see many tokens.
+    # EOS's logit is pinned at 0 (a zero row) while ~400 others spread around it:
+    # greedy answers never end early, so comparisons see every token.
     with torch.no_grad():
-        model.lm_head.weight[tokenizer.eos_token_id] -= 2.0
+        model.lm_head.weight[tokenizer.eos_token_id] = 0.0
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -1,0 +1,209 @@
+"""The HTTP API over a real socket (uvicorn, in-process generator) and a real Redis."""
+
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import redis
+import torch
+
+from service.adapters import AdapterRegistry, AdapterStore, publish_adapter
+from service.settings import Settings
+from service.store import FEEDBACK_STREAM
+from tests.conftest import redis_snapshot
+from tests.local_server import local_server
+
+ALICE = {"X-User-Id": "alice"}
+
+
+@pytest.fixture(scope="module")
+def settings(serving_model_dir: Path, redis_server, tmp_path_factory) -> Settings:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("api")
+    return Settings(base_model=str(serving_model_dir), adapter_store=str(root / "store"),
+                    data_dir=root, redis_url=redis_server.url, max_comment_chars=100)
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings):
+    with local_server(settings) as url:
+        yield url
+
+
+@pytest.fixture
+def client(server, redis_client) -> openai.OpenAI:  # redis_client: a flushed database per test
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+
+
+def ask(client: openai.OpenAI, user: str, n: int = 1, **kw):
+    return client.chat.completions.create(
+        model="tailor-base", messages=[{"role": "user", "content": "how do I boil an egg"}],
+        n=n, max_tokens=6, extra_headers={"X-User-Id": user}, **kw)
+
+
+def post_feedback(server: str, body: dict, headers: dict = ALICE) -> httpx.Response:
+    return httpx.post(f"{server}/v1/feedback", json=body, headers=headers)
+
+
+def test_chat_completion_has_the_openai_shape_and_is_recorded(client, server, redis_client):
+    out = ask(client, "alice", n=3)
+    assert out.object == "chat.completion" and out.model == "tailor-base"
+    assert [c.index for c in out.choices] == [0, 1, 2]
+    assert out.usage.completion_tokens == 3 * 6  # the test model never emits EOS
+    assert out.system_fingerprint == "tailor-base"
+    stored = redis_client.hgetall(f"tailor:completion:{out.id}")
+    assert stored[b"user_id"] == b"alice" and stored[b"n"] == b"3"
+    assert b"features" in stored and b"prompt_token_ids" in stored
+
+
+def test_models_lists_the_base_model(server):
+    body = httpx.get(f"{server}/v1/models").json()
+    assert [m["id"] for m in body["data"]] == ["tailor-base"]
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "param"),
+    [
+        ({"completion_id": "chatcmpl-unknown"}, 404, "completion_id"),
+        ({"choice": 3}, 422, "choice"),
+        ({"value": "meh"}, 422, "value"),
+        ({"type": "ranking", "ranking": [0, 0, 1]}, 422, "ranking"),
+        ({"type": "ranking", "ranking": [0, 1]}, 422, "ranking"),
+        ({"type": "ranking", "ranking": [2, 1, 0, 3]}, 422, "ranking"),
+        ({"comment": "x" * 101}, 413, "comment"),
+        ({"type": "stars", "stars": 5}, 422, None),
+    ],
+)
+def test_bad_feedback_gets_its_status_and_error_body_and_changes_nothing(
+    client, server, redis_client, change, status, param
+):
+    out = ask(client, "alice", n=3)
+    body = {"completion_id": out.id, "type": "thumbs", "choice": 0, "value": "up", **change}
+    if body["type"] == "ranking":
+        body.pop("choice"), body.pop("value")
+    before = redis_snapshot(redis_client)
+    response = post_feedback(server, body)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if param:
+        assert error["param"] == param
+    assert redis_snapshot(redis_client) == before
+
+
+def test_feedback_on_another_users_completion_is_forbidden(client, server, redis_client):
+    out = ask(client, "alice")
+    before = redis_snapshot(redis_client)
+    response = post_feedback(server, {"completion_id": out.id, "type": "thumbs", "value": "up"},
+                             headers={"X-User-Id": "mallory"})
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "not_your_completion"
+    assert redis_snapshot(redis_client) == before
+
+
+def test_ranking_a_single_choice_completion_is_refused(client, server, redis_client):
+    out = ask(client, "alice", n=1)
+    before = redis_snapshot(redis_client)
+    response = post_feedback(server, {"completion_id": out.id, "type": "ranking", "ranking": [0]})
+    assert response.status_code == 422 and "2 or more choices" in response.json()["error"]["message"]
+    assert redis_snapshot(redis_client) == before
+
+
+def test_feedback_without_a_user_is_unauthorized(client, server, redis_client):
+    out = ask(client, "alice")
+    response = post_feedback(server, {"completion_id": out.id, "type": "thumbs", "value": "up"}, headers={})
+    assert response.status_code == 401
+    assert redis_client.xlen(FEEDBACK_STREAM) == 0
+
+
+def test_a_retried_feedback_with_the_same_idempotency_key_is_stored_once(client, server, redis_client):
+    out = ask(client, "alice", n=3)
+    body = {"completion_id": out.id, "type": "ranking", "ranking": [2, 0, 1]}
+    headers = {**ALICE, "Idempotency-Key": "retry-me"}
+    first, second = post_feedback(server, body, headers), post_feedback(server, body, headers)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert second.json()["duplicate"] and second.json()["id"] == first.json()["id"]
+    assert redis_client.xlen(FEEDBACK_STREAM) == 1
+    event = redis_client.xrange(FEEDBACK_STREAM)[0][1]
+    assert event[b"ranking"] == b"[2, 0, 1]" and event[b"user_id"] == b"alice"
+
+
+def test_a_newly_published_adapter_is_used_by_the_next_request(client, settings, adapter_dirs):
+    greedy = {"temperature": 0.0}
+    base = ask(client, "alice", **greedy)
+    registry = AdapterRegistry(redis.Redis.from_url(settings.effective_redis_url))
+    store = AdapterStore(settings.adapter_store_uri)
+    v1 = publish_adapter(store, registry, "alice", adapter_dirs[0])
+    first = ask(client, "alice", **greedy)
+    v2 = publish_adapter(store, registry, "alice", adapter_dirs[1])
+    second = ask(client, "alice", **greedy)
+    assert (first.system_fingerprint, second.system_fingerprint) == (f"tailor-{v1}", f"tailor-{v2}")
+    texts = {base.choices[0].message.content, first.choices[0].message.content,
+             second.choices[0].message.content}
+    assert len(texts) == 3
+    other = ask(client, "bob", **greedy)  # bob has no adapter: the base model
+    assert other.choices[0].message.content == base.choices[0].message.content
+
+
+def test_user_view_and_forgetting_a_user(client, server, settings, redis_client, adapter_dirs):
+    out = ask(client, "alice", n=2)
+    post_feedback(server, {"completion_id": out.id, "type": "ranking", "ranking": [1, 0]})
+    post_feedback(server, {"completion_id": out.id, "type": "thumbs", "choice": 1, "value": "down"})
+    registry = AdapterRegistry(redis.Redis.from_url(settings.effective_redis_url))
+    version = publish_adapter(AdapterStore(settings.adapter_store_uri), registry, "alice", adapter_dirs[0])
+    view = httpx.get(f"{server}/v1/users/alice", headers=ALICE).json()
+    assert view["adapter_version"] == version
+    assert view["feedback"] == {"thumbs_up": 0, "thumbs_down": 1, "rankings": 1, "total": 2}
+    assert httpx.get(f"{server}/v1/users/alice", headers={"X-User-Id": "bob"}).status_code == 403
+
+    assert httpx.delete(f"{server}/v1/users/alice", headers=ALICE).status_code == 200
+    assert httpx.get(f"{server}/v1/users/alice", headers=ALICE).status_code == 404
+    assert redis_client.xlen(FEEDBACK_STREAM) == 0
+    assert not Path(settings.adapter_store_uri, "alice").exists()
+    after = ask(client, "alice")
+    assert after.system_fingerprint == "tailor-base"
+
+
+def test_chat_request_errors_are_openai_errors(client):
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(client, "alice", n=9)
+    assert err.value.body["param"] == "n"
+    with pytest.raises(openai.BadRequestError) as err:
+        ask(client, "alice", temperature=3)
+    assert err.value.body["param"] == "temperature"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="tailor-base", messages=[])
+    assert err.value.status_code == 400
+
+
+def test_health_readiness_and_metrics(client, server):
+    ask(client, "alice", n=2)
+    assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server}/readyz").json() == {"ready": True, "model": True, "redis": True}
+    metrics = httpx.get(f"{server}/metrics").text
+    for name in ("tailor_requests_total", "tailor_request_latency_seconds", "tailor_generated_tokens_total",
+                 "tailor_batch_rows", "tailor_adapters_cached", "tailor_time_to_first_token_seconds"):
+        assert name in metrics
+
+
+def test_readiness_fails_when_redis_is_unreachable(serving_model_dir, tmp_path):
+    settings = Settings(base_model=str(serving_model_dir), data_dir=tmp_path,
+                        adapter_store=str(tmp_path / "s"), redis_url="redis://127.0.0.1:1/0")
+    with local_server(settings) as url:
+        response = httpx.get(f"{url}/readyz")
+    assert response.status_code == 503 and response.json()["redis"] is False
+
+
+def test_api_keys_decide_the_user_and_headers_cannot_override(serving_model_dir, redis_server, redis_client, tmp_path):
+    settings = Settings(base_model=str(serving_model_dir), data_dir=tmp_path, adapter_store=str(tmp_path / "s"),
+                        redis_url=redis_server.url, api_keys={"sk-alice": "alice"})
+    with local_server(settings) as url:
+        anonymous = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            ask(anonymous, "alice")
+        alice = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-alice", max_retries=0)
+        out = ask(alice, "bob")  # the X-User-Id header claims bob; the key says alice
+    assert redis_client.hget(f"tailor:completion:{out.id}", "user_id") == b"alice"

@@ -1,0 +1,140 @@
+"""The engine against peft: mixed-adapter batches give what each adapter gives alone."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from service.adapters import AdapterStore
+from service.engine import Engine, GenerationRequest, SamplingParams
+from service.settings import Settings
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def engine(serving_model_dir: Path, adapter_dirs: list[Path], tmp_path_factory) -> Engine:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("engine")
+    settings = Settings(base_model=str(serving_model_dir), adapter_store=str(root / "store"),
+                        data_dir=root, adapter_cache_size=2, max_batch_size=8)
+    store = AdapterStore(settings.adapter_store_uri)
+    for i, path in enumerate(adapter_dirs):
+        store.put(f"user{i}", "v1", path)
+    engine = Engine(settings)
+    engine.start()
+    return engine
+
+
+def peft_greedy(base_dir: Path, adapter_dir: Path | None, prompt: list[int], tokens: int) -> list[int]:
+    model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, adapter_dir).eval()
+    ids = torch.tensor([prompt])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                         do_sample=False)
+    return out[0, len(prompt):].tolist()
+
+
+def prompt_of(engine: Engine, text: str) -> list[int]:
+    return engine.encode_chat([{"role": "user", "content": text}])
+
+
+def test_mixed_batch_rows_match_each_adapter_alone_and_differ(engine, serving_model_dir, adapter_dirs):
+    short, long = prompt_of(engine, "hi"), prompt_of(engine, "how do I boil an egg for breakfast")
+    requests = [
+        GenerationRequest(long, GREEDY, user_id="user0", adapter_version="v1"),
+        GenerationRequest(short, GREEDY, user_id="user1", adapter_version="v1"),
+        GenerationRequest(long, GREEDY),  # base model, same batch
+    ]
+    results = engine.generate_batch(requests)
+    tokens = [r.choices[0].token_ids for r in results]
+    assert tokens[0] == peft_greedy(serving_model_dir, adapter_dirs[0], long, 12)
+    assert tokens[1] == peft_greedy(serving_model_dir, adapter_dirs[1], short, 12)
+    assert tokens[2] == peft_greedy(serving_model_dir, None, long, 12)
+    base_on_short = engine.generate_batch([GenerationRequest(short, GREEDY)])[0].choices[0].token_ids
+    assert tokens[1] != base_on_short
+    assert tokens[0] != tokens[2]
+    assert [r.adapter_version for r in results] == ["v1", "v1", None]
+
+
+def test_rows_that_finish_early_leave_the_batch_without_disturbing_the_rest(engine):
+    prompt = prompt_of(engine, "name for my cat")
+    together = engine.generate_batch([
+        GenerationRequest(prompt, SamplingParams(max_tokens=3, temperature=0.0), user_id="user0", adapter_version="v1"),
+        GenerationRequest(prompt, SamplingParams(max_tokens=12, temperature=0.0), user_id="user1", adapter_version="v1"),
+    ])
+    alone = engine.generate_batch([GenerationRequest(prompt, GREEDY, user_id="user1", adapter_version="v1")])
+    assert len(together[0].choices[0].token_ids) == 3
+    assert together[0].choices[0].finish_reason == "length"
+    assert together[1].choices[0].token_ids == alone[0].choices[0].token_ids
+
+
+def test_n_choices_of_a_seeded_request_differ_and_repeat_exactly(engine):
+    prompt = prompt_of(engine, "my house is too hot")
+    params = SamplingParams(max_tokens=10, temperature=1.0, seed=123)
+    first = engine.generate_batch([GenerationRequest(prompt, params, n=3)])[0]
+    again = engine.generate_batch([GenerationRequest(prompt_of(engine, "other"), params),
+                                   GenerationRequest(prompt, params, n=3)])[1]
+    texts = [c.token_ids for c in first.choices]
+    assert len(set(map(tuple, texts))) == 3
+    assert texts == [c.token_ids for c in again.choices]
+
+
+def test_stop_string_ends_a_choice_and_is_not_returned(engine):
+    prompt = prompt_of(engine, "how do I boil an egg")
+    free = engine.generate_batch([GenerationRequest(prompt, GREEDY)])[0].choices[0].text
+    stop = free[4:6]
+    assert stop and stop in free
+    result = engine.generate_batch([GenerationRequest(prompt, SamplingParams(12, 0.0, stop=[stop]))])[0]
+    assert result.choices[0].finish_reason == "stop"
+    assert result.choices[0].text == free[: free.find(stop)]
+
+
+def test_streamed_deltas_add_up_to_the_final_text(engine):
+    deltas: dict[int, list[str]] = {0: [], 1: []}
+    request = GenerationRequest(prompt_of(engine, "tips for sleeping"), SamplingParams(10, 1.0, seed=5),
+                                n=2, on_delta=lambda i, text: deltas[i].append(text))
+    result = engine.generate_batch([request])[0]
+    for i, choice in enumerate(result.choices):
+        assert "".join(deltas[i]) == choice.text
+        assert len(deltas[i]) > 1
+
+
+def test_features_are_base_model_features_whatever_the_adapter(engine):
+    prompt = prompt_of(engine, "hi")
+    with_adapter, without = engine.generate_batch([
+        GenerationRequest(prompt, GREEDY, user_id="user0", adapter_version="v1"),
+        GenerationRequest(prompt, GREEDY),
+    ])
+    assert with_adapter.features.shape == (1, 2 * engine.base.model.config.hidden_size)
+    # same text again through the base model gives the same features as recorded
+    replay = engine.generate_batch([GenerationRequest(prompt, GREEDY)])[0]
+    assert torch.allclose(torch.from_numpy(replay.features), torch.from_numpy(without.features), atol=1e-5)
+    assert not torch.allclose(torch.from_numpy(with_adapter.features), torch.from_numpy(without.features))
+
+
+def test_cache_evicts_least_recently_used_and_never_a_pinned_adapter(engine):
+    cache = engine.cache  # two slots
+    for user in ("user0", "user1", "user2"):
+        cache.release(cache.acquire(user, "v1"))
+    assert ("user0", "v1") not in cache.cached()
+    pinned = cache.acquire("user1", "v1")
+    other = cache.acquire("user0", "v1")  # must evict user2, not the pinned user1
+    assert set(cache.cached()) == {("user1", "v1"), ("user0", "v1")}
+    with pytest.raises(Exception, match="every adapter slot is in use"):
+        cache.acquire("user2", "v1")
+    cache.release(pinned)
+    cache.release(other)
+
+
+def test_a_missing_adapter_fails_its_request_only(engine):
+    prompt = prompt_of(engine, "hi")
+    outcomes = engine.generate_batch([
+        GenerationRequest(prompt, GREEDY, user_id="ghost", adapter_version="v9"),
+        GenerationRequest(prompt, GREEDY),
+    ])
+    assert "missing from the store" in str(outcomes[0])
+    assert len(outcomes[1].choices[0].token_ids) == 12
