@@ -110,7 +110,9 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return torch.expm1(log_ratio) - log_ratio
 
 
-def per_token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
+def per_token_kl(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str
+) -> torch.Tensor:
     """The per-token KL estimate named by ``estimator`` ('k1' or 'k3')."""
     if estimator == "k1":
         return kl_k1(logprobs, ref_logprobs)
@@ -212,7 +214,8 @@ def clipped_value_loss(
     """½·masked mean of max((V − G)², (V_clip − G)²), V_clip = V_old + clip(V − V_old, ±c);
     and the clipped fraction. Keeps the critic from jumping away from its rollout values.
     """
-    values_clipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
+    step = torch.clamp(values - old_values, -clip_range_value, clip_range_value)
+    values_clipped = old_values + step
     unclipped = (values - returns) ** 2
     clipped = (values_clipped - returns) ** 2
     loss = 0.5 * masked_mean(torch.maximum(unclipped, clipped), mask)
@@ -446,7 +449,8 @@ def ppo_update(
 
             with torch.no_grad():
                 log_ratio = mb_logprobs - b_logprobs[mb_rows]
-                step_stats["approx_kl"].append(masked_mean(torch.expm1(log_ratio) - log_ratio, mb_mask))
+                approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mb_mask)  # k3
+                step_stats["approx_kl"].append(approx_kl)
             step_stats["pg"].append(pg_loss.detach())
             step_stats["vf"].append(vf_loss.detach())
             step_stats["entropy"].append(entropy.detach())

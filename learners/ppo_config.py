@@ -99,7 +99,7 @@ class PPOConfig:
         _positive(self, "max_grad_norm")
 
     def lora_config(self) -> LoraConfig:
-        """The peft LoRA config of a new user adapter (`get_peft_model(base, cfg.lora_config())`)."""
+        """peft LoRA config of a new user adapter: `get_peft_model(base, cfg.lora_config())`."""
         return LoraConfig(
             r=self.lora_rank,
             lora_alpha=self.lora_alpha,

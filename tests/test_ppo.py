@@ -179,7 +179,8 @@ def test_response_logprobs_divide_by_temperature_like_a_plain_loop():
         for t in range(3):
             scaled = [x / temperature for x in logits[b, t].tolist()]
             log_normaliser = math.log(sum(math.exp(x) for x in scaled))
-            assert result[b, t].item() == pytest.approx(scaled[tokens[b, t]] - log_normaliser, abs=1e-5)
+            expected = scaled[tokens[b, t]] - log_normaliser
+            assert result[b, t].item() == pytest.approx(expected, abs=1e-5)
     assert not torch.allclose(result, response_logprobs(logits, tokens, 1.0))
 
 
@@ -205,7 +206,8 @@ def test_shaped_rewards_put_score_on_last_real_token_and_kl_everywhere():
 def test_missing_eos_penalty_hits_only_unfinished_responses():
     scores = torch.tensor([1.0, 2.0, 0.5])
     ended = torch.tensor([True, False, True])
-    assert apply_missing_eos_penalty(scores, ended, 0.75).tolist() == pytest.approx([1.0, 1.25, 0.5])
+    penalised = apply_missing_eos_penalty(scores, ended, 0.75)
+    assert penalised.tolist() == pytest.approx([1.0, 1.25, 0.5])
 
 
 def test_adaptive_kl_controller_follows_ziegler_update():
@@ -272,7 +274,8 @@ def test_ppo_update_changes_every_trainable_parameter_and_nothing_else(tokenizer
     policy = make_policy(config)
     value_head = ValueHead.for_model(policy)
     optimizer = make_optimizer(policy, value_head, config)
-    named = {**dict(policy.named_parameters()), **{f"value_head.{k}": v for k, v in value_head.named_parameters()}}
+    named = dict(policy.named_parameters())
+    named |= {f"value_head.{k}": v for k, v in value_head.named_parameters()}
     before = {name: parameter.detach().clone() for name, parameter in named.items()}
     trainable = {name for name, parameter in named.items() if parameter.requires_grad}
     assert any("lora_A" in n for n in trainable) and "value_head.linear.weight" in trainable
@@ -286,7 +289,8 @@ def test_ppo_update_changes_every_trainable_parameter_and_nothing_else(tokenizer
         policy, value_head, optimizer, tokenizer, random_prompts(8, 5, seed=0), reward_fn, config
     )
     unchanged_trainable = [n for n in trainable if torch.equal(named[n], before[n])]
-    changed_frozen = [n for n in named if n not in trainable and not torch.equal(named[n], before[n])]
+    frozen = [n for n in named if n not in trainable]
+    changed_frozen = [n for n in frozen if not torch.equal(named[n], before[n])]
     assert unchanged_trainable == []
     assert changed_frozen == []  # base weights bit-identical
     assert stats.response_tokens > 0 and stats.tokens > stats.response_tokens
@@ -325,7 +329,7 @@ def test_reward_fn_gets_unpadded_rows_and_base_model_features(tokenizer):
 
 
 def test_missing_eos_penalty_lowers_reward_in_ppo_update(tokenizer):
-    """With 1-token responses almost none reach EOS: the mean reward drops by penalty × that share."""
+    """With 1-token responses almost none reach EOS: mean reward drops by penalty × that share."""
     stats = {}
     for penalty in (0.0, 2.0):
         config = PPOConfig(max_new_tokens=1, ppo_epochs=1, num_minibatches=1,
@@ -375,3 +379,21 @@ def test_ppo_raises_the_frequency_of_the_rewarded_token(tokenizer):
     after = target_token_frequency(policy, prompts)
     assert 0.01 < before < 0.06
     assert after >= before + 0.10 and after >= 3 * before, (before, after)
+
+
+def test_ppo_update_steps_the_adaptive_kl_controller(tokenizer):
+    """The first update has KL = 0 (LoRA B starts at 0): error −1 clips to −0.2, so β shrinks
+    by 0.2·B/horizon, and the β used for the rewards is the one before the step."""
+    config = PPOConfig(max_new_tokens=2, ppo_epochs=1, num_minibatches=1, kl_coef=0.05,
+                       kl_target=1.0, kl_horizon=10)
+    policy = make_policy(config)
+    value_head = ValueHead.for_model(policy)
+    controller = make_kl_controller(config)
+    torch.manual_seed(0)
+    stats = ppo_update(
+        policy, value_head, make_optimizer(policy, value_head, config), tokenizer,
+        random_prompts(4, 3, seed=2), lambda p, r, f: torch.rand(len(p)), config, controller,
+    )
+    assert stats.kl == 0.0 and stats.kl_coef == 0.05
+    assert stats.next_kl_coef == pytest.approx(0.05 * (1 - 0.2 * 4 / 10))
+    assert controller.value == stats.next_kl_coef

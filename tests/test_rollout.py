@@ -1,4 +1,4 @@
-"""Rollout layout (padding, EOS masks, positions) and that sampling is plain temperature sampling."""
+"""Rollout layout (padding, EOS masks, positions); sampling is plain temperature sampling."""
 
 from __future__ import annotations
 
@@ -86,7 +86,9 @@ def test_sample_responses_is_reproducible_under_a_seed():
     for _ in range(2):
         torch.manual_seed(7)
         draws.append(
-            sample_responses(policy, prompts, eos_token_id=EOS_ID, pad_token_id=PAD_ID, max_new_tokens=8)
+            sample_responses(
+                policy, prompts, eos_token_id=EOS_ID, pad_token_id=PAD_ID, max_new_tokens=8
+            )
         )
     assert torch.equal(draws[0].input_ids, draws[1].input_ids)
 
@@ -104,7 +106,8 @@ def test_sampling_distribution_is_softmax_of_logits_over_temperature():
             if "lora_B" in name:
                 parameter.normal_(0.0, 0.3)
     temperature = 0.7
-    prompt_ids, prompt_mask = left_pad_prompts([[5, 6, 7, 8], [9, 10]], PAD_ID, 64, torch.device("cpu"))
+    prompts = [[5, 6, 7, 8], [9, 10]]
+    prompt_ids, prompt_mask = left_pad_prompts(prompts, PAD_ID, 64, torch.device("cpu"))
     torch.manual_seed(0)
     with torch.no_grad():
         output = policy.generate(
