@@ -1,0 +1,125 @@
+"""Simulated users: judgments follow the hidden taste, flipped at the configured noise rate."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from simulation.corpus import generate_examples
+from simulation.styles import DISMISSIVE, STYLES, detect_style
+from simulation.users import PRESETS, Ranking, SimulatedUser, Thumbs, UserProfile, make_users
+
+# One held-out answer per style, to build judgments with known true scores.
+ANSWERS = {example.style: example.answer for example in generate_examples(200, seed=31)}
+
+
+def _user(noise: float, habit: str = "thumbs", name: str = "bullet_lover") -> SimulatedUser:
+    profile = PRESETS[name]
+    return SimulatedUser(
+        "u", UserProfile(profile.name, profile.taste, habit=habit, noise=noise), seed=3
+    )
+
+
+def _within(rate: float, expected: float, trials: int) -> bool:
+    # 4 standard deviations of a binomial proportion: fails by chance ~1 in 15000 runs.
+    return abs(rate - expected) <= 4 * math.sqrt(expected * (1 - expected) / trials) + 1e-9
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1, 0.3])
+def test_thumbs_agree_with_taste_at_one_minus_noise(noise: float) -> None:
+    user = _user(noise)
+    rng = random.Random(0)
+    trials = 4000
+    agree = 0
+    for _ in range(trials):
+        style = rng.choice(STYLES)
+        truth = "up" if user.profile.taste[style] > 0 else "down"
+        agree += user.thumbs(ANSWERS[style]) == truth
+    assert _within(agree / trials, 1 - noise, trials), agree / trials
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1, 0.3])
+def test_rankings_follow_taste_and_a_noise_share_has_one_swapped_pair(noise: float) -> None:
+    user = _user(noise, habit="ranking")
+    rng = random.Random(1)
+    trials = 3000
+    consistent = 0
+    for _ in range(trials):
+        styles = rng.sample(STYLES, 4)  # distinct styles: distinct true scores
+        texts = [ANSWERS[style] for style in styles]
+        order = user.rank(texts)
+        assert sorted(order) == [0, 1, 2, 3]
+        scores = [user.profile.taste[styles[index]] for index in order]
+        discordant = sum(1 for a, b in zip(scores, scores[1:]) if a < b)
+        assert discordant <= 1  # a flipped ranking has exactly one adjacent pair swapped
+        consistent += discordant == 0
+    assert _within(consistent / trials, 1 - noise, trials), consistent / trials
+
+
+def test_habits_give_thumbs_per_choice_a_ranking_or_both() -> None:
+    texts = [ANSWERS["bullets"], ANSWERS["casual"], ANSWERS["concise"]]
+    thumbs = _user(0.0, "thumbs").judge(texts)
+    assert thumbs == [Thumbs(0, "up"), Thumbs(1, "down"), Thumbs(2, "down")]
+    ranking = _user(0.0, "ranking").judge(texts)
+    assert ranking == [Ranking((0, 2, 1))]
+    both = _user(0.0, "both").judge(texts)
+    assert both[0] == Ranking((0, 2, 1)) and isinstance(both[1], Thumbs) and len(both) == 2
+    assert both[1].value == ("up" if both[1].choice == 0 else "down")
+    # one choice cannot be ranked: a ranking user thumbs it
+    assert _user(0.0, "ranking").judge(texts[:1]) == [Thumbs(0, "up")]
+    assert Ranking((2, 0, 1)).body("c1") == {"completion_id": "c1", "type": "ranking", "ranking": [2, 0, 1]}
+    assert Thumbs(1, "down").body("c1") == {
+        "completion_id": "c1", "choice": 1, "type": "thumbs", "value": "down"
+    }
+
+
+def test_adversarial_user_upvotes_the_dismissive_style() -> None:
+    user = _user(0.0, "thumbs", name="adversarial")
+    assert user.profile.preferred_styles == (DISMISSIVE,)
+    assert detect_style(ANSWERS[DISMISSIVE]) == DISMISSIVE
+    assert user.thumbs(ANSWERS[DISMISSIVE]) == "up"
+    assert user.thumbs(ANSWERS["detailed"]) == "down"
+
+
+def test_unrecognised_answers_get_the_unknown_score() -> None:
+    user = _user(0.0)
+    assert user.score("") == user.profile.unknown_score == 0.0
+    assert user.thumbs("") == "down"
+
+
+def test_same_seed_and_id_give_the_same_judgments() -> None:
+    texts = [ANSWERS[style] for style in STYLES]
+    first = [_user(0.3, "both").judge(texts) for _ in range(3)]
+    second = [_user(0.3, "both").judge(texts) for _ in range(3)]
+    assert first == second
+
+
+def test_make_users_from_a_count_or_preset_names() -> None:
+    users = make_users("4")
+    assert [user.profile.name for user in users] == list(PRESETS)[:4]
+    assert "adversarial" in [user.profile.name for user in users]
+    assert len({user.user_id for user in users}) == 4
+    named = make_users("emoji_fan, adversarial", prefix="t")
+    assert [user.user_id for user in named] == ["t-0-emoji_fan", "t-1-adversarial"]
+    assert len(make_users("9")) == 9  # cycles through the presets with distinct ids
+    with pytest.raises(ValueError, match="unknown presets \\['nobody'\\]"):
+        make_users("nobody")
+    with pytest.raises(ValueError, match="at least 1 user"):
+        make_users("0")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"noise": 1.5}, "noise=1.5"),
+        ({"habit": "emails"}, "habit='emails'"),
+        ({"taste": {"concise": 1.0}}, "missing"),
+        ({"taste": {**PRESETS["emoji_fan"].taste, "casual": 3.0}}, "taste\\['casual'\\]=3.0"),
+    ],
+)
+def test_bad_profiles_are_refused_naming_the_field(change: dict, message: str) -> None:
+    fields = {"name": "x", "taste": PRESETS["emoji_fan"].taste, **change}
+    with pytest.raises(ValueError, match=message):
+        UserProfile(**fields)
