@@ -102,7 +102,6 @@ class Engine:
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
-        torch.set_grad_enabled(False)
         s = self.settings
         self.base = load_base_model(s.base_model_path, s.device, name=s.served_model_name)
         self.selection, self.layers = inject_multi_lora(
@@ -120,6 +119,7 @@ class Engine:
         assert self.base is not None, "Engine.start() first"
         return self.base.tokenizer
 
+    @torch.inference_mode()
     def load_adapter(self, user_id: str, version: str) -> None:
         """Bring an adapter into the cache ahead of its first request (prefetch)."""
         assert self.cache is not None
@@ -135,6 +135,7 @@ class Engine:
         return list(ids)
 
     # --- generation ------------------------------------------------------------
+    @torch.inference_mode()
     def generate_batch(
         self, requests: list[GenerationRequest]
     ) -> list[GenerationResult | AdapterError]:

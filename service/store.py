@@ -5,6 +5,7 @@ Key layout (one place, so the service and the learners never disagree):
     tailor:completion:{completion_id}   hash, TTL: who asked, prompt, choices, features
     tailor:user:{user_id}               hash: feedback counters, adapter metrics
     tailor:user:{user_id}:completions   set of the user's completion ids (for forgetting)
+    tailor:user:{user_id}:prompts       the user's recent prompts, token ids (PPO rollouts)
     tailor:users                        set of user ids seen
     tailor:feedback                     stream of accepted feedback events (consumer group)
     tailor:idem:{user_id}:{key}         stream id of an event already accepted under key
@@ -48,6 +49,14 @@ def user_completions_key(user_id: str) -> str:
     return f"{PREFIX}:user:{user_id}:completions"
 
 
+def user_prompts_key(user_id: str) -> str:
+    """The user's recent prompts (token ids, newest first): PPO's rollout prompts."""
+    return f"{PREFIX}:user:{user_id}:prompts"
+
+
+RECENT_PROMPTS = 200
+
+
 def user_data_pattern(user_id: str) -> str:
     """Every per-user key the learners add (``tailor:user:{id}:*``)."""
     return f"{PREFIX}:user:{user_id}:*"
@@ -62,7 +71,7 @@ def adapter_pointer_key(user_id: str) -> str:
 
 
 def forgotten_key(user_id: str) -> str:
-    """Set when a user is forgotten, so a learner mid-update does not publish for them."""
+    """When a user was forgotten: learners drop older events and updates begun before it."""
     return f"{PREFIX}:forgotten:{user_id}"
 
 
@@ -231,6 +240,9 @@ class FeedbackStore:
                 pipe.expire(index, self.completion_ttl_s)
                 pipe.sadd(USERS_SET, record.user_id)
                 pipe.hsetnx(user_key(record.user_id), "first_seen", f"{record.created:.3f}")
+                prompts = user_prompts_key(record.user_id)
+                pipe.lpush(prompts, json.dumps(record.prompt_token_ids))
+                pipe.ltrim(prompts, 0, RECENT_PROMPTS - 1)
             await pipe.execute()
 
     async def load_completion(self, completion_id: str) -> CompletionRecord:
@@ -291,7 +303,7 @@ class FeedbackStore:
         if stream_ids:
             await self.client.xdel(FEEDBACK_STREAM, *stream_ids)
         await self.client.srem(USERS_SET, user_id)
-        await self.client.set(forgotten_key(user_id), "1", ex=FORGOTTEN_TTL_S)
+        await self.client.set(forgotten_key(user_id), f"{time.time():.3f}", ex=FORGOTTEN_TTL_S)
         await self.client.publish(ADAPTER_CHANNEL, f"{user_id} ")  # replicas drop its adapters
         return deleted + len(stream_ids)
 

@@ -1,0 +1,59 @@
+"""Score a policy on held-out prompts: mean reward and KL to the base model.
+
+The gate compares the version being replaced with the candidate on the same
+prompts with the same sampling seed, both scored by the current reward model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from learners.gate import HeldOutEval
+from learners.ppo import RewardFn, forward_response, per_token_kl, response_logprobs
+from learners.ppo_config import PPOConfig
+from learners.rollout import position_ids_from_mask, sample_responses
+from service.features import adapters_disabled, pool_hidden_states
+
+
+@torch.no_grad()
+def evaluate_policy(
+    policy: nn.Module,
+    tokenizer,
+    prompts: list[list[int]],
+    reward_fn: RewardFn,
+    config: PPOConfig,
+    seed: int,
+) -> HeldOutEval:
+    """Sample one response per prompt (seeded) and return its mean reward and KL."""
+    devices = [torch.device("cuda")] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        rollout = sample_responses(
+            policy, prompts,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            max_prompt_tokens=config.max_prompt_tokens,
+        )
+    mask = rollout.response_mask.float()  # (B, R)
+    logits, _ = forward_response(policy, rollout)
+    logprobs = response_logprobs(logits, rollout.response_ids, config.temperature)
+    with adapters_disabled(policy):
+        ref = policy(
+            input_ids=rollout.input_ids,
+            attention_mask=rollout.attention_mask,
+            position_ids=position_ids_from_mask(rollout.attention_mask),
+            output_hidden_states=True,
+            use_cache=False,
+        )
+    response_len = mask.shape[1]
+    ref_logits = ref.logits[:, -response_len - 1 : -1]
+    ref_logprobs = response_logprobs(ref_logits, rollout.response_ids, config.temperature)
+    features = pool_hidden_states(ref.hidden_states[-1], rollout.full_response_mask * rollout.attention_mask)
+    scores = torch.as_tensor(
+        reward_fn(rollout.prompt_lists(), rollout.response_lists(), features), dtype=torch.float32
+    )
+    kl = (per_token_kl(logprobs, ref_logprobs, "k1") * mask).sum(dim=1)  # (B,)
+    return HeldOutEval(reward=float(scores.mean()), kl=float(kl.mean()))

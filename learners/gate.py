@@ -1,0 +1,53 @@
+"""Publish gate: an update reaches users only if it is sane, close to the base, and no worse.
+
+Checks, in order (the first that fails is the reason logged and counted):
+1. every trainable weight is finite;
+2. the KL to the base model on the user's held-out prompts is under ``kl_bound``;
+3. the user's reward on held-out prompts did not fall by more than ``tolerance``
+   compared with the version being replaced (both scored by the new reward model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    kl_bound: float = 8.0  # max mean KL(policy || base) per held-out response, nats
+    tolerance: float = 0.05  # allowed drop in mean held-out reward (sampling noise)
+
+
+@dataclass(frozen=True)
+class HeldOutEval:
+    reward: float  # mean user reward (reward model + guard) of sampled responses
+    kl: float  # mean per-response KL to the base model, nats
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    publish: bool
+    reason: str  # "ok", "non_finite_weights", "kl_too_large", "reward_regressed"
+
+
+def trainable_weights_finite(*modules: nn.Module) -> bool:
+    return all(
+        bool(torch.isfinite(p).all())
+        for module in modules
+        for p in module.parameters()
+        if p.requires_grad
+    )
+
+
+def decide(finite: bool, before: HeldOutEval, after: HeldOutEval, config: GateConfig) -> GateDecision:
+    if not finite or not (math.isfinite(after.reward) and math.isfinite(after.kl)):
+        return GateDecision(False, "non_finite_weights")
+    if after.kl > config.kl_bound:
+        return GateDecision(False, "kl_too_large")
+    if after.reward < before.reward - config.tolerance:
+        return GateDecision(False, "reward_regressed")
+    return GateDecision(True, "ok")

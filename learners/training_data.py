@@ -1,0 +1,89 @@
+"""Per-user training data in Redis, built from feedback events exactly once.
+
+Keys (all under ``tailor:user:{id}:``, so forgetting a user removes them):
+
+    examples   list of JSON training examples, in the order they were applied
+    applied    set of feedback event ids already turned into examples
+    prompts    recent prompts (token ids), newest first: written by the Ingress (store.py)
+    value_head the PPO value head of the user's adapter (safetensors bytes)
+    reward     the user's reward-model state (bytes)
+
+and globally ``tailor:learner:pending`` (users by examples not yet trained on).
+
+An example copies what training needs out of the completion (which expires):
+the base-model features of every choice and the prompt's token ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.store import PREFIX, CompletionRecord, FeedbackEvent
+
+PENDING_KEY = f"{PREFIX}:learner:pending"
+STATS_KEY = f"{PREFIX}:learner:stats"
+LAG_KEY = f"{PREFIX}:learner:feedback-lag"
+
+
+def examples_key(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}:examples"
+
+
+def applied_key(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}:applied"
+
+
+def value_head_key(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}:value_head"
+
+
+def reward_state_key(user_id: str) -> str:
+    return f"{PREFIX}:user:{user_id}:reward"
+
+
+@dataclass
+class TrainingExample:
+    event_id: str
+    kind: str  # "thumbs" | "ranking"
+    completion_id: str
+    accepted_at: float
+    prompt_token_ids: list[int]
+    features: np.ndarray  # (n_choices, D) float32, base-model features of each choice
+    choice: int | None = None  # thumbs: the rated choice
+    label: int | None = None  # thumbs: 1 up, 0 down
+    ranking: list[int] | None = None  # ranking: choice indices best first
+
+    def to_json(self) -> str:
+        features = np.ascontiguousarray(self.features, dtype="<f4")
+        return json.dumps({
+            "event_id": self.event_id, "kind": self.kind, "completion_id": self.completion_id,
+            "accepted_at": self.accepted_at, "prompt_token_ids": self.prompt_token_ids,
+            "features": base64.b64encode(features.tobytes()).decode(), "shape": features.shape,
+            "choice": self.choice, "label": self.label, "ranking": self.ranking,
+        })
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> TrainingExample:
+        data = json.loads(raw)
+        features = np.frombuffer(base64.b64decode(data.pop("features")), dtype="<f4")
+        return cls(features=features.reshape(data.pop("shape")), **data)
+
+
+def example_from(event_id: str, event: FeedbackEvent, completion: CompletionRecord) -> TrainingExample:
+    if completion.features is None:
+        raise ValueError(f"completion {completion.completion_id} has no features recorded")
+    return TrainingExample(
+        event_id=event_id,
+        kind=event.type,
+        completion_id=event.completion_id,
+        accepted_at=event.accepted_at,
+        prompt_token_ids=completion.prompt_token_ids,
+        features=completion.features,
+        choice=event.choice,
+        label=None if event.value is None else int(event.value == "up"),
+        ranking=event.ranking,
+    )

@@ -1,0 +1,279 @@
+"""One user's update: reward model, PPO on their adapter, the gate, publishing.
+
+``UserUpdater`` holds the base model once, wrapped by peft with one LoRA slot
+that is loaded with whichever user is being trained (DESIGN.md decision 8: a
+worker trains many users in turn). The reference policy is the same model
+with the adapter disabled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import redis
+import torch
+from peft import get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from learners.evaluation import evaluate_policy
+from learners.gate import GateConfig, GateDecision, HeldOutEval, decide, trainable_weights_finite
+from learners.guard import HarmlessnessGuard
+from learners.ppo import PPOStats, make_kl_controller, make_optimizer, ppo_update
+from learners.ppo_config import PPOConfig
+from learners.reward import FeedbackBuilder, RankingEvent, RewardConfig, RewardModel, ThumbEvent
+from learners.scheduler import Scheduler
+from learners.training_data import (
+    LAG_KEY,
+    STATS_KEY,
+    TrainingExample,
+    examples_key,
+    value_head_key,
+)
+from learners.value_head import ValueHead
+from service.adapters import AdapterRegistry, AdapterStore
+from service.modeling import BaseModel
+from service.settings import Settings
+from service.store import USERS_SET, forgotten_key, user_key, user_prompts_key
+
+log = logging.getLogger(__name__)
+LAG_SAMPLES = 10_000
+
+
+@dataclass
+class UpdateOutcome:
+    user_id: str
+    decision: GateDecision
+    version: str | None
+    examples: int
+    before: HeldOutEval
+    after: HeldOutEval
+    ppo: list[PPOStats]
+    reward_accuracy: float | None
+    seconds: float
+
+
+def reward_events(user_id: str, examples: list[TrainingExample]) -> list[ThumbEvent | RankingEvent]:
+    events: list[ThumbEvent | RankingEvent] = []
+    for example in examples:
+        features = torch.from_numpy(np.array(example.features))
+        if example.kind == "thumbs":
+            events.append(ThumbEvent(user_id, features[example.choice], example.label))
+        else:
+            events.append(RankingEvent(user_id, example.completion_id, features[example.ranking]))
+    return events
+
+
+class UserUpdater:
+    def __init__(
+        self,
+        settings: Settings,
+        client: redis.Redis,
+        base: BaseModel,
+        ppo_config: PPOConfig,
+        gate_config: GateConfig,
+        reward_config: RewardConfig,
+        ppo_iterations: int = 4,
+        rollout_batch: int = 16,
+        seed: int = 0,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.tokenizer = base.tokenizer
+        self.ppo_config = ppo_config
+        self.gate_config = gate_config
+        self.reward_config = reward_config
+        self.ppo_iterations = ppo_iterations
+        self.rollout_batch = rollout_batch
+        self.seed = seed
+        self.store = AdapterStore(settings.adapter_store_uri)
+        self.registry = AdapterRegistry(client)
+        self.guard = HarmlessnessGuard.load(base.path)
+        base.model.requires_grad_(False)
+        self.policy = get_peft_model(base.model, ppo_config.lora_config())
+        self.policy.eval()
+        # A new user starts from this state: LoRA B = 0, so the policy is the base model.
+        self.fresh_lora = {k: v.detach().clone() for k, v in self._lora_state().items()}
+        self.reward_model: RewardModel | None = None
+        self._population_examples = 0
+
+    # --- the update -------------------------------------------------------------------
+    def update(self, user_id: str, scheduler: Scheduler, lease_token: str) -> UpdateOutcome:
+        started = time.time()
+        examples = [TrainingExample.from_json(raw) for raw in self.client.lrange(examples_key(user_id), 0, -1)]
+        trained_before = int(self.client.hget(user_key(user_id), "learner_examples_trained") or 0)
+        new_examples = examples[trained_before:]
+
+        # 1. Reward model: score the new feedback before training on it, then fit.
+        accuracy = self._online_accuracy(user_id, new_examples)
+        self._fit_reward(user_id, examples)
+        reward_fn = self._reward_fn(user_id)
+
+        # 2. Prompts from the user's own recent requests; a quarter held out for the gate.
+        train_prompts, held_out = self._prompts(user_id)
+
+        # 3. PPO on the user's adapter, starting from their published version.
+        version_before = self.registry.current(user_id)
+        value_head = self._load_user_state(user_id, version_before)
+        kl_controller = make_kl_controller(self.ppo_config, self._kl_coef(user_id))
+        optimizer = make_optimizer(self.policy, value_head, self.ppo_config)
+        before = evaluate_policy(self.policy, self.tokenizer, held_out, reward_fn, self.ppo_config, self.seed)
+        stats = []
+        for iteration in range(self.ppo_iterations):
+            torch.manual_seed(self.seed + 1000 * iteration + len(examples))
+            batch = random.Random(iteration + len(examples)).choices(train_prompts, k=self.rollout_batch)
+            stats.append(ppo_update(self.policy, value_head, optimizer, self.tokenizer, batch,
+                                    reward_fn, self.ppo_config, kl_controller))
+            scheduler.renew(user_id, lease_token)
+        after = evaluate_policy(self.policy, self.tokenizer, held_out, reward_fn, self.ppo_config, self.seed)
+
+        # 4. Gate, then publish: immutable files first, then the pointer.
+        decision = decide(trainable_weights_finite(self.policy, value_head), before, after, self.gate_config)
+        if decision.publish and self._forgotten_since(user_id, started):
+            decision = GateDecision(False, "user_forgotten")
+        version = None
+        metrics = self._metrics(stats, before, after, accuracy, kl_controller.value)
+        if decision.publish:
+            scheduler.renew(user_id, lease_token)  # still ours: nobody else trained this user
+            version = self._publish(user_id, value_head, metrics)
+            self._record_lag(new_examples)
+        else:
+            log.warning("update of %s not published: %s", user_id, decision.reason)
+        self._record(user_id, decision, metrics, len(examples))
+        scheduler.mark_trained(user_id, len(new_examples))
+        return UpdateOutcome(user_id, decision, version, len(new_examples), before, after, stats,
+                             accuracy, time.time() - started)
+
+    # --- reward -------------------------------------------------------------------------
+    def _online_accuracy(self, user_id: str, new_examples: list[TrainingExample]) -> float | None:
+        """Held-out accuracy: each new event is predicted before any training on it."""
+        if self.reward_model is None or not new_examples:
+            return None
+        scores = [self.reward_model.event_accuracy(e) for e in reward_events(user_id, new_examples)]
+        hits = self.client.hincrbyfloat(user_key(user_id), "learner_reward_hits", sum(scores))
+        seen = self.client.hincrby(user_key(user_id), "learner_reward_predicted", len(scores))
+        return hits / seen
+
+    def _fit_reward(self, user_id: str, examples: list[TrainingExample]) -> None:
+        """Refit the population when everyone's feedback grew by a fifth; always refit this user."""
+        all_examples = self._all_examples()
+        total = sum(len(e) for e in all_examples.values())
+        if self.reward_model is None or total >= 1.2 * self._population_examples:
+            builder = FeedbackBuilder(feature_dim=examples[0].features.shape[1])
+            for uid, user_examples in all_examples.items():
+                for event in reward_events(uid, user_examples):
+                    builder.add(event)
+            self.reward_model = RewardModel.fit(builder.build(), self.reward_config)
+            self._population_examples = total
+        builder = FeedbackBuilder(feature_dim=examples[0].features.shape[1])
+        for event in reward_events(user_id, examples):
+            builder.add(event)
+        self.reward_model.fit_user(user_id, builder.build())
+
+    def _all_examples(self) -> dict[str, list[TrainingExample]]:
+        users = [u.decode() for u in self.client.smembers(USERS_SET)]
+        found = {}
+        for uid in users:
+            raw = self.client.lrange(examples_key(uid), 0, -1)
+            if raw:
+                found[uid] = [TrainingExample.from_json(r) for r in raw]
+        return found
+
+    def _reward_fn(self, user_id: str):
+        model, guard = self.reward_model, self.guard
+
+        def reward(prompt_ids, response_ids, features: torch.Tensor) -> torch.Tensor:
+            features = features.float().cpu()
+            score = model.score(user_id, features)
+            if guard is not None:
+                score = score - guard.penalty(features)
+            return score
+
+        return reward
+
+    # --- adapter state --------------------------------------------------------------------
+    def _lora_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.policy.state_dict().items() if "lora_" in k}
+
+    def _load_user_state(self, user_id: str, version: str | None) -> ValueHead:
+        if version is None:
+            self.policy.load_state_dict(self.fresh_lora, strict=False)
+        else:
+            set_peft_model_state_dict(self.policy, self.store.load(user_id, version).tensors)
+        value_head = ValueHead.for_model(self.policy).to(self.policy.device)
+        blob = self.client.get(value_head_key(user_id))
+        if blob is not None and version is not None:
+            value_head.load_state_dict(load_tensors(blob))
+        return value_head
+
+    def _kl_coef(self, user_id: str) -> float | None:
+        value = self.client.hget(user_key(user_id), "learner_kl_coef")
+        return float(value) if value is not None else None
+
+    def _prompts(self, user_id: str) -> tuple[list[list[int]], list[list[int]]]:
+        raw = self.client.lrange(user_prompts_key(user_id), 0, 127)
+        unique = list(dict.fromkeys(raw))  # newest first, duplicates dropped
+        prompts = [json.loads(p) for p in unique]
+        if not prompts:
+            raise ValueError(f"user {user_id} has feedback but no recorded prompts")
+        held_out = prompts[::4] or prompts[:1]
+        train = [p for i, p in enumerate(prompts) if i % 4] or prompts
+        return train, held_out
+
+    def _forgotten_since(self, user_id: str, started: float) -> bool:
+        forgotten_at = self.client.get(forgotten_key(user_id))
+        return forgotten_at is not None and float(forgotten_at) >= started
+
+    def _publish(self, user_id: str, value_head: ValueHead, metrics: dict[str, float]) -> str:
+        version = self.registry.next_version(user_id)
+        with tempfile.TemporaryDirectory() as folder:
+            self.policy.save_pretrained(folder)
+            self.store.put(user_id, version, Path(folder))
+        self.client.set(value_head_key(user_id), save_tensors(value_head.state_dict()))
+        self.registry.publish(user_id, version, {f"learner_{k}": v for k, v in metrics.items()})
+        return version
+
+    # --- metrics --------------------------------------------------------------------------
+    @staticmethod
+    def _metrics(stats: list[PPOStats], before: HeldOutEval, after: HeldOutEval,
+                 accuracy: float | None, kl_coef: float) -> dict[str, float]:
+        last = stats[-1]
+        metrics = {
+            "reward": after.reward, "reward_before": before.reward, "kl": after.kl,
+            "policy_loss": last.policy_loss, "value_loss": last.value_loss, "entropy": last.entropy,
+            "kl_coef": kl_coef, "ppo_seconds": sum(s.seconds for s in stats) / len(stats),
+            "updated_at": time.time(),
+        }
+        if accuracy is not None:
+            metrics["reward_accuracy"] = accuracy
+        return metrics
+
+    def _record(self, user_id: str, decision: GateDecision, metrics: dict[str, float],
+                examples: int) -> None:
+        with self.client.pipeline() as pipe:
+            pipe.hset(user_key(user_id), mapping={
+                "learner_examples_trained": examples,
+                "learner_last_decision": decision.reason,
+                "learner_kl_coef": metrics["kl_coef"],
+            })
+            pipe.hincrby(STATS_KEY, "updates", 1)
+            pipe.hincrby(STATS_KEY, "published" if decision.publish else f"rejected_{decision.reason}", 1)
+            pipe.hset(STATS_KEY, mapping={f"last_{k}": v for k, v in metrics.items()})
+            pipe.execute()
+
+    def _record_lag(self, new_examples: list[TrainingExample]) -> None:
+        """Feedback lag: event accepted -> an adapter trained on it published."""
+        now = time.time()
+        lags = [f"{now - e.accepted_at:.3f}" for e in new_examples]
+        if lags:
+            with self.client.pipeline() as pipe:
+                pipe.lpush(LAG_KEY, *lags)
+                pipe.ltrim(LAG_KEY, 0, LAG_SAMPLES - 1)
+                pipe.execute()
