@@ -40,16 +40,36 @@ def up(
     run_embedded(with_learners=learners)
 
 
+@app.command()
+def learn(
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")
+    ] = None,
+) -> None:
+    """Run the learner workers only, against REDIS_URL and the adapter store (separate cluster)."""
+    _environment()
+    from service.learn import run_learners
+
+    run_learners(ray_address)
+
+
 @model_app.command("build")
 def model_build(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: the shipped one).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of corpus, tokenizer and training.")] = 0,
+    steps: Annotated[int | None, typer.Option(help="Training steps (default: the shipped model's).")] = None,
+    verify: Annotated[bool, typer.Option("--verify", help="Rebuild in a temporary folder and "
+                                         "compare model.safetensors with the shipped one.")] = False,
 ) -> None:
-    """Build the default tiny model (tokenizer + Llama) from the synthetic corpus."""
+    """Build the default tiny model (tokenizer + Llama) and its harmlessness guard."""
     _environment()
+    from service.settings import DEFAULT_MODEL_DIR
     from simulation.cli import model_build as build
+    from simulation.guard_build import build_guard
 
-    build(out=out, seed=seed)
+    build(out=out, seed=seed, steps=steps, verify=verify)
+    if not verify:
+        build_guard(out or DEFAULT_MODEL_DIR, seed=seed)
 
 
 @adapter_app.command("publish")

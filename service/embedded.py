@@ -55,9 +55,9 @@ def ensure_base_model(settings: Settings) -> None:
         check_model_folder(settings.base_model_path)
         return
     console.print("building the default model (first use) ...")
-    from simulation.cli import model_build
+    from service.cli import model_build
 
-    model_build(out=DEFAULT_MODEL_DIR, seed=0)
+    model_build(out=DEFAULT_MODEL_DIR, seed=0, steps=None, verify=False)
 
 
 def start_ray(settings: Settings) -> None:
@@ -116,11 +116,9 @@ def run_embedded(with_learners: bool = True, stop: threading.Event | None = None
 
 
 def _start_learners(settings: Settings, args: dict[str, Any]):
-    try:
-        from learners.pool import LearnerPool
-    except ImportError:
-        console.print("[yellow]learners are not available in this build; serving only[/]")
-        return None
-    pool = LearnerPool(settings, args)
-    pool.start()
+    from learners.pool import LearnerPool
+
+    with console.status(f"starting {settings.learner_workers} learner worker(s) ..."):
+        pool = LearnerPool(settings, args)
+        pool.start()
     return pool

@@ -106,7 +106,7 @@ class Settings(BaseSettings):
         4, ge=1, description="New feedback events a user needs before the next update."
     )
     learner_lease_s: int = Field(
-        300, ge=10, description="A user's training lease; expires if its worker dies."
+        300, ge=1, description="A user's training lease; expires if its worker dies."
     )
 
     @field_validator("redis_url")
