@@ -11,15 +11,24 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-from service.settings import DEFAULT_MODEL_DIR
+from service.settings import DEFAULT_MODEL_DIR, Settings
 
 console = Console()
 
 
 def model_build(
-    out: Annotated[Path, typer.Option(help="Folder to write the model to.")] = DEFAULT_MODEL_DIR,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder to write the model to (default: the shipped one).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of corpus, initialisation and batch order.")] = 0,
     steps: Annotated[
         int | None, typer.Option(help="Training steps (default: the shipped model's).")
@@ -40,6 +49,7 @@ def model_build(
         write_build_notes,
     )
 
+    out = DEFAULT_MODEL_DIR if out is None else out
     config = BuildConfig(seed=seed) if steps is None else BuildConfig(seed=seed, steps=steps)
     with tempfile.TemporaryDirectory(prefix="tailor-model-") as scratch:
         target = Path(scratch) if verify else out
@@ -79,3 +89,75 @@ def model_build(
             )
             raise typer.Exit(1)
         console.print(f"[green]rebuild matches {shipped} bit for bit")
+
+
+def simulate(
+    base_url: Annotated[
+        str, typer.Option(help="Root URL of a running Tailor server (`tailor up`).")
+    ] = "http://127.0.0.1:8000",
+    users: Annotated[
+        str,
+        typer.Option(help="A count (the first presets) or comma-separated preset names."),
+    ] = "4",
+    rounds: Annotated[int, typer.Option(help="Rounds per user.")] = 50,
+    n: Annotated[int, typer.Option(help="Choices per feedback request (1-8).")] = 4,
+    eval_samples: Annotated[
+        int, typer.Option(help="Choices per evaluation request, never rated (1-8).")
+    ] = 4,
+    window: Annotated[int, typer.Option(help="Rounds per reported window.")] = 10,
+    max_tokens: Annotated[int, typer.Option(help="max_tokens of every request.")] = 96,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of prompts, judgments and requests.")] = 0,
+    pause: Annotated[float, typer.Option(help="Seconds between a user's rounds.")] = 0.0,
+    reset: Annotated[
+        bool, typer.Option("--reset/--keep-users", help="Forget the simulated users first.")
+    ] = True,
+    user_prefix: Annotated[str, typer.Option(help="User ids are PREFIX-INDEX-PRESET.")] = "sim",
+    api_key: Annotated[str, typer.Option(help="Bearer token sent with every request.")] = "tailor-simulate",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Where to write the JSON summary.")
+    ] = None,
+    png: Annotated[Path | None, typer.Option(help="Where to write the PNG of the curves.")] = None,
+) -> None:
+    """Drive a running server with simulated users; measure how well each one is served."""
+    import json
+
+    from simulation.harness import SimulationConfig, run_simulation
+    from simulation.plots import plot_curves, styles_table, users_table
+    from simulation.users import make_users
+
+    try:
+        config = SimulationConfig(
+            base_url=base_url, users=users, rounds=rounds, n=n, eval_samples=eval_samples,
+            window=window, max_tokens=max_tokens, temperature=temperature, seed=seed,
+            pause_s=pause, reset=reset, user_prefix=user_prefix, api_key=api_key,
+        )
+        user_ids = [user.user_id for user in make_users(users, seed, user_prefix)]
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    data_dir = Settings().data_dir
+    json_path = json_path or data_dir / "simulate.json"
+    png = png or data_dir / "simulate.png"
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        tasks = {user_id: progress.add_task(user_id, total=rounds) for user_id in user_ids}
+        summary = run_simulation(
+            config, on_round=lambda user_id, record: progress.advance(tasks[user_id])
+        )
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    plot_curves(summary, png)
+    console.print(users_table(summary))
+    console.print(styles_table(summary))
+    console.print(f"wrote {json_path} and {png} ({summary['seconds']:.0f} s)")
+    failed = {uid: user["error"] for uid, user in summary["users"].items() if user["error"]}
+    for user_id, error in failed.items():
+        console.print(f"[red]{user_id} stopped early:[/] {error}")
+    if failed:
+        raise typer.Exit(1)

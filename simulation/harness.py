@@ -1,0 +1,287 @@
+"""`tailor simulate`: drive a running Tailor server with simulated users and measure them.
+
+Each simulated user runs in its own thread (so the server batches requests of
+different users together) and, every round:
+
+1. asks a corpus prompt with ``n`` choices and gives feedback on them as its
+   habit says (thumbs, a ranking, or both) through ``POST /v1/feedback``;
+2. asks another prompt for ``eval_samples`` choices that get no feedback: only
+   these measure the user, so the measurement never feeds the learner.
+
+Per user and per window of rounds the harness reports the share of evaluation
+answers in the user's preferred style(s) (``preferred_rate``), the user's mean
+hidden score of them (``mean_score``) and the share in the dismissive style
+(``dismissive_rate``). All requests go over HTTP as a real client's would: the
+official ``openai`` client for chat, ``httpx`` for feedback and users.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import httpx
+from openai import OpenAI
+
+from simulation.corpus import sample_case
+from simulation.styles import DISMISSIVE, STYLES, detect_style
+from simulation.users import SimulatedUser, make_users
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """How many users, rounds and samples; where the server is."""
+
+    base_url: str = "http://127.0.0.1:8000"  # server root; a trailing /v1 is accepted too
+    users: str = "4"  # a count (the first presets) or comma-separated preset names
+    rounds: int = 50  # rounds per user: one feedback request + one evaluation request each
+    n: int = 4  # choices per feedback request (the user rates or ranks them)
+    eval_samples: int = 4  # choices per evaluation request (never rated)
+    window: int = 10  # rounds per reported window (the points of the curves)
+    max_tokens: int = 96  # max_tokens of every request
+    temperature: float = 1.0  # sampling temperature of every request
+    seed: int = 0  # seeds prompts, judgments and request seeds
+    pause_s: float = 0.0  # wait between a user's rounds (lets learners catch up)
+    reset: bool = True  # DELETE each simulated user's data on the server first
+    user_prefix: str = "sim"  # user ids are {prefix}-{index}-{preset}
+    api_key: str = "tailor-simulate"  # sent as the bearer token (servers with API keys need one)
+    timeout_s: float = 300.0  # per HTTP request
+
+    def __post_init__(self) -> None:
+        for name in ("rounds", "window"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("n", "eval_samples"):
+            if not 1 <= getattr(self, name) <= 8:
+                raise ValueError(f"{name}={getattr(self, name)} must be between 1 and 8 (the API's n)")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature={self.temperature} must lie in [0, 2]")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url={self.base_url!r} must start with http:// or https://")
+
+    @property
+    def root_url(self) -> str:
+        """The server root without a trailing ``/v1``."""
+        return self.base_url.rstrip("/").removesuffix("/v1")
+
+
+@dataclass
+class RoundRecord:
+    """What one round of one user saw."""
+
+    round: int
+    eval_styles: list[str | None]  # detected style of each evaluation answer
+    eval_scores: list[float]  # the user's hidden score of each evaluation answer
+    feedback_styles: list[str | None]  # detected style of each answer that got feedback
+    feedback_events: int  # feedback events the server accepted this round
+    adapter_version: str  # system_fingerprint of the evaluation request
+
+
+@dataclass
+class UserRun:
+    """A simulated user and its rounds."""
+
+    user: SimulatedUser
+    records: list[RoundRecord] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class WindowStats:
+    """The measurements of one user over one window of rounds (evaluation samples only)."""
+
+    first_round: int
+    last_round: int
+    samples: int
+    preferred_rate: float
+    mean_score: float
+    dismissive_rate: float
+    style_counts: dict[str, int]
+    adapter_version: str  # the version that served the window's last evaluation
+
+
+def request_seed(seed: int, user_index: int, round_index: int, purpose: int) -> int:
+    """A distinct, reproducible sampling seed per request."""
+    return ((seed * 1_000_003 + user_index) * 100_003 + round_index) * 2 + purpose
+
+
+def reset_user(http: httpx.Client, user_id: str) -> None:
+    """Forget a simulated user on the server (no data yet is fine)."""
+    response = http.delete(f"/v1/users/{user_id}")
+    if response.status_code not in (200, 204, 404):
+        response.raise_for_status()
+
+
+def run_user(
+    config: SimulationConfig,
+    user_index: int,
+    user: SimulatedUser,
+    on_round: Callable[[str, RoundRecord], None] | None = None,
+) -> UserRun:
+    """All rounds of one user, sequentially (run users in threads for concurrency)."""
+    run = UserRun(user)
+    headers = {"X-User-Id": user.user_id}
+    prompt_rng = random.Random(f"{config.seed}:{user.user_id}:feedback-prompts")
+    eval_rng = random.Random(f"{config.seed}:{user.user_id}:eval-prompts")
+    client = OpenAI(
+        base_url=f"{config.root_url}/v1",
+        api_key=config.api_key,
+        timeout=config.timeout_s,
+        default_headers=headers,
+    )
+    http = httpx.Client(
+        base_url=config.root_url,
+        headers={**headers, "Authorization": f"Bearer {config.api_key}"},
+        timeout=config.timeout_s,
+    )
+    try:
+        model = client.models.list().data[0].id
+        if config.reset:
+            reset_user(http, user.user_id)
+        for round_index in range(config.rounds):
+            # 1. a request the user gives feedback on
+            prompt = sample_case(prompt_rng).prompt
+            completion = client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": prompt}],
+                n=config.n,
+                temperature=config.temperature,
+                max_tokens=config.max_tokens,
+                seed=request_seed(config.seed, user_index, round_index, 0),
+            )
+            texts = [choice.message.content or "" for choice in completion.choices]
+            events = 0
+            for judgment in user.judge(texts):
+                response = http.post("/v1/feedback", json=judgment.body(completion.id))
+                if response.status_code >= 300:
+                    raise RuntimeError(
+                        f"POST /v1/feedback for {user.user_id} answered "
+                        f"{response.status_code}: {response.text[:300]}"
+                    )
+                events += 1
+            # 2. an evaluation request: measured, never rated
+            evaluation = client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": sample_case(eval_rng).prompt}],
+                n=config.eval_samples,
+                temperature=config.temperature,
+                max_tokens=config.max_tokens,
+                seed=request_seed(config.seed, user_index, round_index, 1),
+            )
+            eval_texts = [choice.message.content or "" for choice in evaluation.choices]
+            record = RoundRecord(
+                round=round_index,
+                eval_styles=[detect_style(text) for text in eval_texts],
+                eval_scores=[user.score(text) for text in eval_texts],
+                feedback_styles=[detect_style(text) for text in texts],
+                feedback_events=events,
+                adapter_version=evaluation.system_fingerprint or "",
+            )
+            run.records.append(record)
+            if on_round is not None:
+                on_round(user.user_id, record)
+            if config.pause_s:
+                time.sleep(config.pause_s)
+    except Exception as error:  # reported per user; the other users' runs go on
+        run.error = f"{type(error).__name__}: {error}"
+    finally:
+        http.close()
+        client.close()
+    return run
+
+
+def window_stats(run: UserRun, window: int) -> list[WindowStats]:
+    """The user's measurements per window of ``window`` rounds."""
+    preferred = set(run.user.profile.preferred_styles)
+    stats = []
+    for start in range(0, len(run.records), window):
+        records = run.records[start : start + window]
+        styles = [style for record in records for style in record.eval_styles]
+        scores = [score for record in records for score in record.eval_scores]
+        samples = len(styles)
+        counts = Counter(style or "none" for style in styles)
+        stats.append(
+            WindowStats(
+                first_round=records[0].round,
+                last_round=records[-1].round,
+                samples=samples,
+                preferred_rate=sum(style in preferred for style in styles) / max(1, samples),
+                mean_score=sum(scores) / max(1, samples),
+                dismissive_rate=counts[DISMISSIVE] / max(1, samples),
+                style_counts={style: counts[style] for style in (*STYLES, "none") if counts[style]},
+                adapter_version=records[-1].adapter_version,
+            )
+        )
+    return stats
+
+
+def summarize(config: SimulationConfig, runs: list[UserRun], seconds: float) -> dict:
+    """The JSON summary: per user its taste and the curves per window; overall base rates."""
+    users = {}
+    all_styles: Counter[str] = Counter()
+    for run in runs:
+        windows = window_stats(run, config.window)
+        styles = [style for record in run.records for style in record.eval_styles]
+        scores = [score for record in run.records for score in record.eval_scores]
+        all_styles.update(style or "none" for style in styles)
+        profile = run.user.profile
+        preferred = set(profile.preferred_styles)
+        users[run.user.user_id] = {
+            "preset": profile.name,
+            "habit": profile.habit,
+            "noise": profile.noise,
+            "taste": dict(profile.taste),
+            "preferred_styles": list(profile.preferred_styles),
+            "rounds": len(run.records),
+            "windows": [[w.first_round, w.last_round] for w in windows],
+            "preferred_rate": [w.preferred_rate for w in windows],
+            "mean_score": [w.mean_score for w in windows],
+            "dismissive_rate": [w.dismissive_rate for w in windows],
+            "style_counts": [w.style_counts for w in windows],
+            "adapter_version": [w.adapter_version for w in windows],
+            "eval_samples": len(styles),
+            "feedback_events": sum(record.feedback_events for record in run.records),
+            "overall": {
+                "preferred_rate": sum(s in preferred for s in styles) / max(1, len(styles)),
+                "mean_score": sum(scores) / max(1, len(scores)),
+                "dismissive_rate": styles.count(DISMISSIVE) / max(1, len(styles)),
+            },
+            "error": run.error,
+        }
+    total = sum(all_styles.values())
+    return {
+        "config": asdict(config) | {"api_key": "***"},
+        "seconds": round(seconds, 1),
+        "styles": list(STYLES),
+        "style_distribution": {
+            style: all_styles[style] / max(1, total) for style in (*STYLES, "none")
+        },
+        "users": users,
+    }
+
+
+def run_simulation(
+    config: SimulationConfig,
+    on_round: Callable[[str, RoundRecord], None] | None = None,
+) -> dict:
+    """Run every user's rounds concurrently against the server; return the JSON summary."""
+    users = make_users(config.users, seed=config.seed, prefix=config.user_prefix)
+    started = time.perf_counter()
+    lock = threading.Lock()
+
+    def report(user_id: str, record: RoundRecord) -> None:
+        if on_round is not None:
+            with lock:
+                on_round(user_id, record)
+
+    with ThreadPoolExecutor(max_workers=len(users), thread_name_prefix="sim-user") as pool:
+        futures = [
+            pool.submit(run_user, config, index, user, report) for index, user in enumerate(users)
+        ]
+        runs = [future.result() for future in futures]
+    return summarize(config, runs, time.perf_counter() - started)
