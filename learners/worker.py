@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 import torch
@@ -37,23 +37,21 @@ def worker_status_key(worker_id: str) -> str:
 
 @dataclass
 class LearnerOptions:
+    """What Settings does not expose: algorithm details with tested defaults."""
+
     ppo: PPOConfig = field(default_factory=PPOConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     # A small, quick reward model: the learner refits it often on little data.
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(
         rank=4, population_hidden=64, user_hidden=64, steps=150))
-    ppo_iterations: int = 4  # PPO updates per user update
-    rollout_batch: int = 16  # prompts per PPO update
-    reclaim_idle_ms: int = 30_000  # pending events of a silent consumer are taken over after this
     seed: int = 0
 
 
 def ppo_config_for(settings: Settings, base: PPOConfig | None = None) -> PPOConfig:
     """The PPO config with the adapter shape the servers expect (one source: Settings)."""
-    from dataclasses import replace
-
     return replace(base or PPOConfig(), lora_rank=settings.lora_rank, lora_alpha=settings.lora_alpha,
-                   lora_target_modules=tuple(settings.lora_target_modules))
+                   lora_target_modules=tuple(settings.lora_target_modules),
+                   max_new_tokens=settings.learner_max_new_tokens)
 
 
 class LearnerLoop:
@@ -62,13 +60,13 @@ class LearnerLoop:
         self.worker_id = worker_id
         self.options = options or LearnerOptions()
         self.client = redis.Redis.from_url(settings.effective_redis_url)
-        self.consumer = FeedbackConsumer(self.client, worker_id, self.options.reclaim_idle_ms)
+        self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000))
         self.scheduler = Scheduler(self.client, settings.learner_min_feedback, settings.learner_lease_s)
         base = load_base_model(settings.base_model_path, settings.device)
         self.updater = UserUpdater(
             settings, self.client, base, ppo_config_for(settings, self.options.ppo),
-            self.options.gate, self.options.reward, self.options.ppo_iterations,
-            self.options.rollout_batch, self.options.seed,
+            self.options.gate, self.options.reward, settings.learner_ppo_iterations,
+            settings.learner_rollout_batch, self.options.seed,
         )
         self.updates: list[UpdateOutcome] = []
 

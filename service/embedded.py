@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,8 @@ def start_ray(settings: Settings) -> None:
     import ray
 
     temp_dir = (settings.data_dir / "ray").resolve()
+    if len(str(temp_dir)) > 60:  # Ray's unix sockets live under it: paths are limited to 107 bytes
+        temp_dir = Path(tempfile.mkdtemp(prefix="tailor-ray-"))
     temp_dir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(

@@ -108,6 +108,14 @@ class Settings(BaseSettings):
     learner_lease_s: int = Field(
         300, ge=1, description="A user's training lease; expires if its worker dies."
     )
+    learner_reclaim_idle_s: float = Field(
+        30.0, gt=0, description="Feedback a silent worker read but did not apply is taken over after this."
+    )
+    learner_ppo_iterations: int = Field(4, ge=1, description="PPO updates per user update.")
+    learner_rollout_batch: int = Field(16, ge=2, description="Prompts (rollouts) per PPO update.")
+    learner_max_new_tokens: int = Field(
+        64, ge=4, description="Longest rollout response; one cut here is penalised as unfinished."
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -2,6 +2,7 @@
 
 import os
 import re
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def serve_app(serving_model_dir: Path, redis_server, tmp_path_factory):
     port = free_port()
     args = {"base_model": str(serving_model_dir), "adapter_store": str(root / "store"),
             "redis_url": redis_server.url, "data_dir": str(root), "batch_wait_ms": 300}
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(root / "ray"), logging_level="ERROR")
+    ray_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # unix socket paths must be short
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=ray_dir, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     yield {"url": f"http://127.0.0.1:{port}", "args": args}

@@ -1,0 +1,37 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from learners.gate import GateConfig, HeldOutEval, decide, trainable_weights_finite
+
+CONFIG = GateConfig(kl_bound=5.0, tolerance=0.1)
+BEFORE = HeldOutEval(reward=1.0, kl=0.0)
+
+
+@pytest.mark.parametrize(
+    ("finite", "after", "reason"),
+    [
+        (True, HeldOutEval(1.2, 2.0), "ok"),
+        (True, HeldOutEval(0.95, 2.0), "ok"),  # within tolerance
+        (True, HeldOutEval(0.8, 2.0), "reward_regressed"),
+        (True, HeldOutEval(2.0, 6.0), "kl_too_large"),
+        (False, HeldOutEval(2.0, 1.0), "non_finite_weights"),
+        (True, HeldOutEval(math.nan, 1.0), "non_finite_weights"),
+    ],
+)
+def test_gate_publishes_only_sane_close_and_no_worse_updates(finite, after, reason):
+    decision = decide(finite, BEFORE, after, CONFIG)
+    assert decision.reason == reason and decision.publish == (reason == "ok")
+
+
+def test_trainable_weights_finite_looks_only_at_trainable_weights():
+    frozen, trained = nn.Linear(2, 2), nn.Linear(2, 2)
+    frozen.requires_grad_(False)
+    with torch.no_grad():
+        frozen.weight[0, 0] = math.inf
+    assert trainable_weights_finite(frozen, trained)
+    with torch.no_grad():
+        trained.bias[1] = math.nan
+    assert not trainable_weights_finite(frozen, trained)

@@ -1,0 +1,57 @@
+"""The learner loop on a tiny model: feedback in, a gated adapter out, served at once."""
+
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import torch
+
+from learners.gate import GateConfig
+from learners.training_data import STATS_KEY
+from learners.worker import LearnerLoop, LearnerOptions
+from service.settings import Settings
+from tests.learning_fixtures import give_rankings
+from tests.local_server import local_server
+
+
+@pytest.fixture
+def settings(serving_model_dir: Path, redis_server, redis_client, tmp_path) -> Settings:
+    torch.set_num_threads(1)
+    return Settings(base_model=str(serving_model_dir), adapter_store=str(tmp_path / "store"),
+                    data_dir=tmp_path, redis_url=redis_server.url, learner_min_feedback=4,
+                    learner_ppo_iterations=2, learner_rollout_batch=4, learner_max_new_tokens=8)
+
+
+def test_a_user_with_enough_feedback_gets_a_published_adapter_that_serves_next(settings, redis_client):
+    with local_server(settings) as url:
+        give_rankings(url, "alice", 3)
+        loop = LearnerLoop(settings, "w1")
+        assert loop.step(block_ms=50) is None  # 3 < learner_min_feedback
+        give_rankings(url, "alice", 2, start=3)
+        outcome = loop.step(block_ms=50)
+        assert outcome.user_id == "alice" and outcome.examples == 5
+        assert outcome.decision.publish and outcome.version is not None
+        assert len(outcome.ppo) == 2
+
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        served = client.chat.completions.create(model="tailor-base", max_tokens=4, extra_headers={"X-User-Id": "alice"},
+                                                messages=[{"role": "user", "content": "hi"}])
+        assert served.system_fingerprint == f"tailor-{outcome.version}"
+        view = httpx.get(f"{url}/v1/users/alice", headers={"X-User-Id": "alice"}).json()
+        assert view["adapter_version"] == outcome.version
+        assert {"reward", "kl", "policy_loss", "value_loss", "entropy"} <= set(view["learner"])
+        assert loop.step(block_ms=50) is None  # nothing new: no second update
+    assert redis_client.hget(STATS_KEY, "published") == b"1"
+
+
+def test_a_rejected_update_keeps_the_previous_version_and_counts_the_reason(settings, redis_client):
+    strict = LearnerOptions(gate=GateConfig(kl_bound=-1.0))  # no update can pass
+    with local_server(settings) as url:
+        give_rankings(url, "bob", 4)
+        outcome = LearnerLoop(settings, "w1", strict).step(block_ms=50)
+    assert not outcome.decision.publish and outcome.decision.reason == "kl_too_large"
+    assert outcome.version is None
+    assert redis_client.hget("tailor:adapter:bob", "version") is None
+    assert redis_client.hget(STATS_KEY, "rejected_kl_too_large") == b"1"
+    assert redis_client.hget("tailor:user:bob", "learner_last_decision") == b"kl_too_large"
