@@ -107,8 +107,9 @@ class LearnerWorker:
     """Ray actor body (see ``pool.py``): the loop on a thread of its own."""
 
     def __init__(self, settings_args: dict, worker_id: str) -> None:
-        torch.set_num_threads(max(1, int(os.environ.get("TAILOR_TORCH_THREADS", "1"))))
-        self.loop = LearnerLoop(Settings(**settings_args), worker_id)
+        settings = Settings(**settings_args)
+        torch.set_num_threads(settings.torch_threads)
+        self.loop = LearnerLoop(settings, worker_id)
         self._stop = threading.Event()
         # Started here, not by a call: an actor Ray restarts after a crash resumes by itself.
         self._thread = threading.Thread(target=self.loop.run, args=(self._stop,), daemon=True)

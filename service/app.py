@@ -9,7 +9,6 @@ adapter version, records completions and takes feedback.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,7 +35,7 @@ class Generator:
     def __init__(self, settings_args: dict[str, Any]) -> None:
         settings = settings_from(settings_args)
         # Ray gives a replica a CPU budget, not a thread pool: keep torch inside it.
-        torch.set_num_threads(max(1, int(os.environ.get("TAILOR_TORCH_THREADS", "1"))))
+        torch.set_num_threads(settings.torch_threads)
         self.core = GeneratorCore(settings)
         self.core.start()
 

@@ -1,4 +1,4 @@
-"""The ``tailor`` command: up, learn, model build, adapter publish, simulate, bench, ...
+"""Tailor: per-user LoRA personalization. Commands: up, learn, model, adapter, simulate, bench.
 
 Commands are thin: each parses options and calls one function elsewhere. Heavy
 imports (torch, ray) happen inside the commands so ``tailor --help`` is quick.
@@ -114,6 +114,17 @@ def bench_serve(
 
     run_bench_serve(users=users, max_tokens=max_tokens, repeats=repeats, console=console)
 
+
+def _register_commands() -> None:
+    """Commands whose options are defined beside the code they drive."""
+    from learners.bench_learn_cli import bench_learn
+    from simulation.cli import simulate
+
+    app.command("simulate")(simulate)
+    bench_app.command("learn")(bench_learn)
+
+
+_register_commands()
 
 if __name__ == "__main__":
     app()

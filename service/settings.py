@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     num_replicas: int = Field(1, ge=1, description="Generation replicas.")
     replica_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per replica.")
     replica_num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per replica.")
+    torch_threads: int = Field(
+        1, ge=1, description="torch threads per replica and learner (keep within their CPUs)."
+    )
     max_batch_size: int = Field(16, ge=1, le=256, description="Rows in one generation batch.")
     batch_wait_ms: float = Field(
         5.0, ge=0, description="How long a batch waits for more requests before it starts."
