@@ -53,9 +53,7 @@ class AdapterStore:
 
     def put(self, user_id: str, version: str, local_dir: Path) -> str:
         """Copy a saved peft adapter folder into the store as ``version``."""
-        for name in (CONFIG_FILE, WEIGHTS_FILE):
-            if not (local_dir / name).is_file():
-                raise AdapterError(f"{local_dir} has no {name}: save it with peft's save_pretrained")
+        check_adapter_folder(local_dir)
         target = self.version_path(user_id, version)
         self.fs.makedirs(target, exist_ok=True)
         # Weights first, config last: a reader that finds the config finds the weights.
@@ -78,6 +76,12 @@ class AdapterStore:
         path = f"{self.root}/{user_id}"
         if self.fs.exists(path):
             self.fs.rm(path, recursive=True)
+
+
+def check_adapter_folder(local_dir: Path) -> None:
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (local_dir / name).is_file():
+            raise AdapterError(f"{local_dir} has no {name}: save it with peft's save_pretrained")
 
 
 def new_version(sequence: int) -> str:
@@ -113,6 +117,7 @@ def publish_adapter(
     store: AdapterStore, registry: AdapterRegistry, user_id: str, local_dir: Path
 ) -> str:
     """Put a peft adapter folder in the store and make it the user's current version."""
+    check_adapter_folder(local_dir)  # before anything changes in Redis
     version = registry.next_version(user_id)
     store.put(user_id, version, local_dir)
     registry.publish(user_id, version)

@@ -1,0 +1,40 @@
+"""The `tailor` command as a person uses it (typer's runner, a real Redis)."""
+
+from typer.testing import CliRunner
+
+from service.cli import app
+
+runner = CliRunner()
+
+
+def test_adapter_publish_makes_the_adapter_current(redis_server, redis_client, adapter_dirs, tmp_path, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("TAILOR_ADAPTER_STORE", str(tmp_path / "store"))
+    result = runner.invoke(app, ["adapter", "publish", "--user", "alice", str(adapter_dirs[0])])
+    assert result.exit_code == 0, result.output
+    version = redis_client.hget("tailor:adapter:alice", "version").decode()
+    assert f"published alice -> {version}" in result.output
+    assert (tmp_path / "store" / "alice" / version / "adapter_model.safetensors").is_file()
+
+
+def test_adapter_publish_of_a_folder_without_an_adapter_says_how_to_fix_it(redis_server, redis_client, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("TAILOR_ADAPTER_STORE", str(tmp_path / "store"))
+    result = runner.invoke(app, ["adapter", "publish", "--user", "alice", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "save it with peft's save_pretrained" in " ".join(result.output.split())
+    assert list(redis_client.scan_iter()) == []  # nothing changed
+
+
+def test_adapter_publish_without_redis_names_the_setting(tmp_path, adapter_dirs, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("TAILOR_ADAPTER_STORE", str(tmp_path / "store"))
+    result = runner.invoke(app, ["adapter", "publish", "--user", "alice", str(adapter_dirs[0])])
+    assert result.exit_code == 2 and "REDIS_URL" in result.output
+
+
+def test_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    for command in ("up", "learn", "simulate", "model", "adapter", "bench"):
+        assert command in result.output

@@ -1,0 +1,34 @@
+import pytest
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from service.settings import Settings
+
+
+def test_redis_url_is_read_without_prefix(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://db:6379/2")
+    assert Settings().effective_redis_url == "redis://db:6379/2"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"REDIS_URL": "localhost:6379"}, "is not a Redis URL; use redis://host:port/db"),
+        ({"TAILOR_DEFAULT_MAX_TOKENS": "900"}, "exceeds TAILOR_MAX_TOKENS_LIMIT=512"),
+        ({"TAILOR_LORA_RANK": "32"}, "exceeds TAILOR_MAX_LORA_RANK=16"),
+        ({"TAILOR_REDIS_FSYNC": "never"}, "redis_fsync"),
+        ({"TAILOR_API_KEYS": "sk-alice"}, "api_keys"),
+    ],
+)
+def test_unsafe_or_inconsistent_settings_are_refused_with_the_fix(monkeypatch, env, message):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises((ValidationError, SettingsError), match=message):
+        Settings()
+
+
+def test_api_keys_and_target_modules_parse_from_json(monkeypatch):
+    monkeypatch.setenv("TAILOR_API_KEYS", '{"sk-a": "alice"}')
+    monkeypatch.setenv("TAILOR_LORA_TARGET_MODULES", '["q_proj"]')
+    settings = Settings()
+    assert settings.api_keys == {"sk-a": "alice"} and settings.lora_target_modules == ["q_proj"]
