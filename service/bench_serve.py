@@ -39,7 +39,8 @@ PROMPTS = [
 
 
 def make_random_adapter(
-    base_dir: Path, out: Path, seed: int, targets: list[str], rank: int, alpha: float
+    base_dir: Path, out: Path, seed: int, targets: list[str], rank: int, alpha: float,
+    scale: float = 0.05,
 ) -> Path:
     """A peft LoRA adapter with random A and B (peft starts B at zero), in peft format."""
     model = AutoModelForCausalLM.from_pretrained(base_dir)
@@ -48,7 +49,7 @@ def make_random_adapter(
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
     peft_model.save_pretrained(out)
     return out
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from service.bench_serve import make_random_adapter
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
@@ -72,14 +73,6 @@ def build_serving_model(out: Path, seed: int = 0, hidden_size: int = 64, layers:
 def build_random_adapter(
     base_dir: Path, out: Path, seed: int, targets: list[str] | None = None, rank: int = 8
 ) -> Path:
-    """A peft LoRA adapter with random A *and* B (peft zero-inits B), saved in peft format."""
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=targets or ["q_proj", "v_proj"])
-    peft_model = get_peft_model(model, config)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.3)
-    peft_model.save_pretrained(out)
-    return out
+    """A peft LoRA adapter with random A *and* B, large enough to change greedy answers."""
+    return make_random_adapter(base_dir, out, seed, targets or ["q_proj", "v_proj"], rank,
+                               alpha=2 * rank, scale=0.3)
