@@ -60,14 +60,14 @@ def test_sigkill_mid_update_loses_nothing_and_the_loop_continues(
             # Ray restarts the actor; its lease on alice expires; it takes alice up again.
             wait_for(lambda: redis_client.hget(worker, "pid") not in (None, str(pid).encode()), 120,
                      "the worker to restart")
-            published = lambda: redis_client.hget("tailor:adapter:alice", "version")  # noqa: E731
-            wait_for(published, 180, "an adapter to be published after the restart")
-            wait_for(lambda: redis_client.llen(examples_key("alice")) == len(accepted), 60,
-                     "every accepted event to be applied")
+            # The loop goes on: an update after the restart covers every accepted event
+            # (published or not: the gate's verdict is not what this test is about).
+            trained = lambda: int(redis_client.hget("tailor:user:alice", "learner_examples_trained") or 0)  # noqa: E731
+            wait_for(lambda: trained() == len(accepted), 300, "an update covering every event")
             pool.stop()
         finally:
             ray.shutdown()
 
     examples = [TrainingExample.from_json(r) for r in redis_client.lrange(examples_key("alice"), 0, -1)]
     assert sorted(e.event_id for e in examples) == sorted(accepted)  # none lost, none twice
-    assert int(redis_client.hget("tailor:user:alice", "learner_examples_trained")) >= 6
+    assert int(redis_client.hget("tailor:learner:stats", "updates")) >= 1  # the killed one never counted
