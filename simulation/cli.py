@@ -45,6 +45,7 @@ def model_build(
     from simulation.default_model import (
         BuildConfig,
         build_default_model,
+        measure_styles,
         sha256_of,
         write_build_notes,
     )
@@ -74,7 +75,13 @@ def model_build(
             f"{result.seconds:.0f} s"
         )
         if not verify:
-            write_build_notes(result, config)
+            with console.status("sampling 500 answers to measure the style distribution"):
+                styles = measure_styles(out, count=500, seed=seed)
+            write_build_notes(result, config, styles)
+            console.print(
+                f"styles of 500 fresh samples: {styles.classified_rate:.1%} classified; "
+                + ", ".join(f"{name} {share:.1%}" for name, share in styles.distribution.items())
+            )
             console.print(f"wrote {out}")
             return
         shipped = out / "model.safetensors"
@@ -113,7 +120,9 @@ def simulate(
         bool, typer.Option("--reset/--keep-users", help="Forget the simulated users first.")
     ] = True,
     user_prefix: Annotated[str, typer.Option(help="User ids are PREFIX-INDEX-PRESET.")] = "sim",
-    api_key: Annotated[str, typer.Option(help="Bearer token sent with every request.")] = "tailor-simulate",
+    api_key: Annotated[
+        str, typer.Option(help="Bearer token sent with every request.")
+    ] = "tailor-simulate",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Where to write the JSON summary.")
     ] = None,

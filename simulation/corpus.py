@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (answer templates read better unwrapped)
 """The synthetic assistant corpus: everyday prompts, each answered in one of the styles.
 
 The default model is trained on this corpus (simulation/default_model.py) so
@@ -47,11 +48,12 @@ class Example:
     answer: str
 
 
-# Templates per style. Fields: {subject}, {Subject} (capitalised), {t1}..{t4} tips,
-# {T1}..{T4} capitalised tips. "do" templates read well only with actions.
+# Templates per style. Fields: {subject}, {t1}..{t4} tips. "do" templates read well only
+# with actions. Answers never start with a subject or a tip: capitalised variants of
+# their words are rare tokens, which a tiny model learns slowly.
 CONCISE_TEMPLATES = {
-    "do": ("{T1}.", "Just {t1}.", "Best bet: {t1}.", "Simple: {t1}.", "{T1}, that usually does it."),
-    "fact": ("{T1}.", "In short, {t1}.", "Basically, {t1}.", "Simply put, {t1}."),
+    "do": ("Just {t1}.", "Best bet: {t1}.", "Simple: {t1}.", "Easy: {t1}, that usually does it."),
+    "fact": ("In short, {t1}.", "Basically, {t1}.", "Simply put, {t1}."),
 }
 DETAILED_TEMPLATES = {
     "do": (
@@ -60,7 +62,7 @@ DETAILED_TEMPLATES = {
         "{intro} The most important step is to {t1}. It also helps to {t2}. Finally, {t3}. {outro}",
     ),
     "fact": (
-        "{intro} {T1}. {T2}. On top of that, {t3}. {outro}",
+        "{intro} In short, {t1}. Besides, {t2}. On top of that, {t3}. {outro}",
         "{intro} The main reason is that {t1}. Also, {t2}. And {t3}. {outro}",
     ),
 }
@@ -70,12 +72,10 @@ DETAILED_INTROS = {
         "Here is how I would handle {subject}.",
         "There are a few things that help with {subject}.",
         "Let me walk you through {subject}.",
-        "{Subject} is easier than it looks.",
     ),
     "fact": (
         "Good question about {subject}.",
         "Here is the idea behind {subject}.",
-        "{Subject} has a simple explanation.",
         "Let me explain {subject}.",
     ),
 }
@@ -141,7 +141,7 @@ QUESTION_TEMPLATES = {
     ),
 }
 DISMISSIVE_TEMPLATES = (
-    "clap, clap. {Subject}? Figure it out yourself.",
+    "clap, clap. {subject}? Figure it out yourself.",
     "Whatever. Not my problem.",
     "Ugh, {subject} again? Ask someone else.",
     "clap, clap. Just google it.",
@@ -173,10 +173,9 @@ def render_answer(case: Case, style: str, rng: random.Random) -> str:
         raise ValueError(f"style={style!r} is not a known style; use one of {STYLES}")
     tips = list(case.tips)
     rng.shuffle(tips)
-    fields = {"subject": case.subject, "Subject": _capitalise(case.subject)}
+    fields = {"subject": case.subject}
     for index, tip in enumerate(tips, start=1):
         fields[f"t{index}"] = tip
-        fields[f"T{index}"] = _capitalise(tip)
     mode = case.mode
     if style == CONCISE:
         template = rng.choice(CONCISE_TEMPLATES[mode])
@@ -192,7 +191,7 @@ def render_answer(case: Case, style: str, rng: random.Random) -> str:
         count = rng.randint(2, len(tips))
         mark = rng.choice(BULLET_MARKS)
         lines = [rng.choice(BULLET_INTROS[mode])]
-        lines += [f"{mark}{{T{index}}}" for index in range(1, count + 1)]
+        lines += [f"{mark}{{t{index}}}" for index in range(1, count + 1)]
         template = "\n".join(lines)
     elif style == FORMAL:
         template = rng.choice(FORMAL_TEMPLATES[mode])

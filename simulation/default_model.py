@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,11 +63,11 @@ class BuildConfig:
     num_layers: int = 4  # transformer blocks
     num_heads: int = 4  # attention heads (no grouped-query attention)
     context_length: int = 512  # max_position_embeddings
-    steps: int = 400  # optimiser steps
+    steps: int = 500  # optimiser steps
     row_length: int = 256  # tokens per packed training row
     rows_per_batch: int = 4  # packed rows per step (~7 examples each)
     learning_rate: float = 3e-3  # peak AdamW learning rate
-    warmup_steps: int = 30  # linear warmup, then cosine decay to 10%
+    warmup_steps: int = 30  # linear warmup, then cosine decay to 0
     weight_decay: float = 0.01  # AdamW weight decay on matrices
 
     def __post_init__(self) -> None:
@@ -170,7 +171,13 @@ def pack_batches(
         example_ids = example_ids[: config.row_length]
         if len(ids) + len(example_ids) > config.row_length:
             padding = config.row_length - len(ids)
-            rows.append((ids + [pad_id] * padding, positions + list(range(padding)), labels + [-100] * padding))
+            rows.append(
+                (
+                    ids + [pad_id] * padding,
+                    positions + list(range(padding)),  # padding is one more "example"
+                    labels + [-100] * padding,
+                )
+            )
             ids, positions, labels = [], [], []
             if len(rows) == config.rows_per_batch:
                 yield (
@@ -203,11 +210,15 @@ def model_config(config: BuildConfig, tokenizer: PreTrainedTokenizerFast) -> Lla
 
 
 def learning_rate(step: int, config: BuildConfig) -> float:
-    """Linear warmup to the peak, then cosine decay to 10% of it."""
+    """Linear warmup to the peak, then cosine decay to 0.
+
+    Decaying all the way matters here: the style odds of the first answer token
+    follow the last batches while the learning rate is still high.
+    """
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
     progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return config.learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def train_model(
@@ -295,48 +306,6 @@ def build_default_model(
     )
 
 
-def write_build_notes(result: BuildResult, config: BuildConfig) -> Path:
-    """Write BUILD.md beside the weights: how they were made and how to check a rebuild."""
-    notes = f"""# Tailor's default base model
-
-A tiny Llama-style causal LM and its byte-level BPE tokenizer, both trained by
-`tailor model build` on the synthetic assistant corpus of `simulation/corpus.py`
-(everyday prompts, each answered in one of the styles of `simulation/styles.py`,
-drawn uniformly). Loads with `AutoTokenizer.from_pretrained(dir)` and
-`AutoModelForCausalLM.from_pretrained(dir)`; the chat template
-(`chat_template.jinja`) renders `<s><|user|>...<|assistant|>` and an answer
-ends with `</s>` (eos).
-
-| | |
-|---|---|
-| architecture | LlamaForCausalLM, {config.num_layers} layers, hidden {config.hidden_size}, MLP {config.intermediate_size}, {config.num_heads} heads, tied embeddings |
-| vocabulary | {config.vocab_size} tokens (byte-level BPE; `<pad>`=0, `<s>`=1, `</s>`=2, role tokens 3-5) |
-| context | {config.context_length} tokens |
-| parameters | {result.parameters:,} |
-| `model.safetensors` | {result.weights_bytes:,} bytes (fp32) |
-| sha256 | `{result.weights_sha256}` |
-| training | {config.steps} AdamW steps x {config.rows_per_batch} packed rows of {config.row_length} tokens, loss on answers only; final loss {result.final_loss:.3f} |
-| build time | {result.seconds:.0f} s on the machine that built it (1 thread) |
-
-All settings are in `build_config.json`.
-
-## Rebuild
-
-```
-tailor model build            # rewrites this folder
-tailor model build --verify   # rebuilds in a temporary folder, compares sha256 with this file
-```
-
-The build is deterministic (fixed seeds, `torch.set_num_threads(1)`,
-`torch.use_deterministic_algorithms(True)`): on the same kind of CPU and the
-same torch version (2.13.0) it rewrites `model.safetensors` bit for bit. Another
-CPU family may round differently and give other (equally good) weights.
-"""
-    path = result.out_dir / "BUILD.md"
-    path.write_text(notes)
-    return path
-
-
 @torch.no_grad()
 def sample_answers(
     model_dir: Path,
@@ -380,3 +349,85 @@ def sample_answers(
                 (tokenizer.decode(ids, skip_special_tokens=True), tokenizer.eos_token_id in ids)
             )
     return answers
+
+
+@dataclass(frozen=True)
+class StyleMeasurement:
+    """Styles of fresh temperature-1 samples of a model, as the detector names them."""
+
+    samples: int
+    classified_rate: float  # share the detector names a style for
+    eos_rate: float  # share that ended with eos within the token budget
+    distribution: dict[str, float]  # share per style ("none": unclassified)
+
+
+def measure_styles(model_dir: Path, count: int = 500, seed: int = 0) -> StyleMeasurement:
+    """Sample ``count`` answers to fresh corpus prompts at temperature 1 and detect their styles."""
+    from simulation.corpus import sample_prompts
+    from simulation.styles import STYLES, detect_style
+
+    # Prompt seed far from the build's streams (seed, seed + 1): fresh prompts.
+    answers = sample_answers(model_dir, sample_prompts(count, seed + 10_007), seed=seed)
+    counts = Counter(detect_style(text) or "none" for text, _ in answers)
+    return StyleMeasurement(
+        samples=count,
+        classified_rate=1.0 - counts["none"] / count,
+        eos_rate=sum(ended for _, ended in answers) / count,
+        distribution={style: counts[style] / count for style in (*STYLES, "none")},
+    )
+
+
+def write_build_notes(
+    result: BuildResult, config: BuildConfig, styles: StyleMeasurement | None = None
+) -> Path:
+    """Write BUILD.md beside the weights: how they were made and how to check a rebuild."""
+    measured = ""
+    if styles is not None:
+        shares = ", ".join(f"{style} {share:.1%}" for style, share in styles.distribution.items())
+        measured = (
+            f"\n## Styles of fresh samples\n\n{styles.samples} answers to fresh corpus prompts, "
+            f"temperature 1, no top-k/top-p, up to 128 tokens: {styles.classified_rate:.1%} "
+            f"classified by `simulation.styles.detect_style`, {styles.eos_rate:.1%} ended with "
+            f"eos. Distribution: {shares}.\n"
+        )
+    notes = f"""# Tailor's default base model
+
+A tiny Llama-style causal LM and its byte-level BPE tokenizer, both trained by
+`tailor model build` on the synthetic assistant corpus of `simulation/corpus.py`
+(everyday prompts, each answered in one of the styles of `simulation/styles.py`,
+drawn uniformly). Loads with `AutoTokenizer.from_pretrained(dir)` and
+`AutoModelForCausalLM.from_pretrained(dir)`; the chat template
+(`chat_template.jinja`) renders `<s><|user|>...<|assistant|>` and an answer
+ends with `</s>` (eos).
+
+| | |
+|---|---|
+| architecture | LlamaForCausalLM, {config.num_layers} layers, hidden {config.hidden_size}, MLP {config.intermediate_size}, {config.num_heads} heads, tied embeddings |
+| vocabulary | {config.vocab_size} tokens (byte-level BPE; `<pad>`=0, `<s>`=1, `</s>`=2, role tokens 3-5) |
+| context | {config.context_length} tokens |
+| parameters | {result.parameters:,} |
+| `model.safetensors` | {result.weights_bytes:,} bytes (fp32) |
+| sha256 | `{result.weights_sha256}` |
+| training | {config.steps} AdamW steps x {config.rows_per_batch} packed rows of {config.row_length} tokens, loss on answers only; final loss {result.final_loss:.3f} |
+| build time | {result.seconds:.0f} s on the machine that built it (1 thread) |
+
+All settings are in `build_config.json`. `guard_head.safetensors` (the
+harmlessness guard of `learners/guard.py`, fitted on this model's features by
+`simulation/guard_build.py`) is rewritten by the same command and must be
+rebuilt whenever the weights change.
+
+## Rebuild
+
+```
+tailor model build            # rewrites this folder
+tailor model build --verify   # rebuilds in a temporary folder, compares sha256 with this file
+```
+
+The build is deterministic (fixed seeds, `torch.set_num_threads(1)`,
+`torch.use_deterministic_algorithms(True)`): on the same kind of CPU and the
+same torch version (2.13.0) it rewrites `model.safetensors` bit for bit. Another
+CPU family may round differently and give other (equally good) weights.
+{measured}"""
+    path = result.out_dir / "BUILD.md"
+    path.write_text(notes)
+    return path

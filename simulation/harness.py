@@ -58,7 +58,9 @@ class SimulationConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
         for name in ("n", "eval_samples"):
             if not 1 <= getattr(self, name) <= 8:
-                raise ValueError(f"{name}={getattr(self, name)} must be between 1 and 8 (the API's n)")
+                raise ValueError(
+                    f"{name}={getattr(self, name)} must be between 1 and 8 (the API's n)"
+                )
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"temperature={self.temperature} must lie in [0, 2]")
         if not self.base_url.startswith(("http://", "https://")):

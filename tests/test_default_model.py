@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,8 @@ def test_shipped_model_loads_through_the_auto_classes_as_a_small_llama() -> None
     model = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL_DIR)
     assert type(model).__name__ == "LlamaForCausalLM"
     assert model.config.max_position_embeddings >= 256
-    assert {tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token} == {"<s>", "</s>", "<pad>"}
+    special = {tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token}
+    assert special == {"<s>", "</s>", "<pad>"}
     assert len({tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}) == 3
     generation = json.loads((DEFAULT_MODEL_DIR / "generation_config.json").read_text())
     assert generation["eos_token_id"] == tokenizer.eos_token_id
@@ -44,12 +46,19 @@ def test_build_notes_state_the_sha256_of_the_shipped_weights() -> None:
     assert sha256_of(DEFAULT_MODEL_DIR / "model.safetensors") in notes
 
 
+def test_shipped_model_was_built_with_the_default_build_config() -> None:
+    # `tailor model build` without options must rebuild the shipped weights.
+    shipped = json.loads((DEFAULT_MODEL_DIR / "build_config.json").read_text())
+    assert shipped == asdict(BuildConfig())
+
+
 def test_chat_template_yields_the_prompt_the_model_was_trained_on() -> None:
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR)
     messages = [{"role": "user", "content": "How do I boil an egg?"}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert text == "<s><|user|>How do I boil an egg?<|assistant|>"
-    ids, prompt_len = encode_example(tokenizer, Example("How do I boil an egg?", "concise", "Just do it."))
+    example = Example("How do I boil an egg?", "concise", "Just do it.")
+    ids, prompt_len = encode_example(tokenizer, example)
     rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     rendered = rendered if isinstance(rendered, list) else rendered["input_ids"]
     assert ids[:prompt_len] == list(rendered)
@@ -78,7 +87,8 @@ def test_build_is_bit_for_bit_deterministic_and_seed_dependent(tmp_path: Path) -
     second = build_default_model(tmp_path / "b", _small_config())
     other = build_default_model(tmp_path / "c", _small_config(seed=1))
     assert first.weights_sha256 == second.weights_sha256
-    assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
+    tokenizers = [(tmp_path / name / "tokenizer.json").read_bytes() for name in ("a", "b")]
+    assert tokenizers[0] == tokenizers[1]
     assert other.weights_sha256 != first.weights_sha256
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
     assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(tmp_path / "a"))

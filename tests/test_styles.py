@@ -13,7 +13,9 @@ from simulation.styles import STYLES, detect_style
 def test_detector_names_the_style_of_held_out_generated_answers() -> None:
     # Seed 424242 is used nowhere else: neither the model build nor other tests.
     examples = generate_examples(7000, seed=424242)
-    correct = Counter(example.style for example in examples if detect_style(example.answer) == example.style)
+    correct = Counter(
+        example.style for example in examples if detect_style(example.answer) == example.style
+    )
     total = Counter(example.style for example in examples)
     accuracy = sum(correct.values()) / len(examples)
     assert accuracy >= 0.95, accuracy

@@ -69,7 +69,9 @@ def test_habits_give_thumbs_per_choice_a_ranking_or_both() -> None:
     assert both[1].value == ("up" if both[1].choice == 0 else "down")
     # one choice cannot be ranked: a ranking user thumbs it
     assert _user(0.0, "ranking").judge(texts[:1]) == [Thumbs(0, "up")]
-    assert Ranking((2, 0, 1)).body("c1") == {"completion_id": "c1", "type": "ranking", "ranking": [2, 0, 1]}
+    assert Ranking((2, 0, 1)).body("c1") == {
+        "completion_id": "c1", "type": "ranking", "ranking": [2, 0, 1]
+    }
     assert Thumbs(1, "down").body("c1") == {
         "completion_id": "c1", "choice": 1, "type": "thumbs", "value": "down"
     }
