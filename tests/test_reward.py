@@ -1,0 +1,224 @@
+"""Per-user reward models: pairs, labels, losses, fitting, cold start, online accuracy, bytes."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from learners.reward import (
+    FeedbackBuilder,
+    FeedbackSet,
+    OnlineAccuracy,
+    RankingEvent,
+    RewardConfig,
+    RewardModel,
+    ThumbEvent,
+    pair_loss,
+    ranking_pairs,
+    thumb_label,
+    thumb_loss,
+)
+
+DIM = 16
+# Small and quick, as the learners use it; fixed seeds everywhere.
+CONFIG = RewardConfig(rank=2, steps=150, seed=0)
+MLP_CONFIG = RewardConfig(rank=2, population_hidden=32, user_hidden=32, steps=50, seed=0)
+
+
+def taste(user: int, features: torch.Tensor) -> torch.Tensor:
+    """True preference of synthetic user ``user``: everyone likes dimension 1, and the
+    even users like dimension 0 while the odd users dislike it, twice as strongly."""
+    sign = 1.0 if user % 2 == 0 else -1.0
+    return features[:, 1] + 2.0 * sign * features[:, 0]
+
+
+def synthetic_thumbs(num_users: int, per_user: int, seed: int) -> tuple[FeedbackBuilder, list[ThumbEvent]]:
+    generator = torch.Generator().manual_seed(seed)
+    builder = FeedbackBuilder(DIM)
+    events = []
+    for user in range(num_users):
+        features = torch.randn(per_user, DIM, generator=generator)
+        labels = (taste(user, features) > 0).long()
+        for row, label in zip(features, labels):
+            event = ThumbEvent(f"u{user}", row, int(label))
+            builder.add(event)
+            events.append(event)
+    return builder, events
+
+
+def accuracy_on_new_texts(model: RewardModel, users: range, personal: bool) -> float:
+    generator = torch.Generator().manual_seed(99)
+    correct = total = 0
+    for user in users:
+        features = torch.randn(200, DIM, generator=generator)
+        scores = model.score(f"u{user}", features) if personal else model.population_score(features)
+        correct += int(((scores > 0) == (taste(user, features) > 0)).sum())
+        total += 200
+    return correct / total
+
+
+# ------------------------------------------------------------------ pairs, labels, losses
+
+
+def test_ranking_pairs_are_all_k_choose_2_best_first() -> None:
+    assert ranking_pairs(3) == [(0, 1), (0, 2), (1, 2)]
+    assert len(ranking_pairs(5)) == 10
+    assert ranking_pairs(1) == []
+
+
+def test_builder_turns_a_ranking_into_pairs_weighted_per_prompt() -> None:
+    builder = FeedbackBuilder(2)
+    choices = torch.tensor([[3.0, 0.0], [2.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    builder.add(RankingEvent("alice", "prompt-1", choices))
+    builder.add(RankingEvent("alice", "prompt-2", choices[:2]))
+    builder.add(ThumbEvent("bob", torch.tensor([1.0, 1.0]), True))
+    data = builder.build()
+    assert data.user_ids == ["alice", "bob"]
+    assert data.pair_weight.tolist() == pytest.approx([1 / 6] * 6 + [1.0])  # a prompt weighs one judgment
+    better = data.features[data.pair_better][:, 0]
+    worse = data.features[data.pair_worse][:, 0]
+    assert bool((better > worse).all())  # best-first order kept in every pair
+    assert data.thumb_label.tolist() == [1.0] and data.thumb_user.tolist() == [1]
+
+
+def test_thumb_labels_are_binary_and_anything_else_is_refused() -> None:
+    assert [thumb_label(v) for v in (1, True, 0, False)] == [1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="label=-1 is not binary"):
+        thumb_label(-1)
+
+
+def test_losses_match_hand_computed_values() -> None:
+    scores, labels = torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.0])
+    expected = math.log(2) + math.log(1 + math.exp(2.0))
+    assert thumb_loss(scores, labels).item() == pytest.approx(expected, rel=1e-6)
+    better, worse = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])
+    expected_pairs = 0.5 * math.log(1 + math.exp(-1.0)) + 2.0 * math.log(2)
+    assert pair_loss(better, worse, torch.tensor([0.5, 2.0])).item() == pytest.approx(expected_pairs, rel=1e-6)
+
+
+def test_config_names_the_bad_field() -> None:
+    with pytest.raises(ValueError, match=r"RewardConfig.user_l2=-1"):
+        RewardConfig(user_l2=-1)
+    builder = FeedbackBuilder(4)
+    with pytest.raises(ValueError, match="feature_dim=4"):
+        builder.add_thumb("u", torch.zeros(5), 1)
+
+
+# ------------------------------------------------------------------ learning
+
+
+def test_per_user_model_beats_the_population_on_users_whose_tastes_differ() -> None:
+    torch.manual_seed(0)
+    builder, _ = synthetic_thumbs(num_users=20, per_user=40, seed=0)
+    model = RewardModel.fit(builder.build(), CONFIG)
+    population = accuracy_on_new_texts(model, range(20), personal=False)
+    per_user = accuracy_on_new_texts(model, range(20), personal=True)
+    # The population can only learn the shared half of the taste (~60-70%).
+    assert population < 0.75
+    assert per_user >= population + 0.15, (population, per_user)
+
+
+def test_unknown_user_and_user_with_no_votes_get_the_population_reward() -> None:
+    builder, _ = synthetic_thumbs(num_users=6, per_user=30, seed=1)
+    model = RewardModel.fit(builder.build(), CONFIG)
+    features = torch.randn(10, DIM)
+    assert torch.equal(model.score("stranger", features), model.population_score(features))
+    model.fit_user("newcomer", FeedbackBuilder(DIM).build())
+    assert torch.allclose(model.score("newcomer", features), model.population_score(features))
+
+
+def test_fit_user_learns_a_newcomers_taste_in_well_under_a_second() -> None:
+    builder, _ = synthetic_thumbs(num_users=20, per_user=40, seed=2)
+    model = RewardModel.fit(builder.build(), CONFIG)
+    own, _ = synthetic_thumbs(num_users=2, per_user=300, seed=3)  # u1: an odd-taste user
+    data = own.build()
+    keep = data.thumb_user == 1
+    newcomer = FeedbackSet.from_thumbs(data.features, ["u1"], data.thumb_user[keep] * 0,
+                                       data.thumb_item[keep], data.thumb_label[keep])
+    started = time.perf_counter()
+    model.fit_user("u1-new", newcomer)
+    elapsed = time.perf_counter() - started
+    features = torch.randn(400, DIM, generator=torch.Generator().manual_seed(5))
+    truth = taste(1, features) > 0
+    personal = ((model.score("u1-new", features) > 0) == truth).float().mean().item()
+    population = ((model.population_score(features) > 0) == truth).float().mean().item()
+    assert elapsed < 0.5, elapsed
+    assert personal >= population + 0.15, (population, personal)
+
+
+def test_rankings_alone_teach_a_users_order() -> None:
+    generator = torch.Generator().manual_seed(4)
+    builder = FeedbackBuilder(DIM)
+    for user in range(8):
+        for prompt in range(25):
+            choices = torch.randn(4, DIM, generator=generator)
+            order = torch.argsort(taste(user, choices), descending=True)
+            builder.add(RankingEvent(f"u{user}", f"p{prompt}", choices[order]))
+    model = RewardModel.fit(builder.build(), CONFIG)
+    test = torch.randn(4, DIM, generator=generator)
+    right = 0.0
+    for user in range(8):
+        for _ in range(20):
+            choices = torch.randn(4, DIM, generator=generator)
+            order = torch.argsort(taste(user, choices), descending=True)
+            right += model.event_accuracy(RankingEvent(f"u{user}", "held-out", choices[order]))
+    assert right / 160 >= 0.8
+    assert model.score("u0", test).shape == (4,)
+
+
+def test_online_accuracy_scores_each_event_before_training_on_it() -> None:
+    builder, events = synthetic_thumbs(num_users=10, per_user=40, seed=6)
+    model = RewardModel.fit(builder.build(), CONFIG)
+    tracker = OnlineAccuracy()
+    assert tracker.accuracy is None
+    generator = torch.Generator().manual_seed(7)
+    for user in (0, 1):
+        for row in torch.randn(50, DIM, generator=generator):
+            label = int(taste(user, row[None])[0] > 0)
+            event = ThumbEvent(f"u{user}", row, label)
+            expected = float((model.score(f"u{user}", row[None])[0] > 0) == (label == 1))
+            accuracy = model.event_accuracy(event)
+            assert accuracy == expected
+            tracker.record(accuracy)
+    assert tracker.events == 100
+    assert 0.75 <= tracker.accuracy <= 1.0
+    wrong = ThumbEvent("u0", events[0].features, 1 - events[0].label)
+    assert model.event_accuracy(wrong) == 1.0 - model.event_accuracy(events[0])
+
+
+# ------------------------------------------------------------------ persistence
+
+
+def test_model_round_trips_through_bytes_with_identical_scores() -> None:
+    builder, _ = synthetic_thumbs(num_users=6, per_user=30, seed=8)
+    features = torch.randn(12, DIM)
+    for config in (CONFIG, MLP_CONFIG):
+        model = RewardModel.fit(builder.build(), config)
+        copy = RewardModel.from_bytes(model.to_bytes())
+        for user in ("u0", "u3", "stranger"):
+            assert torch.equal(copy.score(user, features), model.score(user, features))
+        assert copy.config == model.config
+
+
+def test_one_users_head_moves_between_models_as_bytes() -> None:
+    builder, _ = synthetic_thumbs(num_users=6, per_user=30, seed=9)
+    model = RewardModel.fit(builder.build(), CONFIG)
+    other = RewardModel.from_bytes(model.to_bytes())
+    other.fit_user("u2", FeedbackBuilder(DIM).build())  # a zero head
+    features = torch.randn(12, DIM)
+    assert not torch.allclose(other.score("u2", features), model.score("u2", features))
+    other.load_user_head("u2", model.user_head_bytes("u2"))
+    assert torch.equal(other.score("u2", features), model.score("u2", features))
+    with pytest.raises(KeyError, match="stranger"):
+        model.user_head_bytes("stranger")
+
+
+def test_bytes_of_another_format_are_refused() -> None:
+    from safetensors.torch import save
+
+    blob = save({"x": torch.zeros(1)}, {"format": "something-else"})
+    with pytest.raises(ValueError, match="format='something-else'"):
+        RewardModel.from_bytes(blob)
