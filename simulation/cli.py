@@ -110,7 +110,7 @@ def simulate(
     n: Annotated[int, typer.Option(help="Choices per feedback request (1-8).")] = 4,
     eval_samples: Annotated[
         int, typer.Option(help="Choices per evaluation request, never rated (1-8).")
-    ] = 4,
+    ] = 8,
     window: Annotated[int, typer.Option(help="Rounds per reported window.")] = 10,
     max_tokens: Annotated[int, typer.Option(help="max_tokens of every request.")] = 96,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
@@ -162,8 +162,10 @@ def simulate(
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(summary, indent=2) + "\n")
     plot_curves(summary, png)
-    console.print(users_table(summary))
-    console.print(styles_table(summary))
+    # Logs and pipes get rich's 80 columns, which folds every cell of the table.
+    width = max(console.width, 120)
+    console.print(users_table(summary), width=width)
+    console.print(styles_table(summary), width=width)
     console.print(f"wrote {json_path} and {png} ({summary['seconds']:.0f} s)")
     failed = {uid: user["error"] for uid, user in summary["users"].items() if user["error"]}
     for user_id, error in failed.items():

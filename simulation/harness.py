@@ -41,7 +41,7 @@ class SimulationConfig:
     users: str = "4"  # a count (the first presets) or comma-separated preset names
     rounds: int = 50  # rounds per user: one feedback request + one evaluation request each
     n: int = 4  # choices per feedback request (the user rates or ranks them)
-    eval_samples: int = 4  # choices per evaluation request (never rated)
+    eval_samples: int = 8  # choices per evaluation request (never rated): 80 per window of 10
     window: int = 10  # rounds per reported window (the points of the curves)
     max_tokens: int = 96  # max_tokens of every request
     temperature: float = 1.0  # sampling temperature of every request
