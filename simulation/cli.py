@@ -163,9 +163,9 @@ def simulate(
     json_path.write_text(json.dumps(summary, indent=2) + "\n")
     plot_curves(summary, png)
     # Logs and pipes get rich's 80 columns, which folds every cell of the table.
-    width = max(console.width, 120)
-    console.print(users_table(summary), width=width)
-    console.print(styles_table(summary), width=width)
+    tables = Console(width=max(console.width, 120))
+    tables.print(users_table(summary))
+    tables.print(styles_table(summary))
     console.print(f"wrote {json_path} and {png} ({summary['seconds']:.0f} s)")
     failed = {uid: user["error"] for uid, user in summary["users"].items() if user["error"]}
     for user_id, error in failed.items():
