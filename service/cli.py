@@ -1,4 +1,4 @@
-"""Tailor: per-user LoRA personalization. Commands: up, learn, model, adapter, simulate, bench.
+"""Tailor: per-user LoRA personalization. Commands: up, learn, model, adapter, simulate, eval-reward, bench.
 
 Commands are thin: each parses options and calls one function elsewhere. Heavy
 imports (torch, ray) happen inside the commands so ``tailor --help`` is quick.
@@ -118,9 +118,11 @@ def bench_serve(
 def _register_commands() -> None:
     """Commands whose options are defined beside the code they drive."""
     from learners.bench_learn_cli import bench_learn
+    from learners.reward_eval_cli import eval_reward
     from simulation.cli import simulate
 
     app.command("simulate")(simulate)
+    app.command("eval-reward")(eval_reward)
     bench_app.command("learn")(bench_learn)
 
 

@@ -36,5 +36,5 @@ def test_adapter_publish_without_redis_names_the_setting(tmp_path, adapter_dirs,
 
 def test_help_lists_every_command():
     result = runner.invoke(app, ["--help"])
-    for command in ("up", "learn", "simulate", "model", "adapter", "bench"):
+    for command in ("up", "learn", "simulate", "eval-reward", "model", "adapter", "bench"):
         assert command in result.output
