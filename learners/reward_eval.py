@@ -5,11 +5,12 @@ conversation:
 
 1. split the votes (seeded);
 2. choose the reward model's settings on the training votes only: split the
-   training votes again by the same protocol; on the inner training part fit
-   each population preset and keep the one whose population head is most
-   accurate on the inner held-out part; on top of it fit each user preset and
-   re-solve the user heads for each shrinkage strength of
-   `EvalConfig.shrinkage_grid` (towers frozen, so this is cheap); keep the best;
+   training votes again by the same protocol (`selection_folds` times, with
+   other seeds); on each inner training part fit each population preset and
+   keep the one whose population head is most accurate on the inner held-out
+   parts; on top of it fit each user preset and re-solve the user heads for
+   each shrinkage strength of `EvalConfig.shrinkage_grid` (towers frozen, so
+   this is cheap); keep the best per-user setting;
 3. fit that setting on all training votes and score the held-out votes with
    always-agree, the population head (the same model without its user part)
    and the per-user reward;
@@ -56,8 +57,12 @@ USER_PRESETS: dict[str, dict[str, float]] = {
     "mlp": {"user_hidden": 128, "user_tower_weight_decay": 1e-3, "rank": 3},
     "linear": {"user_hidden": 0, "user_tower_weight_decay": 1.0, "rank": 2},
 }
-DEFAULT_SHRINKAGE: tuple[tuple[float, float], ...] = ((1.0, 0.3), (1.0, 1.0), (3.0, 1.0),
-                                                      (3.0, 3.0), (10.0, 3.0), (30.0, 3.0))
+# (user_l2, bias_l2): from light to strong enough that a conversation where
+# personal taste does not carry over to new statements can fall back to the population.
+DEFAULT_SHRINKAGE: tuple[tuple[float, float], ...] = (
+    (1.0, 1.0), (3.0, 1.0), (3.0, 3.0), (10.0, 3.0), (30.0, 3.0), (30.0, 10.0), (100.0, 3.0),
+    (100.0, 10.0), (300.0, 30.0),
+)
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class EvalConfig:
     population_presets: dict[str, dict] = field(default_factory=lambda: dict(POPULATION_PRESETS))
     user_presets: dict[str, dict] = field(default_factory=lambda: dict(USER_PRESETS))
     shrinkage_grid: tuple[tuple[float, float], ...] = DEFAULT_SHRINKAGE  # (user_l2, bias_l2) candidates
+    selection_folds: int = 2  # inner splits of the training votes the setting is chosen on
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
@@ -82,6 +88,8 @@ class EvalConfig:
         if 0 not in self.cold_start_sizes or any(n < 0 for n in self.cold_start_sizes):
             raise ValueError(f"cold_start_sizes={self.cold_start_sizes} must be ≥ 0 and include 0 "
                              "(the point where the per-user model must equal the population)")
+        if self.selection_folds < 1:
+            raise ValueError(f"selection_folds={self.selection_folds} must be ≥ 1")
         if not self.population_presets or not self.user_presets or not self.shrinkage_grid:
             raise ValueError("population_presets, user_presets and shrinkage_grid need at least "
                              "one candidate each")
@@ -238,41 +246,51 @@ def _with_population(config: RewardConfig, population: RewardModel) -> RewardMod
 
 def choose_setting(conversation: Conversation, features: torch.Tensor, split: Split,
                    protocol: str, config: EvalConfig) -> Setting:
-    """The setting with the best accuracy on an inner split of the training votes.
+    """The setting with the best accuracy on inner splits of the training votes.
 
     The population preset is chosen on the population's own accuracy, so that the
     population baseline is the best one we have; the user preset and shrinkage
     are then chosen for the per-user model built on that population, which
-    therefore equals the baseline exactly for a user with no votes.
+    therefore equals the baseline exactly for a user with no votes. Counts are
+    summed over `EvalConfig.selection_folds` inner splits (small conversations
+    hold out only a dozen statements per split), and a tie goes to the stronger
+    shrinkage, i.e. toward the population.
     """
-    inner = SPLITTERS[protocol](conversation.restrict(split.train), seed=config.seed + 1,
-                                holdout_fraction=config.holdout_fraction, min_votes=config.min_votes)
-    train = feedback_set(conversation, features, split.train[inner.train])
-    test = split.train[inner.test]
+    folds = []
+    for fold in range(config.selection_folds):
+        inner = SPLITTERS[protocol](conversation.restrict(split.train), seed=config.seed + 1 + fold,
+                                    holdout_fraction=config.holdout_fraction,
+                                    min_votes=config.min_votes)
+        folds.append((feedback_set(conversation, features, split.train[inner.train]),
+                      split.train[inner.test]))
     first_user_preset = next(iter(config.user_presets))
-    best_population: tuple[int, str, RewardModel] | None = None
+    population_correct: dict[str, int] = {}
+    populations: dict[str, list[RewardModel]] = {}
     for name in config.population_presets:
         setting = Setting(name, first_user_preset, config.base.user_l2, config.base.bias_l2)
-        model = RewardModel(config.reward_config(setting), int(features.shape[1]))
-        model.fit_population(train)
-        correct = score_split(model, conversation, features, test).population
-        if best_population is None or correct > best_population[0]:
-            best_population = (correct, name, model)
-    assert best_population is not None
-    _, population_preset, population = best_population
+        populations[name] = []
+        for train, test in folds:
+            model = RewardModel(config.reward_config(setting), int(features.shape[1]))
+            model.fit_population(train)
+            populations[name].append(model)
+            population_correct[name] = population_correct.get(name, 0) + score_split(
+                model, conversation, features, test).population
+    population_preset = max(population_correct, key=population_correct.__getitem__)
 
-    best: tuple[int, Setting] | None = None
+    per_user_correct: dict[Setting, int] = {}
     for name in config.user_presets:
         setting = Setting(population_preset, name, config.base.user_l2, config.base.bias_l2)
-        model = _with_population(config.reward_config(setting), population)
-        model.fit_user_part(train)
-        for user_l2, bias_l2 in config.shrinkage_grid:
-            model.refit_heads(train, user_l2=user_l2, bias_l2=bias_l2)
-            correct = score_split(model, conversation, features, test).per_user
-            if best is None or correct > best[0]:
-                best = (correct, dataclasses.replace(setting, user_l2=user_l2, bias_l2=bias_l2))
-    assert best is not None
-    return best[1]
+        for (train, test), population in zip(folds, populations[population_preset]):
+            model = _with_population(config.reward_config(setting), population)
+            model.fit_user_part(train)
+            for user_l2, bias_l2 in config.shrinkage_grid:
+                model.refit_heads(train, user_l2=user_l2, bias_l2=bias_l2)
+                candidate = dataclasses.replace(setting, user_l2=user_l2, bias_l2=bias_l2)
+                per_user_correct[candidate] = per_user_correct.get(candidate, 0) + score_split(
+                    model, conversation, features, test).per_user
+    best = max(per_user_correct.values())
+    tied = [c for c, correct in per_user_correct.items() if correct == best]
+    return max(tied, key=lambda c: (c.user_l2 + c.bias_l2, c.bias_l2))
 
 
 def fit_setting(train: FeedbackSet, config: EvalConfig, setting: Setting) -> RewardModel:
