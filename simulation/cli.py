@@ -40,6 +40,9 @@ def model_build(
             help="Rebuild in a temporary folder and compare model.safetensors with OUT's.",
         ),
     ] = False,
+    style_samples: Annotated[
+        int, typer.Option(help="Fresh samples whose styles BUILD.md reports (0: none).")
+    ] = 500,
 ) -> None:
     """Train the default model's tokenizer and tiny Llama on the synthetic corpus."""
     from simulation.default_model import (
@@ -75,13 +78,18 @@ def model_build(
             f"{result.seconds:.0f} s"
         )
         if not verify:
-            with console.status("sampling 500 answers to measure the style distribution"):
-                styles = measure_styles(out, count=500, seed=seed)
+            styles = None
+            if style_samples > 0:
+                with console.status(f"sampling {style_samples} answers to measure their styles"):
+                    styles = measure_styles(out, count=style_samples, seed=seed)
+                shares = ", ".join(
+                    f"{name} {share:.1%}" for name, share in styles.distribution.items()
+                )
+                console.print(
+                    f"styles of {style_samples} fresh samples: "
+                    f"{styles.classified_rate:.1%} classified; {shares}"
+                )
             write_build_notes(result, config, styles)
-            console.print(
-                f"styles of 500 fresh samples: {styles.classified_rate:.1%} classified; "
-                + ", ".join(f"{name} {share:.1%}" for name, share in styles.distribution.items())
-            )
             console.print(f"wrote {out}")
             return
         shipped = out / "model.safetensors"

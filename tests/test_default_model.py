@@ -100,9 +100,11 @@ def test_model_build_command_writes_the_folder_and_verify_compares_it(tmp_path: 
     app.command("noop")(lambda: None)  # two commands: typer keeps "build" as a subcommand
     runner = CliRunner()
     out = tmp_path / "model"
-    result = runner.invoke(app, ["build", "--out", str(out), "--steps", "2"])
+    build = ["build", "--out", str(out), "--steps", "2"]
+    result = runner.invoke(app, [*build, "--style-samples", "5"])
     assert result.exit_code == 0, result.output
-    assert sha256_of(out / "model.safetensors") in (out / "BUILD.md").read_text()
+    notes = (out / "BUILD.md").read_text()
+    assert sha256_of(out / "model.safetensors") in notes and "5 answers to fresh corpus" in notes
     result = runner.invoke(app, ["build", "--out", str(out), "--steps", "2", "--verify"])
     assert result.exit_code == 0, result.output
     assert "bit for bit" in result.output
