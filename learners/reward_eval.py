@@ -111,7 +111,8 @@ class Setting:
     bias_l2: float
 
     def describe(self) -> str:
-        return f"pop {self.population_preset}, user {self.user_preset}, λ={self.user_l2:g}/{self.bias_l2:g}"
+        """Compact: population preset / user preset, then the shrinkage λ (factors/bias)."""
+        return f"{self.population_preset}/{self.user_preset} λ={self.user_l2:g}/{self.bias_l2:g}"
 
 
 @dataclass
@@ -397,8 +398,8 @@ def render_tables(report: EvalReport) -> list:
         table = Table(title=f"{protocol.replace('_', ' ')} — encoder {report.encoder}, "
                             f"seed {report.config.seed}")
         for column in ("conversation", "users", "test votes", "always agree", "population",
-                       "per-user", "Δ vs pop", "setting"):
-            table.add_column(column, justify="left" if column in ("conversation", "setting") else "right")
+                       "per-user", "Δ vs pop", "towers pop/user, shrinkage"):
+            table.add_column(column, justify="left" if column.startswith(("conversation", "towers")) else "right")
         rows = [(r.name, r.users, r.tally, r.setting.describe())
                 for r in result.conversations]
         rows.append(("pooled", sum(r.users for r in result.conversations), result.pooled(), ""))

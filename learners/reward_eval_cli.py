@@ -37,6 +37,8 @@ def eval_reward(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console()
+    if not console.is_terminal:  # a log file or pipe: keep each table row on one line
+        console = Console(width=160)
     if encoder not in ENCODER_NAMES:
         raise typer.BadParameter(f"{encoder!r} is unknown; use one of {', '.join(ENCODER_NAMES)}",
                                  param_hint="--encoder")
