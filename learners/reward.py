@@ -322,9 +322,13 @@ class RewardModel:
     user_factors: torch.Tensor = field(init=False)  # (U, k)
 
     def __post_init__(self) -> None:
-        torch.manual_seed(self.config.seed)
-        self.population = TextTower(self.feature_dim, self.config.population_hidden, 1)
-        self.user_tower = TextTower(self.feature_dim, self.config.user_hidden, max(self.config.rank, 1))
+        # Seeded initialisation without touching the caller's global RNG (a learner
+        # samples completions with it).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.population = TextTower(self.feature_dim, self.config.population_hidden, 1)
+            self.user_tower = TextTower(self.feature_dim, self.config.user_hidden,
+                                        max(self.config.rank, 1))
         self.user_bias = torch.zeros(0)
         self.user_factors = torch.zeros(0, self.factor_width)
 
@@ -358,8 +362,9 @@ class RewardModel:
         features = data.features
         # A fit starts from the seeded initialisation, so a population refitted on
         # other data (e.g. a cold-start subset) is the model a fresh fit would give.
-        torch.manual_seed(self.config.seed)
-        self.population = TextTower(self.feature_dim, self.config.population_hidden, 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            self.population = TextTower(self.feature_dim, self.config.population_hidden, 1)
         self.population.set_standardisation(features)
         # Thumbs on one text are summed into (weight, positives) per text: the loss is
         # linear in the labels, so this is exact and makes a step cost O(texts).
@@ -494,12 +499,12 @@ class RewardModel:
         """(V,) rewards of many (user, text) pairs at once: ``user``/``item`` index ``user_ids``/``features``."""
         population = self.population(features.float())[:, 0]
         projection = self._projection(features.float(), population)
-        known = torch.tensor([u in self.user_index for u in user_ids], dtype=torch.bool)
-        model_index = torch.tensor([self.user_index.get(u, 0) for u in user_ids], dtype=torch.int64)
-        bias = torch.where(known, self.user_bias[model_index] if len(self.user_index) else 0.0, 0.0)
-        factors = self.user_factors[model_index] if len(self.user_index) else torch.zeros(
-            len(user_ids), self.factor_width)
-        factors = factors * known[:, None]
+        # One extra zero head at the end stands for every unknown user.
+        unknown = len(self.user_index)
+        bias = torch.cat([self.user_bias, torch.zeros(1)])
+        factors = torch.cat([self.user_factors, torch.zeros(1, self.factor_width)])
+        model_index = torch.tensor([self.user_index.get(u, unknown) for u in user_ids], dtype=torch.int64)
+        user = model_index[user]
         return population[item] + bias[user] + (projection[item] * factors[user]).sum(-1)
 
     def event_accuracy(self, event: FeedbackEvent) -> float:
@@ -511,6 +516,9 @@ class RewardModel:
         if isinstance(event, ThumbEvent):
             reward = float(self.score(event.user_id, event.features[None])[0])
             return float((reward > 0) == (thumb_label(event.label) == 1.0))
+        if event.features.ndim != 2 or event.features.shape[0] < 2:
+            raise ValueError(f"ranking features of shape {tuple(event.features.shape)}: "
+                             "need (K ≥ 2, D), best first")
         rewards = self.score(event.user_id, event.features)
         pairs = ranking_pairs(event.features.shape[0])
         return sum(float(rewards[b] > rewards[w]) for b, w in pairs) / len(pairs)

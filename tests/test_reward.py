@@ -138,9 +138,10 @@ def test_fit_user_learns_a_newcomers_taste_in_well_under_a_second() -> None:
     keep = data.thumb_user == 1
     newcomer = FeedbackSet.from_thumbs(data.features, ["u1"], data.thumb_user[keep] * 0,
                                        data.thumb_item[keep], data.thumb_label[keep])
-    started = time.perf_counter()
+    # CPU time, not wall time: the machine is shared, and what is promised is the work.
+    started = time.process_time()
     model.fit_user("u1-new", newcomer)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     features = torch.randn(400, DIM, generator=torch.Generator().manual_seed(5))
     truth = taste(1, features) > 0
     personal = ((model.score("u1-new", features) > 0) == truth).float().mean().item()
@@ -222,3 +223,24 @@ def test_bytes_of_another_format_are_refused() -> None:
     blob = save({"x": torch.zeros(1)}, {"format": "something-else"})
     with pytest.raises(ValueError, match="format='something-else'"):
         RewardModel.from_bytes(blob)
+
+
+def test_fitting_leaves_the_callers_random_state_alone() -> None:
+    builder, _ = synthetic_thumbs(num_users=4, per_user=20, seed=10)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    RewardModel.fit(builder.build(), CONFIG)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_score_votes_matches_score_for_known_and_unknown_users() -> None:
+    builder, _ = synthetic_thumbs(num_users=4, per_user=20, seed=11)
+    model = RewardModel.fit(builder.build(), CONFIG)
+    features = torch.randn(5, DIM)
+    user_ids = ["u1", "stranger", "u3"]
+    user = torch.tensor([0, 0, 1, 2, 2])
+    item = torch.tensor([0, 1, 2, 3, 4])
+    batched = model.score_votes(user_ids, features, user, item)
+    one_by_one = torch.stack([model.score(user_ids[u], features[i][None])[0] for u, i in zip(user, item)])
+    assert torch.allclose(batched, one_by_one, atol=1e-5)
