@@ -52,6 +52,9 @@ SPLITTERS: dict[str, Callable[..., Split]] = {
 POPULATION_PRESETS: dict[str, dict[str, float]] = {
     "mlp": {"population_hidden": 128, "population_weight_decay": 1e-3},
     "linear": {"population_hidden": 0, "population_weight_decay": 0.1},
+    # Decay so strong that only the intercept is left: an agree rate, for when
+    # the text says nothing that carries over to new statements.
+    "constant": {"population_hidden": 0, "population_weight_decay": 100.0},
 }
 USER_PRESETS: dict[str, dict[str, float]] = {
     "mlp": {"user_hidden": 128, "user_tower_weight_decay": 1e-3, "rank": 3},
