@@ -11,22 +11,21 @@ from typing import Annotated
 
 import typer
 
-from learners.encoders import ENCODER_NAMES, load_encoder
-from learners.polis import load_polis
-from learners.reward_eval import PROTOCOLS, EvalConfig, evaluate, plot_cold_start, render_tables, write_json
+# The evaluation's modules import torch and the encoders: they load inside the
+# command, so that `tailor --help` stays quick.
 
 
 def eval_reward(
     data: Annotated[Path, typer.Option("--data", help="Folder of Polis conversations "
                                        "(one sub-folder each with comments.csv and participants-votes.csv).")],
-    encoder: Annotated[str, typer.Option(help=f"Text encoder: {' or '.join(ENCODER_NAMES)} "
+    encoder: Annotated[str, typer.Option(help="Text encoder: base or minilm "
                                          "(base = the base LLM's hidden state).")] = "minilm",
     seed: Annotated[int, typer.Option(help="Seed of every split and model.")] = 0,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     png: Annotated[Path | None, typer.Option("--png", help="Write the cold-start curve here (PNG).")] = None,
     base_model: Annotated[Path | None, typer.Option(help="Model folder for --encoder base "
                                                     "(default: TAILOR_BASE_MODEL or the built-in model).")] = None,
-    protocol: Annotated[list[str] | None, typer.Option(help=f"Run only these protocols ({', '.join(PROTOCOLS)}); "
+    protocol: Annotated[list[str] | None, typer.Option(help="Run only these protocols (seen_texts, new_texts); "
                                                        "repeatable. Default: both.")] = None,
     holdout_fraction: Annotated[float, typer.Option(help="Share held out per user (seen texts) "
                                                     "or of statements (new texts).")] = 0.25,
@@ -35,6 +34,17 @@ def eval_reward(
     """Evaluate always-agree, the population reward model and the per-user reward models on Polis votes."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from learners.encoders import ENCODER_NAMES, load_encoder
+    from learners.polis import load_polis
+    from learners.reward_eval import (
+        PROTOCOLS,
+        EvalConfig,
+        evaluate,
+        plot_cold_start,
+        render_tables,
+        write_json,
+    )
 
     console = Console()
     if not console.is_terminal:  # a log file or pipe: keep each table row on one line
