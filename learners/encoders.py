@@ -52,19 +52,10 @@ class BaseModelEncoder:
         self._tokenizer = None
 
     def _load(self) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from service.modeling import load_base_model
 
-        if not (self.model_path / "config.json").is_file():
-            raise FileNotFoundError(
-                f"no Hugging Face model at {self.model_path}: build the default model with "
-                "`tailor model build` or set TAILOR_BASE_MODEL to a model folder"
-            )
-        tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
-        self._model = model.eval().requires_grad_(False)
-        self._tokenizer = tokenizer
+        base = load_base_model(self.model_path, "auto")  # the same loading as serving
+        self._model, self._tokenizer = base.model, base.tokenizer
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         if self._model is None:
