@@ -1,4 +1,4 @@
-"""Tailor: per-user LoRA personalization. Commands: up, learn, model, adapter, simulate, eval-reward, bench.
+"""Tailor: per-user LoRA personalization. Commands: up, learn, model, adapter, simulate, demo, eval-reward, bench.
 
 Commands are thin: each parses options and calls one function elsewhere. Heavy
 imports (torch, ray) happen inside the commands so ``tailor --help`` is quick.
@@ -100,6 +100,31 @@ def adapter_publish(
         )
         raise typer.Exit(2) from None
     console.print(f"published {user} -> {version}")
+
+
+@app.command()
+def demo(
+    users: Annotated[
+        str, typer.Option(help="Comma-separated simulation presets (or a count of the first ones).")
+    ] = "bullet_lover,emoji_fan,busy_professional,adversarial",
+    max_events: Annotated[int, typer.Option(help="Judgments each user gives at most.")] = 60,
+    measure_rounds: Annotated[
+        int, typer.Option(help="Evaluation requests per user before and after learning.")
+    ] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of prompts, judgments and sampling.")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Where to write the JSON summary.")] = None,
+    png: Annotated[Path | None, typer.Option(help="Where to write the PNG of each user's curve.")] = None,
+) -> None:
+    """`tailor up` + learners + simulated users in one command: before/after table, JSON, PNG."""
+    _environment()
+    from service.demo import DemoConfig, print_summary, run_demo
+
+    try:
+        config = DemoConfig(users=users, max_events=max_events, measure_rounds=measure_rounds, seed=seed)
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    print_summary(run_demo(config, json_path=json_path, png_path=png))
 
 
 @bench_app.command("serve")

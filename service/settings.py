@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Feedback a silent worker read but did not apply is taken over after this."
     )
     learner_ppo_iterations: int = Field(4, ge=1, description="PPO updates per user update.")
-    learner_rollout_batch: int = Field(16, ge=2, description="Prompts (rollouts) per PPO update.")
+    learner_rollout_batch: int = Field(32, ge=2, description="Prompts (rollouts) per PPO update.")
     learner_max_new_tokens: int = Field(
         64, ge=4, description="Longest rollout response; one cut here is penalised as unfinished."
     )

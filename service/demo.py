@@ -1,0 +1,384 @@
+"""`tailor demo`: the whole loop on one machine — serve, learn from simulated users, measure.
+
+1. **start**: `tailor up` (redis-server, Ray, the Serve app, the learner workers) as
+   a child process, on free ports with a data folder of its own;
+2. **before**: each simulated user's base rates, from evaluation requests sent while
+   the user has no adapter (the user as an observer who asks and never rates);
+3. **feedback**: each user gives at most ``max_events`` judgments through the API
+   (rounds = max_events // judgments per round of its habit: a thumbs user rates
+   all ``n`` choices, a ranking user gives one ranking, "both" gives two), while
+   the learners train;
+4. **catch-up**: wait until the learners have applied every event and finished the
+   idle-time refines of each user (`learners.worker.LearnerOptions.refine_updates`);
+5. **after**: the before-phase requests again (same prompts, same sampling seeds),
+   now served with each user's adapter; evaluation answers are never rated;
+6. **report**: the before/after table, a JSON summary and a PNG of each user's curve.
+
+The simulated users, the requests and the measurements are `simulation.harness`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import httpx
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from learners.feedback_consumer import GROUP
+from learners.training_data import LAG_KEY, PENDING_KEY
+from learners.worker import REFINE_KEY, worker_status_key
+from service.redis_server import free_port
+from service.store import FEEDBACK_STREAM, user_key
+from simulation.harness import RoundRecord, SimulationConfig, UserRun, run_user, summarize
+from simulation.plots import plot_curves
+from simulation.users import SimulatedUser, make_users
+
+console = Console()
+PHASES = ("before", "feedback", "after")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs; every count is per simulated user."""
+
+    users: str = "bullet_lover,emoji_fan,busy_professional,adversarial"  # presets (or a count)
+    max_events: int = 60  # judgments each user gives at most (the issue's budget)
+    n: int = 4  # choices per rated request
+    measure_rounds: int = 10  # evaluation requests before and after (eval_samples answers each)
+    eval_samples: int = 8  # answers per evaluation request of the before/after phases
+    feedback_eval_samples: int = 2  # answers per evaluation request during feedback (the curve)
+    window: int = 5  # rounds per point of the curves
+    seed: int = 0  # prompts, judgments and sampling seeds
+    catch_up_timeout_s: float = 600.0  # longest wait for the learners after the feedback phase
+    start_timeout_s: float = 300.0  # longest wait for `tailor up`
+    data_dir: Path | None = None  # the stack's data folder (default: a fresh one under /tmp)
+
+    def __post_init__(self) -> None:
+        if self.max_events < 1:
+            raise ValueError(f"max_events={self.max_events}: give at least 1 judgment per user")
+        if self.measure_rounds < 1:
+            raise ValueError(f"measure_rounds={self.measure_rounds}: measure at least 1 round")
+        make_users(self.users)  # names the unknown preset, if any
+
+
+@dataclass
+class Observer(SimulatedUser):
+    """The same simulated user, measuring only: it asks and never rates."""
+
+    def judge(self, texts: list[str]) -> list:
+        return []
+
+
+def rounds_for(user: SimulatedUser, max_events: int, n: int) -> int:
+    """Feedback rounds that keep ``user`` within ``max_events`` judgments."""
+    per_round = {"thumbs": n, "ranking": 1, "both": 2}[user.profile.habit] if n > 1 else 1
+    return max(1, max_events // per_round)
+
+
+# --- the stack ---------------------------------------------------------------------------
+
+
+class Stack:
+    """`tailor up` as a child process on free ports, with its own data folder."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.redis_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir / "tailor-up.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float) -> redis.Redis:
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TAILOR_REDIS_URL")}
+        env |= {"TAILOR_DATA_DIR": str(self.data_dir), "TAILOR_PORT": str(self.port),
+                "TAILOR_REDIS_PORT": str(self.redis_port), "RAY_AUTH_MODE": "disabled",
+                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("w")
+        self.process = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        client = redis.Redis(port=self.redis_port)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"`tailor up` exited with {self.process.returncode}; "
+                                   f"see {self.log_path}")
+            if self._serving() and self._learners_ready(client):
+                return client
+            time.sleep(1.0)
+        raise TimeoutError(f"`tailor up` was not ready in {timeout_s:.0f} s; see {self.log_path}")
+
+    def _serving(self) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/v1/models", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @staticmethod
+    def _learners_ready(client: redis.Redis) -> bool:
+        try:
+            return bool(client.keys(worker_status_key("*")))
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        """Ctrl-C for `tailor up` (it stops learners, Serve, Ray and Redis), then harder."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+
+# --- the learners' state --------------------------------------------------------------------
+
+
+def learners_caught_up(client: redis.Redis, min_feedback: int) -> bool:
+    """Every feedback event applied and trained on (or too few for an update), every
+    refine done, every worker idle."""
+    groups = {_text(g["name"]): g for g in client.xinfo_groups(FEEDBACK_STREAM)}
+    group = groups.get(GROUP)
+    if group is None or group["pending"] or (group.get("lag") or 0):
+        return False
+    if client.zcount(PENDING_KEY, min_feedback, "+inf") or client.zcard(REFINE_KEY):
+        return False
+    states = [client.hget(key, "state") for key in client.keys(worker_status_key("*"))]
+    return all(state == b"idle" for state in states)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def wait_for_learners(client: redis.Redis, min_feedback: int, timeout_s: float) -> bool:
+    """Poll until `learners_caught_up` holds twice in a row (a second apart)."""
+    deadline = time.monotonic() + timeout_s
+    streak = 0
+    while time.monotonic() < deadline:
+        streak = streak + 1 if learners_caught_up(client, min_feedback) else 0
+        if streak >= 2:
+            return True
+        time.sleep(1.0)
+    return False
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """The ``share`` quantile (nearest rank) of ``values``; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def learner_view(client: redis.Redis, user_id: str) -> dict:
+    """What the learners published for ``user_id`` (the last accepted update's metrics)."""
+    raw = {k.decode(): v.decode() for k, v in client.hgetall(user_key(user_id)).items()}
+
+    def number(name: str) -> float | None:
+        return float(raw[name]) if name in raw else None
+
+    return {"adapter_version": raw.get("adapter_version"), "kl": number("learner_kl"),
+            "ppo_seconds": number("learner_ppo_seconds"), "reward": number("learner_reward"),
+            "reward_accuracy": number("learner_reward_accuracy"),
+            "last_decision": raw.get("learner_last_decision")}
+
+
+# --- the phases ---------------------------------------------------------------------------
+
+
+def run_phase(configs: list[SimulationConfig], users: list[SimulatedUser],
+              on_round=None) -> list[UserRun]:
+    """Each user's rounds (``configs[i]`` for ``users[i]``) concurrently, as `tailor simulate`."""
+    with ThreadPoolExecutor(max_workers=len(users), thread_name_prefix="demo-user") as pool:
+        futures = [pool.submit(run_user, config, index, user, on_round)
+                   for index, (config, user) in enumerate(zip(configs, users, strict=True))]
+        runs = [future.result() for future in futures]
+    failed = {run.user.user_id: run.error for run in runs if run.error}
+    if failed:
+        raise RuntimeError(f"simulated users stopped early: {failed}")
+    return runs
+
+
+def _rates(records: list[RoundRecord], preferred: set[str]) -> dict[str, float]:
+    styles = [style for record in records for style in record.eval_styles]
+    scores = [score for record in records for score in record.eval_scores]
+    count = max(1, len(styles))
+    return {"preferred_rate": sum(s in preferred for s in styles) / count,
+            "dismissive_rate": styles.count("dismissive") / count,
+            "mean_score": sum(scores) / max(1, len(scores)), "samples": len(styles)}
+
+
+def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path | None = None,
+             progress: bool = True) -> dict:
+    """Run the demo (see the module docstring); return the JSON summary (also written)."""
+    started = time.monotonic()
+    data_dir = config.data_dir or Path(tempfile.mkdtemp(prefix="tailor-demo-", dir="/tmp"))
+    json_path = json_path or data_dir / "demo.json"
+    png_path = png_path or data_dir / "demo.png"
+    users = make_users(config.users, seed=config.seed, prefix="demo")
+    observers = [Observer(u.user_id, u.profile, u.seed) for u in users]
+    stack = Stack(data_dir)
+    timings: dict[str, float] = {}
+    say = console.print if progress else (lambda *a, **k: None)
+    from service.settings import Settings
+
+    min_feedback = Settings().learner_min_feedback
+    try:
+        say(f"starting `tailor up` on {stack.base_url} (data in {data_dir}) ...")
+        client = stack.start(config.start_timeout_s)
+        timings["start"] = time.monotonic() - started
+
+        base = SimulationConfig(base_url=stack.base_url, users=config.users, n=config.n,
+                                window=config.window, seed=config.seed, user_prefix="demo")
+        measure = replace(base, rounds=config.measure_rounds, n=1, eval_samples=config.eval_samples)
+        phase_runs: dict[str, list[UserRun]] = {}
+
+        mark = time.monotonic()
+        say(f"before: {config.measure_rounds} evaluation rounds x {config.eval_samples} answers per user")
+        phase_runs["before"] = run_phase([replace(measure, reset=True)] * len(users), observers)
+        timings["before"] = time.monotonic() - mark
+
+        mark = time.monotonic()
+        # Forget the before-phase requests and draw other prompts: the learners train on a
+        # user's recent prompts, and the measured prompts should be new to them.
+        feedback = [replace(base, rounds=rounds_for(u, config.max_events, config.n), reset=True,
+                            seed=config.seed + 1, eval_samples=config.feedback_eval_samples)
+                    for u in users]
+        say("feedback: " + ", ".join(f"{u.profile.name} {c.rounds} rounds" for u, c in zip(users, feedback, strict=True)))
+        done = {u.user_id: 0 for u in users}
+        lock = threading.Lock()
+
+        def count(user_id: str, record: RoundRecord) -> None:
+            with lock:
+                done[user_id] += 1
+
+        phase_runs["feedback"] = run_phase(feedback, users, count)
+        timings["feedback"] = time.monotonic() - mark
+
+        mark = time.monotonic()
+        say("catch-up: waiting for the learners to train on every event and finish their refines ...")
+        caught_up = wait_for_learners(client, min_feedback, config.catch_up_timeout_s)
+        timings["catch_up"] = time.monotonic() - mark
+        if not caught_up:
+            say(f"[yellow]learners still busy after {config.catch_up_timeout_s:.0f} s; measuring anyway")
+
+        mark = time.monotonic()
+        say("after: the before-phase requests again, served with each user's adapter")
+        phase_runs["after"] = run_phase([replace(measure, reset=False)] * len(users), observers)
+        timings["after"] = time.monotonic() - mark
+
+        lags = [float(x) for x in client.lrange(LAG_KEY, 0, -1)]
+        views = {u.user_id: learner_view(client, u.user_id) for u in users}
+    finally:
+        stack.stop()
+    timings["total"] = time.monotonic() - started
+    result = report(config, users, phase_runs, views, lags, timings, caught_up)
+    result["simulation"] = curves(config, users, phase_runs)
+    result["data_dir"] = str(data_dir)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    import json
+
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    plot_curves(result["simulation"], png_path)
+    result["json_path"], result["png_path"] = str(json_path), str(png_path)
+    return result
+
+
+def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str, list[UserRun]],
+           views: dict[str, dict], lags: list[float], timings: dict[str, float],
+           caught_up: bool) -> dict:
+    """Per user the before/after rates and the learners' view; globally lags and timings."""
+    per_user = {}
+    for index, user in enumerate(users):
+        preferred = set(user.profile.preferred_styles)
+        before = _rates(phase_runs["before"][index].records, preferred)
+        after = _rates(phase_runs["after"][index].records, preferred)
+        view = views[user.user_id]
+        per_user[user.user_id] = {
+            "preset": user.profile.name, "habit": user.profile.habit,
+            "preferred_styles": list(user.profile.preferred_styles),
+            "feedback_events": sum(r.feedback_events for r in phase_runs["feedback"][index].records),
+            "preferred_rate_before": before["preferred_rate"], "preferred_rate_after": after["preferred_rate"],
+            "dismissive_rate_before": before["dismissive_rate"], "dismissive_rate_after": after["dismissive_rate"],
+            "mean_score_before": before["mean_score"], "mean_score_after": after["mean_score"],
+            "eval_samples": after["samples"], "kl": view["kl"], "ppo_seconds": view["ppo_seconds"],
+            "adapter_version": view["adapter_version"], "reward_accuracy": view["reward_accuracy"],
+            "last_decision": view["last_decision"],
+        }
+    ppo_seconds = [u["ppo_seconds"] for u in per_user.values() if u["ppo_seconds"] is not None]
+    return {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+        "users": per_user,
+        "feedback_lag_p50_s": percentile(lags, 0.50),
+        "feedback_lag_p95_s": percentile(lags, 0.95),
+        "feedback_lags": len(lags),
+        "ppo_update_seconds": statistics.fmean(ppo_seconds) if ppo_seconds else None,
+        "learners_caught_up": caught_up,
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+
+
+def curves(config: DemoConfig, users: list[SimulatedUser],
+           phase_runs: dict[str, list[UserRun]]) -> dict:
+    """`simulation.harness.summarize` of each user's three phases laid end to end."""
+    runs = []
+    for index, user in enumerate(users):
+        records: list[RoundRecord] = []
+        for phase in PHASES:
+            for record in phase_runs[phase][index].records:
+                records.append(replace(record, round=len(records)))
+        runs.append(UserRun(user, records))
+    sim_config = SimulationConfig(users=config.users, window=config.window, seed=config.seed,
+                                  user_prefix="demo")
+    return summarize(sim_config, runs, 0.0)
+
+
+def demo_table(result: dict) -> Table:
+    """Before -> after per user, on evaluation answers that were never rated."""
+    table = Table(title="tailor demo: evaluation answers before -> after learning (never rated)")
+    for column in ("user", "habit", "prefers", "events", "preferred", "dismissive", "KL", "adapter",
+                   "s/PPO iter"):
+        table.add_column(column, justify="left" if column in ("user", "habit", "prefers") else "right")
+    for user_id, user in result["users"].items():
+        delta = user["preferred_rate_after"] - user["preferred_rate_before"]
+        table.add_row(
+            user_id, user["habit"], ",".join(user["preferred_styles"]), str(user["feedback_events"]),
+            f"{user['preferred_rate_before']:.0%} -> {user['preferred_rate_after']:.0%} ({delta:+.0%})",
+            f"{user['dismissive_rate_before']:.0%} -> {user['dismissive_rate_after']:.0%}",
+            "-" if user["kl"] is None else f"{user['kl']:.2f}",
+            user["adapter_version"] or "-",
+            "-" if user["ppo_seconds"] is None else f"{user['ppo_seconds']:.1f}",
+        )
+    return table
+
+
+def print_summary(result: dict) -> None:
+    """The table and the global numbers, as `tailor demo` prints them."""
+    console.print(demo_table(result))
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f} s"
+
+    console.print(
+        f"feedback lag (event accepted -> adapter trained on it published): "
+        f"p50 {seconds(result['feedback_lag_p50_s'])}, p95 {seconds(result['feedback_lag_p95_s'])} "
+        f"over {result['feedback_lags']} events; time per PPO update {seconds(result['ppo_update_seconds'])}"
+    )
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
+    console.print(f"phases: {phases}; wrote {result['json_path']} and {result['png_path']}")
