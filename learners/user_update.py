@@ -112,10 +112,14 @@ class UserUpdater:
         self._population_examples = 0
 
     # --- the update -------------------------------------------------------------------
-    def update(self, user_id: str, scheduler: Scheduler, lease_token: str) -> UpdateOutcome:
+    def update(self, user_id: str, scheduler: Scheduler, lease_token: str,
+               iterations: int | None = None) -> UpdateOutcome:
+        """Train ``user_id`` on all their feedback: reward model, ``iterations`` PPO iterations
+        (default: ``ppo_iterations``), gate, publish. The caller holds the user's lease."""
         started = time.time()
         examples = [TrainingExample.from_json(raw) for raw in self.client.lrange(examples_key(user_id), 0, -1)]
-        trained_before = int(self.client.hget(user_key(user_id), "learner_examples_trained") or 0)
+        trained_before, updates_before = (int(v or 0) for v in self.client.hmget(
+            user_key(user_id), "learner_examples_trained", "learner_updates"))
         new_examples = examples[trained_before:]
 
         # 1. Reward model: score the new feedback before training on it, then fit.
@@ -133,9 +137,11 @@ class UserUpdater:
         optimizer = self._optimizer(value_head)
         before = self._evaluate(held_out, reward_fn)
         stats = []
-        for iteration in range(self.ppo_iterations):
-            torch.manual_seed(self.seed + 1000 * iteration + len(examples))
-            batch = random.Random(iteration + len(examples)).choices(train_prompts, k=self.rollout_batch)
+        for iteration in range(iterations or self.ppo_iterations):
+            # Distinct per iteration and per update (a refine sees the same examples again).
+            round_seed = self.seed + 1000 * iteration + len(examples) + 100_003 * updates_before
+            torch.manual_seed(round_seed)
+            batch = random.Random(round_seed).choices(train_prompts, k=self.rollout_batch)
             stats.append(ppo_update(self.policy, value_head, optimizer, self.tokenizer, batch,
                                     reward_fn, self.ppo_config, kl_controller))
             scheduler.renew(user_id, lease_token)
@@ -301,6 +307,7 @@ class UserUpdater:
                 "learner_last_decision": decision.reason,
                 "learner_kl_coef": metrics["kl_coef"],
             })
+            pipe.hincrby(user_key(user_id), "learner_updates", 1)
             pipe.hincrby(STATS_KEY, "updates", 1)
             pipe.hincrby(STATS_KEY, "published" if decision.publish else f"rejected_{decision.reason}", 1)
             pipe.hset(STATS_KEY, mapping={f"last_{k}": v for k, v in metrics.items()})

@@ -112,15 +112,20 @@ def demo(
         int, typer.Option(help="Evaluation requests per user before and after learning.")
     ] = 10,
     seed: Annotated[int, typer.Option(help="Seed of prompts, judgments and sampling.")] = 0,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Where to write the JSON summary.")] = None,
-    png: Annotated[Path | None, typer.Option(help="Where to write the PNG of each user's curve.")] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Where to write the JSON summary.")
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option(help="Where to write the PNG of each user's curve.")
+    ] = None,
 ) -> None:
     """`tailor up` + learners + simulated users in one command: before/after table, JSON, PNG."""
     _environment()
     from service.demo import DemoConfig, print_summary, run_demo
 
     try:
-        config = DemoConfig(users=users, max_events=max_events, measure_rounds=measure_rounds, seed=seed)
+        config = DemoConfig(users=users, max_events=max_events, measure_rounds=measure_rounds,
+                            seed=seed)
     except ValueError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None

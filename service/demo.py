@@ -108,8 +108,10 @@ class Stack:
                 "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("w")
-        self.process = subprocess.Popen([sys.executable, "-m", "service.cli", "up"], env=env,
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "up"], env=env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
         client = redis.Redis(port=self.redis_port)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -246,11 +248,13 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
 
         base = SimulationConfig(base_url=stack.base_url, users=config.users, n=config.n,
                                 window=config.window, seed=config.seed, user_prefix="demo")
-        measure = replace(base, rounds=config.measure_rounds, n=1, eval_samples=config.eval_samples)
+        measure = replace(base, rounds=config.measure_rounds, n=1,
+                          eval_samples=config.eval_samples)
         phase_runs: dict[str, list[UserRun]] = {}
 
         mark = time.monotonic()
-        say(f"before: {config.measure_rounds} evaluation rounds x {config.eval_samples} answers per user")
+        say(f"before: {config.measure_rounds} evaluation requests x {config.eval_samples} "
+            "answers per user")
         phase_runs["before"] = run_phase([replace(measure, reset=True)] * len(users), observers)
         timings["before"] = time.monotonic() - mark
 
@@ -260,7 +264,8 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
         feedback = [replace(base, rounds=rounds_for(u, config.max_events, config.n), reset=True,
                             seed=config.seed + 1, eval_samples=config.feedback_eval_samples)
                     for u in users]
-        say("feedback: " + ", ".join(f"{u.profile.name} {c.rounds} rounds" for u, c in zip(users, feedback, strict=True)))
+        say("feedback: " + ", ".join(
+            f"{u.profile.name} {c.rounds} rounds" for u, c in zip(users, feedback, strict=True)))
         done = {u.user_id: 0 for u in users}
         lock = threading.Lock()
 
@@ -272,11 +277,12 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
         timings["feedback"] = time.monotonic() - mark
 
         mark = time.monotonic()
-        say("catch-up: waiting for the learners to train on every event and finish their refines ...")
+        say("catch-up: waiting for the learners to train on every event and finish refines ...")
         caught_up = wait_for_learners(client, min_feedback, config.catch_up_timeout_s)
         timings["catch_up"] = time.monotonic() - mark
         if not caught_up:
-            say(f"[yellow]learners still busy after {config.catch_up_timeout_s:.0f} s; measuring anyway")
+            say(f"[yellow]learners still busy after {config.catch_up_timeout_s:.0f} s; "
+                "measuring anyway")
 
         mark = time.monotonic()
         say("after: the before-phase requests again, served with each user's adapter")
@@ -313,9 +319,12 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
         per_user[user.user_id] = {
             "preset": user.profile.name, "habit": user.profile.habit,
             "preferred_styles": list(user.profile.preferred_styles),
-            "feedback_events": sum(r.feedback_events for r in phase_runs["feedback"][index].records),
-            "preferred_rate_before": before["preferred_rate"], "preferred_rate_after": after["preferred_rate"],
-            "dismissive_rate_before": before["dismissive_rate"], "dismissive_rate_after": after["dismissive_rate"],
+            "feedback_events": sum(r.feedback_events
+                                   for r in phase_runs["feedback"][index].records),
+            "preferred_rate_before": before["preferred_rate"],
+            "preferred_rate_after": after["preferred_rate"],
+            "dismissive_rate_before": before["dismissive_rate"],
+            "dismissive_rate_after": after["dismissive_rate"],
             "mean_score_before": before["mean_score"], "mean_score_after": after["mean_score"],
             "eval_samples": after["samples"], "kl": view["kl"], "ppo_seconds": view["ppo_seconds"],
             "adapter_version": view["adapter_version"], "reward_accuracy": view["reward_accuracy"],
@@ -352,17 +361,21 @@ def curves(config: DemoConfig, users: list[SimulatedUser],
 def demo_table(result: dict) -> Table:
     """Before -> after per user, on evaluation answers that were never rated."""
     table = Table(title="tailor demo: evaluation answers before -> after learning (never rated)")
-    for column in ("user", "habit", "prefers", "events", "preferred", "dismissive", "KL", "adapter",
-                   "s/PPO iter"):
-        table.add_column(column, justify="left" if column in ("user", "habit", "prefers") else "right")
+    for column in ("user", "habit", "prefers", "events", "preferred", "dismissive", "mean score",
+                   "KL", "adapter", "s/PPO iter"):
+        left = column in ("user", "habit", "prefers")
+        table.add_column(column, justify="left" if left else "right", no_wrap=not left)
     for user_id, user in result["users"].items():
         delta = user["preferred_rate_after"] - user["preferred_rate_before"]
         table.add_row(
-            user_id, user["habit"], ",".join(user["preferred_styles"]), str(user["feedback_events"]),
-            f"{user['preferred_rate_before']:.0%} -> {user['preferred_rate_after']:.0%} ({delta:+.0%})",
+            user_id, user["habit"], ",".join(user["preferred_styles"]),
+            str(user["feedback_events"]),
+            f"{user['preferred_rate_before']:.0%} -> {user['preferred_rate_after']:.0%} "
+            f"({100 * delta:+.0f} pts)",
             f"{user['dismissive_rate_before']:.0%} -> {user['dismissive_rate_after']:.0%}",
+            f"{user['mean_score_before']:+.2f} -> {user['mean_score_after']:+.2f}",
             "-" if user["kl"] is None else f"{user['kl']:.2f}",
-            user["adapter_version"] or "-",
+            (user["adapter_version"] or "-").split(".")[0],
             "-" if user["ppo_seconds"] is None else f"{user['ppo_seconds']:.1f}",
         )
     return table
@@ -376,9 +389,10 @@ def print_summary(result: dict) -> None:
         return "-" if value is None else f"{value:.1f} s"
 
     console.print(
-        f"feedback lag (event accepted -> adapter trained on it published): "
-        f"p50 {seconds(result['feedback_lag_p50_s'])}, p95 {seconds(result['feedback_lag_p95_s'])} "
-        f"over {result['feedback_lags']} events; time per PPO update {seconds(result['ppo_update_seconds'])}"
+        "feedback lag (event accepted -> adapter trained on it published): "
+        f"p50 {seconds(result['feedback_lag_p50_s'])}, "
+        f"p95 {seconds(result['feedback_lag_p95_s'])} over {result['feedback_lags']} events; "
+        f"time per PPO update {seconds(result['ppo_update_seconds'])}"
     )
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
     console.print(f"phases: {phases}; wrote {result['json_path']} and {result['png_path']}")
