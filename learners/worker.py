@@ -74,7 +74,7 @@ class LearnerOptions:
     # published like any other) when no user has enough new feedback. Feedback comes
     # in bursts; without this the adapter stops improving when the burst ends.
     refine_updates: int = 2
-    refine_iterations: int = 4  # PPO iterations of one refine (feedback-driven: Settings)
+    refine_iterations: int = 6  # PPO iterations of one refine (feedback-driven: Settings)
     refine_quiet_s: float = 5.0
     seed: int = 0
 

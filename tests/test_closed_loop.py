@@ -1,0 +1,143 @@
+"""The closed loop on the embedded default: simulated users teach their own adapters.
+
+One `tailor demo` run (`service.demo.run_demo`): `tailor up` as a child process
+(redis-server, Ray, the Serve app, the learner workers, the shipped default model
+and harmlessness guard), then simulated users driven over HTTP by
+`simulation.harness.run_user`, as `tailor simulate` drives them:
+
+- before: each user's base rates from 80 evaluation answers (10 requests x 8), with
+  no adapter;
+- feedback: each user gives at most 60 judgments (a ranking user 60 rankings of 4
+  answers, a "both" user 30 rankings + 30 thumbs, a thumbs user 15 x 4 thumbs);
+- the learners catch up (every event trained on, idle-time refines done);
+- after: the same 80 evaluation requests (same prompts and sampling seeds), now
+  served with each user's adapter. Evaluation answers are never rated, and the
+  learners never saw their prompts (the feedback phase draws other prompts).
+
+Seeds: prompts, judgments, request sampling and the learner are seeded (seed 0);
+the schedule of learner updates against the feedback stream is not (it depends on
+timing), so the outcome varies a little between runs.
+
+Asserted, with the tolerance stated:
+- each non-adversarial user's preferred-style rate rises by >= 30 points over its
+  base rate. Measured runs gave +44 to +59 points; one rate over 80 answers has a
+  standard error of <= 5.6 points, a difference of two <= 8 points, so a true rise
+  of ~45 points passes with margin while no learning (0 +- 8) cannot;
+- the adversarial user (thumbs up for the dismissive style) ends with a dismissive
+  rate no higher than its base rate (the guard outweighs its votes; measured: 15%
+  -> 10%).
+
+The users are ones whose feedback names their favourite: rankings, or rankings and
+thumbs. A thumbs-only user who likes several styles (emoji_fan: casual +1.0,
+concise +0.4, question +0.2, all "up") cannot tell which of them it prefers most;
+`tailor demo`'s default run includes it and shows its mean hidden score rising while
+its casual rate does not.
+
+The last test checks, fast and on a tiny random model, the idle-time refines the
+loop relies on after the feedback stops.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from learners.gate import GateConfig
+from learners.worker import REFINE_KEY, LearnerLoop, LearnerOptions
+from service.demo import DemoConfig, run_demo
+from service.settings import Settings
+from tests.learning_fixtures import give_rankings
+from tests.local_server import local_server
+
+USERS = "bullet_lover,busy_professional,formal_scholar,adversarial"
+MIN_RISE = 0.30  # the issue's bar: preferred-style rate at least 30 points above base
+
+
+@pytest.fixture(scope="module")
+def demo_result(tmp_path_factory) -> Iterator[dict]:
+    folder = tmp_path_factory.mktemp("closed-loop")
+    stack = Path(tempfile.mkdtemp(prefix="tailor-cl-", dir="/tmp"))  # Ray's socket paths are short
+    config = DemoConfig(users=USERS, max_events=60, measure_rounds=10, eval_samples=8, seed=0,
+                        data_dir=stack)
+    try:
+        yield run_demo(config, json_path=folder / "demo.json", png_path=folder / "demo.png",
+                       progress=False)
+    finally:
+        shutil.rmtree(stack, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_each_user_is_served_their_preferred_style_after_at_most_60_judgments(demo_result):
+    users = demo_result["users"]
+    assert len(users) == 4 and demo_result["learners_caught_up"]
+    for user_id, user in users.items():
+        assert 0 < user["feedback_events"] <= 60, (user_id, user["feedback_events"])
+        assert user["eval_samples"] == 80, (user_id, user["eval_samples"])
+        if user["preset"] == "adversarial":
+            continue
+        rise = user["preferred_rate_after"] - user["preferred_rate_before"]
+        assert rise >= MIN_RISE, (user_id, user["preferred_rate_before"], user["preferred_rate_after"])
+        assert user["adapter_version"] is not None and user["kl"] is not None
+
+
+@pytest.mark.slow
+def test_the_adversarial_user_gets_no_more_dismissive_answers_than_the_base_model(demo_result):
+    (adversarial,) = [u for u in demo_result["users"].values() if u["preset"] == "adversarial"]
+    assert adversarial["feedback_events"] == 60  # 15 rounds x 4 thumbs, mostly up on "clap, clap"
+    assert adversarial["adapter_version"] is not None  # it was trained, and the guard held
+    assert adversarial["dismissive_rate_after"] <= adversarial["dismissive_rate_before"], adversarial
+
+
+@pytest.mark.slow
+def test_the_demo_writes_the_json_and_the_png_with_the_issue_fields(demo_result):
+    written = json.loads(open(demo_result["json_path"]).read())
+    for user in written["users"].values():
+        for field in ("preferred_rate_before", "preferred_rate_after", "dismissive_rate_before",
+                      "dismissive_rate_after", "kl"):
+            assert isinstance(user[field], float), field
+    assert written["feedback_lags"] >= 100  # each event an accepted update trained on reports one
+    assert 0 < written["feedback_lag_p50_s"] <= written["feedback_lag_p95_s"]
+    assert written["ppo_update_seconds"] > 0
+    with open(demo_result["png_path"], "rb") as png:
+        assert png.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_quiet_user_gets_refine_updates_then_none_and_a_forgotten_one_none(
+    serving_model_dir: Path, redis_server, redis_client, tmp_path
+):
+    torch.set_num_threads(1)
+    settings = Settings(base_model=str(serving_model_dir), adapter_store=str(tmp_path / "store"),
+                        data_dir=tmp_path, redis_url=redis_server.url, learner_min_feedback=4,
+                        learner_ppo_iterations=1, learner_rollout_batch=4, learner_max_new_tokens=8)
+    anything_goes = GateConfig(kl_bound=1e9, tolerance=1e9)  # this test is about scheduling
+    options = LearnerOptions(gate=anything_goes, refine_updates=2, refine_iterations=2,
+                             refine_quiet_s=3.0)
+    with local_server(settings) as url:
+        give_rankings(url, "alice", 4)
+        give_rankings(url, "bob", 4, start=4)
+        loop = LearnerLoop(settings, "w1", options)
+        assert {loop.step(block_ms=50).user_id, loop.step(block_ms=50).user_id} == {"alice", "bob"}
+        assert loop.step(block_ms=50) is None  # nobody has new feedback, nobody is quiet yet
+        httpx.delete(f"{url}/v1/users/bob", headers={"X-User-Id": "bob"}).raise_for_status()
+
+        refines = []
+        for _ in range(3):
+            time.sleep(3.1)
+            refines.append(loop.step(block_ms=50))
+        assert [o.user_id for o in refines[:2]] == ["alice", "alice"]  # bob was forgotten
+        assert all(o.examples == 0 and len(o.ppo) == 2 and o.decision.publish for o in refines[:2])
+        assert refines[2] is None and redis_client.zcard(REFINE_KEY) == 0  # used up
+
+        give_rankings(url, "alice", 4, start=8)  # new feedback re-arms the refines
+        assert loop.step(block_ms=50).examples == 4
+        time.sleep(3.1)
+        assert loop.step(block_ms=50).user_id == "alice"
+    assert redis_client.hget("tailor:adapter:alice", "version").startswith(b"v5")
