@@ -6,8 +6,8 @@
    the user has no adapter (the user as an observer who asks and never rates);
 3. **feedback**: each user gives at most ``max_events`` judgments through the API
    (rounds = max_events // judgments per round of its habit: a thumbs user rates
-   all ``n`` choices, a ranking user gives one ranking, "both" gives two), while
-   the learners train;
+   all ``n`` choices, a ranking user gives one ranking, "both" gives two), on
+   other prompts than the measured ones, while the learners train;
 4. **catch-up**: wait until the learners have applied every event and finished the
    idle-time refines of each user (`learners.worker.LearnerOptions.refine_updates`);
 5. **after**: the before-phase requests again (same prompts, same sampling seeds),
@@ -19,13 +19,13 @@ The simulated users, the requests and the measurements are `simulation.harness`'
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -34,12 +34,14 @@ from pathlib import Path
 import httpx
 import redis
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from learners.feedback_consumer import GROUP
 from learners.training_data import LAG_KEY, PENDING_KEY
 from learners.worker import REFINE_KEY, worker_status_key
 from service.redis_server import free_port
+from service.settings import Settings
 from service.store import FEEDBACK_STREAM, user_key
 from simulation.harness import RoundRecord, SimulationConfig, UserRun, run_user, summarize
 from simulation.plots import plot_curves
@@ -235,71 +237,59 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
     png_path = png_path or data_dir / "demo.png"
     users = make_users(config.users, seed=config.seed, prefix="demo")
     observers = [Observer(u.user_id, u.profile, u.seed) for u in users]
+    base = SimulationConfig(users=config.users, n=config.n, window=config.window,
+                            seed=config.seed, user_prefix="demo")
+    measure = replace(base, rounds=config.measure_rounds, n=1, eval_samples=config.eval_samples)
+    # The feedback phase draws other prompts (seed + 1) and forgets the before-phase
+    # requests: the learners train on a user's recent prompts, and the measured
+    # prompts should be new to them.
+    feedback = [replace(base, rounds=rounds_for(u, config.max_events, config.n), reset=True,
+                        seed=config.seed + 1, eval_samples=config.feedback_eval_samples)
+                for u in users]
     stack = Stack(data_dir)
     timings: dict[str, float] = {}
-    say = console.print if progress else (lambda *a, **k: None)
-    from service.settings import Settings
+    phase_runs: dict[str, list[UserRun]] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=not progress) as bars:
+        try:
+            task = bars.add_task(f"start `tailor up` (data in {data_dir})", total=None)
+            client = stack.start(config.start_timeout_s)
+            bars.update(task, total=1, completed=1)
+            timings["start"] = time.monotonic() - started
+            at = {"base_url": stack.base_url}
 
-    min_feedback = Settings().learner_min_feedback
-    try:
-        say(f"starting `tailor up` on {stack.base_url} (data in {data_dir}) ...")
-        client = stack.start(config.start_timeout_s)
-        timings["start"] = time.monotonic() - started
+            def phase(name: str, configs: list[SimulationConfig], who: list[SimulatedUser],
+                      description: str) -> None:
+                mark = time.monotonic()
+                task = bars.add_task(description, total=sum(c.rounds for c in configs))
+                phase_runs[name] = run_phase([replace(c, **at) for c in configs], who,
+                                             lambda user_id, record: bars.advance(task))
+                timings[name] = time.monotonic() - mark
 
-        base = SimulationConfig(base_url=stack.base_url, users=config.users, n=config.n,
-                                window=config.window, seed=config.seed, user_prefix="demo")
-        measure = replace(base, rounds=config.measure_rounds, n=1,
-                          eval_samples=config.eval_samples)
-        phase_runs: dict[str, list[UserRun]] = {}
-
-        mark = time.monotonic()
-        say(f"before: {config.measure_rounds} evaluation requests x {config.eval_samples} "
-            "answers per user")
-        phase_runs["before"] = run_phase([replace(measure, reset=True)] * len(users), observers)
-        timings["before"] = time.monotonic() - mark
-
-        mark = time.monotonic()
-        # Forget the before-phase requests and draw other prompts: the learners train on a
-        # user's recent prompts, and the measured prompts should be new to them.
-        feedback = [replace(base, rounds=rounds_for(u, config.max_events, config.n), reset=True,
-                            seed=config.seed + 1, eval_samples=config.feedback_eval_samples)
-                    for u in users]
-        say("feedback: " + ", ".join(
-            f"{u.profile.name} {c.rounds} rounds" for u, c in zip(users, feedback, strict=True)))
-        done = {u.user_id: 0 for u in users}
-        lock = threading.Lock()
-
-        def count(user_id: str, record: RoundRecord) -> None:
-            with lock:
-                done[user_id] += 1
-
-        phase_runs["feedback"] = run_phase(feedback, users, count)
-        timings["feedback"] = time.monotonic() - mark
-
-        mark = time.monotonic()
-        say("catch-up: waiting for the learners to train on every event and finish refines ...")
-        caught_up = wait_for_learners(client, min_feedback, config.catch_up_timeout_s)
-        timings["catch_up"] = time.monotonic() - mark
-        if not caught_up:
-            say(f"[yellow]learners still busy after {config.catch_up_timeout_s:.0f} s; "
-                "measuring anyway")
-
-        mark = time.monotonic()
-        say("after: the before-phase requests again, served with each user's adapter")
-        phase_runs["after"] = run_phase([replace(measure, reset=False)] * len(users), observers)
-        timings["after"] = time.monotonic() - mark
-
-        lags = [float(x) for x in client.lrange(LAG_KEY, 0, -1)]
-        views = {u.user_id: learner_view(client, u.user_id) for u in users}
-    finally:
-        stack.stop()
+            phase("before", [replace(measure, reset=True)] * len(users), observers,
+                  f"before: {config.eval_samples} unrated answers per request, no adapter")
+            phase("feedback", feedback, users,
+                  "feedback: " + ", ".join(f"{u.profile.name} {c.rounds}"
+                                           for u, c in zip(users, feedback, strict=True)))
+            mark = time.monotonic()
+            task = bars.add_task("catch-up: learners train on every event, then refine",
+                                 total=None)
+            min_feedback = Settings().learner_min_feedback  # what the child process reads too
+            caught_up = wait_for_learners(client, min_feedback, config.catch_up_timeout_s)
+            bars.update(task, total=1, completed=1)
+            timings["catch_up"] = time.monotonic() - mark
+            phase("after", [replace(measure, reset=False)] * len(users), observers,
+                  "after: the before-phase requests, served with each user's adapter")
+            lags = [float(x) for x in client.lrange(LAG_KEY, 0, -1)]
+            views = {u.user_id: learner_view(client, u.user_id) for u in users}
+        finally:
+            stack.stop()
     timings["total"] = time.monotonic() - started
     result = report(config, users, phase_runs, views, lags, timings, caught_up)
     result["simulation"] = curves(config, users, phase_runs)
     result["data_dir"] = str(data_dir)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    import json
-
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     plot_curves(result["simulation"], png_path)
     result["json_path"], result["png_path"] = str(json_path), str(png_path)
