@@ -384,5 +384,15 @@ def print_summary(result: dict) -> None:
         f"p95 {seconds(result['feedback_lag_p95_s'])} over {result['feedback_lags']} events; "
         f"time per PPO update {seconds(result['ppo_update_seconds'])}"
     )
+    tastes = {uid: user["taste"] for uid, user in result["simulation"]["users"].items()}
+    vague = [uid for uid, user in result["users"].items() if user["habit"] == "thumbs"
+             and "dismissive" not in user["preferred_styles"]  # the guard decides for them
+             and sum(score > 0 for score in tastes[uid].values()) > 1]
+    if vague:
+        console.print(
+            f"note: thumbs-only users who like several styles ({', '.join(vague)}): thumbs "
+            "say like or dislike, not which liked style is best, so the learner serves the "
+            "liked styles (see the mean score), not necessarily the favourite."
+        )
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
     console.print(f"phases: {phases}; wrote {result['json_path']} and {result['png_path']}")
