@@ -306,7 +306,12 @@ def usage(output: GenerationOutput) -> Usage:
 
 def observe_completion(metrics: IngressMetrics, output: GenerationOutput, started: float,
                        stream: bool) -> None:
-    metrics.latency.labels(stream=str(stream).lower()).observe(time.perf_counter() - started)
+    latency = time.perf_counter() - started
+    metrics.latency.labels(stream=str(stream).lower()).observe(latency)
+    if not stream and output.first_token_s is not None and output.finished_s is not None:
+        # Streams observe their first chunk. Here the first token's time is the
+        # latency less what the Generator spent after it (both timed there).
+        metrics.ttft.observe(latency - (output.finished_s - output.first_token_s))
     metrics.tokens.inc(output.completion_tokens)
 
 

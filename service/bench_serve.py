@@ -9,7 +9,9 @@ number of tokens), timed side by side in one run on the same model:
   (c) naive:  one request at a time through peft, ``set_adapter`` per request.
 
 It prints tokens/s of each and the ratios b/a (LoRA overhead; target >= 0.8)
-and b/c (batching gain; target >= 4).
+and b/c (batching gain; target >= 4). Then, with ``arrivals`` > 0, the latency
+of a stream of mixed-length requests under continuous vs whole-batch scheduling
+(``bench_arrivals.py``) and the ratio of their mean latencies.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rich.table import Table
 from transformers import AutoModelForCausalLM
 
 from service.adapters import AdapterStore
+from service.bench_arrivals import arrival_requests, run_arrivals
 from service.engine import Engine, GenerationRequest, SamplingParams
 from service.settings import Settings
 
@@ -64,7 +67,8 @@ def _timed(fn, repeats: int) -> tuple[float, int]:
     return statistics.median(times), tokens
 
 
-def run_bench_serve(users: int, max_tokens: int, repeats: int, console: Console) -> dict[str, float]:
+def run_bench_serve(users: int, max_tokens: int, repeats: int, console: Console,
+                    arrivals: int = 48) -> dict[str, float]:
     torch.set_num_threads(1)
     settings = Settings()
     workdir = Path(tempfile.mkdtemp(prefix="tailor-bench-"))
@@ -142,4 +146,46 @@ def run_bench_serve(users: int, max_tokens: int, repeats: int, console: Console)
     ratios = {"b_over_a": rates["mixed"] / rates["base"], "b_over_c": rates["mixed"] / rates["naive"]}
     console.print(f"b/a = {ratios['b_over_a']:.2f} (target >= 0.8)   "
                   f"b/c = {ratios['b_over_c']:.2f} (target >= 4)")
+    if arrivals:
+        ratios |= bench_arrivals(engine, prompts, arrivals, users, step_s=t_mixed / max_tokens,
+                                 console=console)
     return {**rates, **ratios}
+
+
+def bench_arrivals(engine: Engine, prompts: list[list[int]], count: int, max_batch_size: int,
+                   step_s: float, console: Console) -> dict[str, float]:
+    """Latency of ``count`` arrivals, continuous vs whole batches, same schedule."""
+    short, long = 8, 64
+    gap_s = 3 * step_s  # about a third of a full batch's decode speed: a busy, not flooded, server
+    stats = {}
+    for continuous in (True, False):
+        name = "continuous" if continuous else "whole batches"
+        requests = arrival_requests(prompts, count, short, long, long_share=0.25)
+        with console.status(f"arrivals: {count} requests every {gap_s * 1000:.1f} ms, {name} ..."):
+            stats[continuous] = run_arrivals(engine, requests, gap_s, max_batch_size, continuous)
+    table = Table(title=f"latency of {count} streamed arrivals, one every {gap_s * 1000:.1f} ms "
+                        f"(~75% {short} tokens, ~25% {long}; a different adapter each)")
+    columns = ("scheduling", "mean s", "p95 s", f"mean s, {short} tok", f"mean s, {long} tok",
+               "first text s", "tokens/s")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "scheduling" else "right")
+    for continuous, label in ((True, "continuous batching"), (False, "whole batches")):
+        s = stats[continuous]
+        table.add_row(label, f"{s.mean_s:.3f}", f"{s.p95_s:.3f}", f"{s.mean_by_length_s[short]:.3f}",
+                      f"{s.mean_by_length_s[long]:.3f}", f"{s.ttft_mean_s:.3f}",
+                      f"{s.tokens_per_s:.1f}")
+    console.print(table)
+    ratios = {
+        "latency_static_over_continuous": stats[False].mean_s / stats[True].mean_s,
+        "ttft_static_over_continuous": stats[False].ttft_mean_s / stats[True].ttft_mean_s,
+        "long_latency_static_over_continuous":
+            stats[False].mean_by_length_s[long] / stats[True].mean_by_length_s[long],
+    }
+    console.print(
+        "whole batches / continuous: mean latency "
+        f"{ratios['latency_static_over_continuous']:.2f}, first text "
+        f"{ratios['ttft_static_over_continuous']:.2f}, {long}-token requests "
+        f"{ratios['long_latency_static_over_continuous']:.2f} (below 1: continuous is slower "
+        "for them; every admission adds a prefill forward between their decode steps)"
+    )
+    return ratios

@@ -137,12 +137,15 @@ def bench_serve(
     users: Annotated[int, typer.Option(help="Distinct users (adapters) in the mixed batch.")] = 16,
     max_tokens: Annotated[int, typer.Option(help="Tokens generated per request.")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed repetitions of each variant.")] = 3,
+    arrivals: Annotated[int, typer.Option(
+        help="Requests in the latency test, continuous vs whole batches (0: skip it).")] = 48,
 ) -> None:
-    """Tokens/s of base alone, mixed-adapter batches, and one-at-a-time peft switching."""
+    """Tokens/s of base alone, mixed-adapter batches, one-at-a-time peft; latency of arrivals."""
     _environment()
     from service.bench_serve import run_bench_serve
 
-    run_bench_serve(users=users, max_tokens=max_tokens, repeats=repeats, console=console)
+    run_bench_serve(users=users, max_tokens=max_tokens, repeats=repeats, console=console,
+                    arrivals=arrivals)
 
 
 def _register_commands() -> None:

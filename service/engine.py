@@ -1,12 +1,14 @@
-"""The generation engine: base model + per-user LoRA slots, one batch at a time.
+"""The generation engine: base model + per-user LoRA slots, continuous batching.
 
-``Engine.generate_batch`` runs a static batch of requests to completion in one
-decode loop: every choice of every request is a row, each row with its own
-adapter slot, sampling parameters and stop conditions. Finished rows leave the
-batch (their KV-cache rows are dropped), so one long answer does not make the
-others pay for its steps. The async front that forms batches from concurrent
-requests lives in ``batcher.py``; this file has no asyncio and no Ray, so tests
-and benchmarks drive it directly.
+Every choice of every request is a row, each with its own adapter slot,
+sampling parameters and stop conditions. Requests join the running batch
+between decode steps (``admit`` prefills them and appends their rows) and leave
+it as soon as all their rows have finished (``step`` returns them), so a short
+answer never waits for a long one, and a new request never waits for the batch
+in flight. The tensors of the running rows live in ``running_batch.py``; the
+asyncio side that feeds ``admit``/``step`` from concurrent requests lives in
+``batcher.py``. This file has no asyncio and no Ray, so tests and benchmarks
+drive it directly (``generate_batch`` runs a fixed set of requests to the end).
 """
 
 from __future__ import annotations
@@ -17,12 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 
 from service.adapters import AdapterCache, AdapterError, AdapterStore
 from service.features import sequence_features
 from service.modeling import BaseModel, load_base_model
 from service.multi_lora import inject_multi_lora
+from service.running_batch import RunningBatch
 from service.sampling import RowSampling, row_generator, sample_next
 from service.settings import Settings
 
@@ -45,6 +47,9 @@ class GenerationRequest:
     user_id: str | None = None
     adapter_version: str | None = None  # None: the base model
     record_features: bool = True
+    # perf_counter() when the request reached this process (the batcher's queue);
+    # None: when it was admitted. Times in the result count from here.
+    arrived_at: float | None = None
     # Called from the engine thread with (choice index, text delta) as text appears.
     on_delta: Callable[[int, str], None] | None = None
 
@@ -62,7 +67,8 @@ class GenerationResult:
     prompt_tokens: int
     adapter_version: str | None
     features: np.ndarray | None = None  # (n, D) float32
-    first_token_s: float | None = None  # seconds from batch start to the first token
+    first_token_s: float | None = None  # seconds from arrival to the first token
+    finished_s: float | None = None  # seconds from arrival to the result
 
     @property
     def completion_tokens(self) -> int:
@@ -71,7 +77,6 @@ class GenerationResult:
 
 @dataclass
 class _Row:
-    request_index: int
     choice_index: int
     prompt_ids: list[int]
     slot: int
@@ -90,15 +95,33 @@ class _Row:
         return max((len(s) for s in self.params.stop), default=1) - 1
 
 
+@dataclass
+class _Running:
+    """A request in the running batch, holding its adapter slot until it finishes."""
+
+    request: GenerationRequest
+    slot: int
+    rows: list[_Row]
+    arrived_at: float
+    first_token_s: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return all(row.finish_reason is not None for row in self.rows)
+
+
 class Engine:
-    """Serving model with LoRA slots; ``start()`` loads it, ``generate_batch`` runs it."""
+    """Serving model with LoRA slots; ``start()`` loads it, ``admit``/``step`` run it."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.base: BaseModel | None = None
         self.cache: AdapterCache | None = None
         self._seed_source = np.random.default_rng()
-        self.batches_run = 0
+        self._batch: RunningBatch | None = None  # tensors of the rows decoding now
+        self._active: list[_Row] = []  # those rows, in batch order
+        self._requests: list[_Running] = []  # admitted and not yet returned
+        self._selection_stale = True
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -134,125 +157,172 @@ class Engine:
             ids = ids["input_ids"]
         return list(ids)
 
-    # --- generation ------------------------------------------------------------
+    # --- generation: the running batch ---------------------------------------
+    @property
+    def running_rows(self) -> int:
+        return len(self._active)
+
+    @property
+    def can_join(self) -> bool:
+        """Whether new rows may join while others decode (full-attention caches only)."""
+        return self._batch is None or self._batch.joinable
+
     @torch.inference_mode()
+    def admit(self, requests: list[GenerationRequest]) -> list[AdapterError | None]:
+        """Prefill ``requests`` and add their rows to the running batch.
+
+        Returns, per request, the ``AdapterError`` that kept it out, or None.
+        """
+        assert self.base is not None and self.cache is not None, "Engine.start() first"
+        errors: list[AdapterError | None] = []
+        admitted = []
+        for request in requests:
+            try:
+                slot = (self.cache.acquire(request.user_id, request.adapter_version)
+                        if request.adapter_version else 0)
+            except AdapterError as err:
+                errors.append(err)
+                continue
+            errors.append(None)
+            arrived_at = request.arrived_at if request.arrived_at is not None else time.perf_counter()
+            admitted.append(_Running(request, slot, self._rows(request, slot), arrived_at))
+        if admitted:
+            try:
+                self._prefill(admitted)
+            except BaseException:
+                for running in admitted:
+                    self.cache.release(running.slot)
+                raise
+        return errors
+
+    @torch.inference_mode()
+    def step(self) -> list[tuple[GenerationRequest, GenerationResult]]:
+        """One decode step for every running row; the requests that finished with it."""
+        if self._active:
+            if self._selection_stale:  # the rows changed since the last forward
+                self.selection.select([row.slot for row in self._active], self.base.device)
+                self._selection_stale = False
+            logits = self._batch.decode(self.base.model, [r.token_ids[-1] for r in self._active])
+            tokens = sample_next(logits, [row.sampling for row in self._active]).tolist()
+            keep = [i for i, (row, token) in enumerate(zip(self._active, tokens, strict=True))
+                    if self._feed(row, token)]
+            if len(keep) < len(self._active):
+                self._active = [self._active[i] for i in keep]
+                if keep:
+                    self._batch.keep(keep)
+                else:
+                    self._batch = None
+                self._selection_stale = True
+        return self._finish()
+
+    def abort(self) -> list[GenerationRequest]:
+        """Drop the running batch (after an engine failure); the requests it held."""
+        requests = [running.request for running in self._requests]
+        for running in self._requests:
+            self.cache.release(running.slot)
+        self._requests, self._active, self._batch = [], [], None
+        self.selection.clear()
+        self._selection_stale = True
+        return requests
+
     def generate_batch(
         self, requests: list[GenerationRequest]
     ) -> list[GenerationResult | AdapterError]:
-        """Run all ``requests`` as one batch.
+        """Run ``requests`` together to completion on an idle engine (tests, benchmarks).
 
         A request whose adapter cannot be loaded gets its ``AdapterError`` in its
         place in the returned list; the rest of the batch runs.
         """
-        assert self.base is not None and self.cache is not None, "Engine.start() first"
-        outcomes: list[GenerationResult | AdapterError | None] = [None] * len(requests)
-        slots: dict[int, int] = {}
-        for index, request in enumerate(requests):
-            try:
-                slots[index] = (
-                    self.cache.acquire(request.user_id, request.adapter_version)
-                    if request.adapter_version
-                    else 0
-                )
-            except AdapterError as err:
-                outcomes[index] = err
-        runnable = [i for i in range(len(requests)) if i in slots]
+        assert not self._requests, "generate_batch needs an idle engine"
+        outcomes: list = list(self.admit(requests))
+        where = {id(request): i for i, request in enumerate(requests)}
         try:
-            if runnable:
-                batch = [requests[i] for i in runnable]
-                rows = self._rows(batch, [slots[i] for i in runnable])
-                started = time.perf_counter()
-                first_token_at = self._decode(rows)
-                for i, result in zip(runnable, self._collect(batch, rows, first_token_at - started)):
-                    outcomes[i] = result
-        finally:
-            for slot in slots.values():
-                self.cache.release(slot)
-        self.batches_run += 1
+            while self._requests:
+                for request, result in self.step():
+                    outcomes[where[id(request)]] = result
+        except BaseException:
+            self.abort()
+            raise
         return outcomes
 
-    def _rows(self, requests: list[GenerationRequest], slots: list[int]) -> list[_Row]:
-        rows = []
-        for index, (request, slot) in enumerate(zip(requests, slots, strict=True)):
-            base_seed = request.params.seed
-            if base_seed is None:
-                base_seed = int(self._seed_source.integers(0, 2**62))
-            for choice in range(request.n):
-                rows.append(
-                    _Row(
-                        request_index=index,
-                        choice_index=choice,
-                        prompt_ids=request.prompt_ids,
-                        slot=slot,
-                        params=request.params,
-                        sampling=RowSampling(
-                            temperature=request.params.temperature,
-                            top_p=request.params.top_p,
-                            # choices of one seeded request differ, reproducibly
-                            generator=row_generator(base_seed * 1_000_003 + choice),
-                        ),
-                        on_delta=request.on_delta,
-                    )
-                )
-        return rows
+    def _rows(self, request: GenerationRequest, slot: int) -> list[_Row]:
+        base_seed = request.params.seed
+        if base_seed is None:
+            base_seed = int(self._seed_source.integers(0, 2**62))
+        return [
+            _Row(
+                prompt_ids=request.prompt_ids,
+                choice_index=choice,
+                slot=slot,
+                params=request.params,
+                sampling=RowSampling(
+                    temperature=request.params.temperature,
+                    top_p=request.params.top_p,
+                    # choices of one seeded request differ, reproducibly
+                    generator=row_generator(base_seed * 1_000_003 + choice),
+                ),
+                on_delta=request.on_delta,
+            )
+            for choice in range(request.n)
+        ]
 
-    def _decode(self, rows: list[_Row]) -> float:
-        """The decode loop; fills each row's tokens/text. Returns the first token's time."""
-        model, device = self.base.model, self.base.device
-        pad_id = self.tokenizer.pad_token_id
-        eos_ids = self.base.eos_token_ids
-        longest = max(len(r.prompt_ids) for r in rows)
-        input_ids = torch.full((len(rows), longest), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for i, row in enumerate(rows):  # left padding: every row's last token at -1
-            input_ids[i, longest - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
-            attention_mask[i, longest - len(row.prompt_ids) :] = 1
-        input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
-        active = list(range(len(rows)))  # indices into rows, in batch order
-        self.selection.select([r.slot for r in rows], device)
-        first_token_at = 0.0
-        try:
-            for step in range(max(r.params.max_tokens for r in rows)):
-                logits = model(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    position_ids=position_ids,
-                    past_key_values=cache,
-                    use_cache=True,
-                ).logits[:, -1, :]  # (B_active, V)
-                next_tokens = sample_next(logits, [rows[i].sampling for i in active]).tolist()
-                if step == 0:
-                    first_token_at = time.perf_counter()
-                keep = []
-                for batch_pos, (i, token) in enumerate(zip(active, next_tokens, strict=True)):
-                    if self._advance(rows[i], token, eos_ids):
-                        keep.append(batch_pos)
-                if not keep:
-                    break
-                last_positions = position_ids[:, -1:]
-                if len(keep) < len(active):
-                    keep_index = torch.tensor(keep, device=device)
-                    cache.batch_select_indices(keep_index)
-                    self.selection.reorder(keep_index)
-                    attention_mask = attention_mask[keep_index]
-                    last_positions = last_positions[keep_index]
-                    active = [active[p] for p in keep]
-                input_ids = torch.tensor(
-                    [[rows[i].token_ids[-1]] for i in active], dtype=torch.long, device=device
-                )
-                attention_mask = torch.cat(
-                    [attention_mask, attention_mask.new_ones((len(active), 1))], dim=1
-                )
-                position_ids = last_positions + 1
-        finally:
-            self.selection.clear()
-        for row in rows:
-            if row.finish_reason is None:  # the loop ran out of steps
-                row.finish_reason = "length"
-            self._emit(row, final=True)
-        return first_token_at
+    def _prefill(self, admitted: list[_Running]) -> None:
+        """Run the new rows' prompts, sample their first tokens, join the running batch."""
+        rows = [row for running in admitted for row in running.rows]
+        self.selection.select([row.slot for row in rows], self.base.device)
+        self._selection_stale = True  # the running rows need theirs back before the next step
+        batch, logits = RunningBatch.prefill(
+            self.base.model, [row.prompt_ids for row in rows], self.tokenizer.pad_token_id,
+            self.base.device,
+        )
+        tokens = sample_next(logits, [row.sampling for row in rows]).tolist()
+        now = time.perf_counter()
+        for running in admitted:
+            running.first_token_s = now - running.arrived_at
+        self._requests.extend(admitted)
+        keep = [i for i, (row, token) in enumerate(zip(rows, tokens, strict=True))
+                if self._feed(row, token)]
+        if not keep:
+            return
+        if len(keep) < len(rows):
+            batch.keep(keep)
+        if self._batch is None:
+            self._batch = batch
+        else:
+            self._batch.join(batch)
+        self._active.extend(rows[i] for i in keep)
+
+    def _feed(self, row: _Row, token: int) -> bool:
+        """Give ``row`` its next token; False (after streaming its last text) when it is done."""
+        if self._advance(row, token, self.base.eos_token_ids):
+            return True
+        self._emit(row, final=True)
+        return False
+
+    def _finish(self) -> list[tuple[GenerationRequest, GenerationResult]]:
+        """Take the requests whose rows have all finished out of the running set."""
+        done = [running for running in self._requests if running.finished]
+        if not done:
+            return []
+        self._requests = [running for running in self._requests if not running.finished]
+        featured = [row for running in done if running.request.record_features
+                    for row in running.rows]
+        features = iter(self._features(featured)) if featured else None
+        finished = []
+        for running in done:
+            self.cache.release(running.slot)
+            request = running.request
+            finished.append((request, GenerationResult(
+                choices=[ChoiceOutput(row.text, row.token_ids, row.finish_reason)
+                         for row in running.rows],
+                prompt_tokens=len(request.prompt_ids),
+                adapter_version=request.adapter_version,
+                features=(np.stack([next(features) for _ in running.rows])
+                          if request.record_features else None),
+                first_token_s=running.first_token_s,
+                finished_s=time.perf_counter() - running.arrived_at,
+            )))
+        return finished
 
     def _advance(self, row: _Row, token: int, eos_ids: set[int]) -> bool:
         """Append ``token`` to ``row``; False when the row has finished."""
@@ -288,27 +358,6 @@ class Engine:
             row.on_delta(row.choice_index, row.text[row.emitted : end])
             row.emitted = end
 
-    def _collect(
-        self, requests: list[GenerationRequest], rows: list[_Row], first_token_s: float
-    ) -> list[GenerationResult]:
-        features = self._features(rows) if any(r.record_features for r in requests) else None
-        results = []
-        for index, request in enumerate(requests):
-            mine = [i for i, row in enumerate(rows) if row.request_index == index]
-            results.append(
-                GenerationResult(
-                    choices=[
-                        ChoiceOutput(rows[i].text, rows[i].token_ids, rows[i].finish_reason)
-                        for i in mine
-                    ],
-                    prompt_tokens=len(request.prompt_ids),
-                    adapter_version=request.adapter_version,
-                    features=features[mine] if features is not None and request.record_features else None,
-                    first_token_s=first_token_s,
-                )
-            )
-        return results
-
     def _features(self, rows: list[_Row]) -> np.ndarray:
         """Base-model features of each (prompt, completion): one extra forward, adapters off."""
         device = self.base.device
@@ -324,6 +373,7 @@ class Engine:
             attention_mask[i, : len(sequence)] = 1
             response_mask[i, len(row.prompt_ids) : len(sequence)] = 1
         self.selection.clear()  # slot 0 everywhere: the base model
+        self._selection_stale = True
         pooled = sequence_features(
             self.base.model, input_ids.to(device), attention_mask.to(device), response_mask.to(device)
         )

@@ -42,7 +42,8 @@ class GenerationOutput:
     prompt_token_ids: list[int]
     adapter_version: str | None
     features: np.ndarray | None
-    first_token_s: float | None
+    first_token_s: float | None  # at the Generator: arrival -> first token
+    finished_s: float | None  # at the Generator: arrival -> result
 
     @property
     def completion_tokens(self) -> int:
@@ -61,7 +62,8 @@ class GeneratorCore:
     def start(self, listen_for_adapters: bool = True) -> None:
         self.engine.start()
         self.batcher = Batcher(
-            self.engine, self.settings.max_batch_size, self.settings.batch_wait_ms, self._observe
+            self.engine, self.settings.max_batch_size, self.settings.batch_wait_ms, self._observe,
+            continuous=self.settings.continuous_batching,
         )
         if listen_for_adapters:
             self._listener = threading.Thread(target=self._listen, daemon=True, name="adapters")
@@ -158,4 +160,5 @@ def _output(result: GenerationResult, prompt_ids: list[int]) -> GenerationOutput
         adapter_version=result.adapter_version,
         features=result.features,
         first_token_s=result.first_token_s,
+        finished_s=result.finished_s,
     )

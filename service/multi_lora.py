@@ -89,10 +89,12 @@ class MultiLoRALinear(nn.Module):
             return y + (x @ self.a_t[sel.single_slot]) @ self.b_t[sel.single_slot]
         if sel.slot_ids is None:
             return y
-        if self._gathered is None or self._gathered[0] != sel.generation:
-            # Gather once per batch (and after a reorder), not once per decode step.
-            self._gathered = (sel.generation, self.a_t[sel.slot_ids], self.b_t[sel.slot_ids])
-        _, a_rows, b_rows = self._gathered  # (B, in, r), (B, r, out)
+        gathered = self._gathered  # one read: the prefetch thread may reset it meanwhile
+        if gathered is None or gathered[0] != sel.generation:
+            # Gather once per change of the running rows, not once per decode step.
+            gathered = (sel.generation, self.a_t[sel.slot_ids], self.b_t[sel.slot_ids])
+            self._gathered = gathered
+        _, a_rows, b_rows = gathered  # (B, in, r), (B, r, out)
         return y + torch.bmm(torch.bmm(x, a_rows), b_rows)
 
     @torch.no_grad()

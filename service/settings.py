@@ -79,9 +79,14 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         1, ge=1, description="torch threads per replica and learner (keep within their CPUs)."
     )
-    max_batch_size: int = Field(16, ge=1, le=256, description="Rows in one generation batch.")
+    max_batch_size: int = Field(16, ge=1, le=256, description="Rows (choices) decoding at once.")
     batch_wait_ms: float = Field(
-        5.0, ge=0, description="How long a batch waits for more requests before it starts."
+        5.0, ge=0, description="How long an idle engine waits for more requests before it starts."
+    )
+    continuous_batching: bool = Field(
+        True,
+        description="Requests join the running batch between decode steps; false: each batch "
+        "runs to its end before the next starts.",
     )
     max_tokens_limit: int = Field(512, ge=1, description="Upper bound on `max_tokens`.")
     default_max_tokens: int = Field(64, ge=1, description="`max_tokens` when a request omits it.")

@@ -179,14 +179,27 @@ def test_chat_request_errors_are_openai_errors(client):
     assert err.value.status_code == 400
 
 
+def metric_value(text: str, sample: str) -> float:
+    """One sample's value in Prometheus text (summed over label sets)."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(sample + " ") or line.startswith(sample + "{"))
+
+
 def test_health_readiness_and_metrics(client, server):
-    ask(client, "alice", n=2)
+    before = httpx.get(f"{server}/metrics").text
+    ask(client, "alice", n=2)  # not streamed: its first token is timed too
     assert httpx.get(f"{server}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{server}/readyz").json() == {"ready": True, "model": True, "redis": True}
     metrics = httpx.get(f"{server}/metrics").text
     for name in ("tailor_requests_total", "tailor_request_latency_seconds", "tailor_generated_tokens_total",
                  "tailor_batch_rows", "tailor_adapters_cached", "tailor_time_to_first_token_seconds"):
         assert name in metrics
+    ttft = "tailor_time_to_first_token_seconds"
+    assert metric_value(metrics, ttft + "_count") == metric_value(before, ttft + "_count") + 1
+    first_token_s = metric_value(metrics, ttft + "_sum") - metric_value(before, ttft + "_sum")
+    latency_s = (metric_value(metrics, "tailor_request_latency_seconds_sum")
+                 - metric_value(before, "tailor_request_latency_seconds_sum"))
+    assert 0 < first_token_s < latency_s
 
 
 def test_readiness_fails_when_redis_is_unreachable(serving_model_dir, tmp_path):

@@ -138,3 +138,56 @@ def test_a_missing_adapter_fails_its_request_only(engine):
     ])
     assert "missing from the store" in str(outcomes[0])
     assert len(outcomes[1].choices[0].token_ids) == 12
+
+
+def run_to_end(engine: Engine, joiners_after: int, first: list[GenerationRequest],
+               joiners: list[GenerationRequest]) -> tuple[dict[int, object], list[int]]:
+    """Admit ``first``, step ``joiners_after`` times, admit ``joiners``, step to the end.
+
+    Returns each request's result by ``id`` and the order in which requests finished.
+    """
+    results, order = {}, []
+    assert engine.admit(first) == [None] * len(first)
+    for step in range(10_000):
+        if step == joiners_after:
+            assert engine.admit(joiners) == [None] * len(joiners)
+        for request, result in engine.step():
+            results[id(request)] = result
+            order.append(id(request))
+        if step >= joiners_after and not engine.running_rows and len(results) == len(first) + len(joiners):
+            return results, order
+    raise AssertionError("the engine never finished")
+
+
+def test_requests_that_join_a_running_batch_get_what_they_get_alone(engine, serving_model_dir,
+                                                                    adapter_dirs):
+    long_prompt, short = prompt_of(engine, "how do I boil an egg for breakfast"), prompt_of(engine, "hi")
+    seeded = SamplingParams(max_tokens=12, temperature=1.0, seed=7)
+    running = GenerationRequest(long_prompt, SamplingParams(max_tokens=30, temperature=0.0),
+                                user_id="user0", adapter_version="v1")
+    joiners = [
+        GenerationRequest(short, GREEDY, user_id="user1", adapter_version="v1"),
+        GenerationRequest(short, GREEDY),  # base model
+        GenerationRequest(long_prompt, seeded, n=2, user_id="user1", adapter_version="v1"),
+    ]
+    results, order = run_to_end(engine, 5, [running], joiners)
+
+    assert results[id(running)].choices[0].token_ids == peft_greedy(
+        serving_model_dir, adapter_dirs[0], long_prompt, 30)
+    assert results[id(joiners[0])].choices[0].token_ids == peft_greedy(
+        serving_model_dir, adapter_dirs[1], short, 12)
+    assert results[id(joiners[1])].choices[0].token_ids == peft_greedy(serving_model_dir, None, short, 12)
+    alone = engine.generate_batch([GenerationRequest(long_prompt, seeded, n=2, user_id="user1",
+                                                     adapter_version="v1")])[0]
+    assert [c.token_ids for c in results[id(joiners[2])].choices] == [c.token_ids for c in alone.choices]
+    # the joiners (12 tokens from step 5) were returned before the 30-token request ended
+    assert order[-1] == id(running)
+
+
+def test_a_request_that_ends_at_its_first_token_is_returned_by_the_next_step(engine):
+    one = GenerationRequest(prompt_of(engine, "hi"), SamplingParams(max_tokens=1, temperature=0.0))
+    assert engine.admit([one]) == [None]
+    assert engine.running_rows == 0  # its only row finished at prefill
+    (request, result), = engine.step()
+    assert request is one and len(result.choices[0].token_ids) == 1
+    assert result.choices[0].finish_reason == "length"
