@@ -206,6 +206,11 @@ class AdapterCache:
             if self._pins[slot] == 0:
                 del self._pins[slot]
 
+    def pinned(self) -> int:
+        """Slots held by requests now (they cannot be evicted)."""
+        with self._lock:
+            return len(self._pins)
+
     def cached(self) -> list[tuple[str, str]]:
         with self._lock:
             return list(self._slot_of)

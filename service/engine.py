@@ -279,18 +279,19 @@ class Engine:
         now = time.perf_counter()
         for running in admitted:
             running.first_token_s = now - running.arrived_at
-        self._requests.extend(admitted)
         keep = [i for i, (row, token) in enumerate(zip(rows, tokens, strict=True))
                 if self._feed(row, token)]
-        if not keep:
-            return
-        if len(keep) < len(rows):
-            batch.keep(keep)
-        if self._batch is None:
-            self._batch = batch
-        else:
-            self._batch.join(batch)
-        self._active.extend(rows[i] for i in keep)
+        if keep:
+            if len(keep) < len(rows):
+                batch.keep(keep)
+            if self._batch is None:
+                self._batch = batch
+            else:
+                self._batch.join(batch)
+            self._active.extend(rows[i] for i in keep)
+        # Last: until here a failure leaves the admitted requests to ``admit``,
+        # which releases their slots.
+        self._requests.extend(admitted)
 
     def _feed(self, row: _Row, token: int) -> bool:
         """Give ``row`` its next token; False (after streaming its last text) when it is done."""
@@ -305,12 +306,13 @@ class Engine:
         if not done:
             return []
         self._requests = [running for running in self._requests if not running.finished]
+        for running in done:  # before the features' forward, which may fail
+            self.cache.release(running.slot)
         featured = [row for running in done if running.request.record_features
                     for row in running.rows]
         features = iter(self._features(featured)) if featured else None
         finished = []
         for running in done:
-            self.cache.release(running.slot)
             request = running.request
             finished.append((request, GenerationResult(
                 choices=[ChoiceOutput(row.text, row.token_ids, row.finish_reason)
