@@ -22,11 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.store import PREFIX, CompletionRecord, FeedbackEvent
+from service.store import (
+    FEEDBACK_LAG_KEY,
+    LEARNER_STATS_KEY,
+    PREFIX,
+    CompletionRecord,
+    FeedbackEvent,
+)
 
 PENDING_KEY = f"{PREFIX}:learner:pending"
-STATS_KEY = f"{PREFIX}:learner:stats"
-LAG_KEY = f"{PREFIX}:learner:feedback-lag"
+STATS_KEY = LEARNER_STATS_KEY
+LAG_KEY = FEEDBACK_LAG_KEY
 
 
 def examples_key(user_id: str) -> str:

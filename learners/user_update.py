@@ -41,10 +41,17 @@ from learners.value_head import ValueHead
 from service.adapters import AdapterRegistry, AdapterStore
 from service.modeling import BaseModel
 from service.settings import Settings
-from service.store import USERS_SET, forgotten_key, user_key, user_prompts_key
+from service.store import (
+    LEARNER_RECENT_KEY,
+    USERS_SET,
+    forgotten_key,
+    user_key,
+    user_prompts_key,
+)
 
 log = logging.getLogger(__name__)
 LAG_SAMPLES = 10_000
+RECENT_USERS_KEPT = 10_000
 
 
 @dataclass
@@ -311,6 +318,9 @@ class UserUpdater:
             pipe.hincrby(STATS_KEY, "updates", 1)
             pipe.hincrby(STATS_KEY, "published" if decision.publish else f"rejected_{decision.reason}", 1)
             pipe.hset(STATS_KEY, mapping={f"last_{k}": v for k, v in metrics.items()})
+            # /metrics shows the most recently updated users (learner_metrics.py)
+            pipe.zadd(LEARNER_RECENT_KEY, {user_id: time.time()})
+            pipe.zremrangebyrank(LEARNER_RECENT_KEY, 0, -RECENT_USERS_KEPT - 1)
             pipe.execute()
 
     def _record_lag(self, new_examples: list[TrainingExample]) -> None:

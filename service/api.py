@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Protocol
 
+import redis
 from fastapi import Body, FastAPI, Header, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +22,7 @@ from service.engine import SamplingParams
 from service.errors import APIError, install_error_handlers
 from service.generation import GenerationFailure, GenerationOutput, TextDelta
 from service.identity import resolve_user, validate_user_id
+from service.learner_metrics import learner_metrics_text
 from service.metrics import IngressMetrics
 from service.schemas import (
     AssistantMessage,
@@ -230,6 +232,10 @@ def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackSt
         try:
             text += await backend.metrics_text()
         except Exception:  # generator down: still serve the ingress's own metrics
+            pass
+        try:
+            text += await learner_metrics_text(store.client, settings.metrics_max_users)
+        except redis.RedisError:  # Redis down: /readyz says so; keep serving the rest
             pass
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 

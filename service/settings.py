@@ -88,6 +88,10 @@ class Settings(BaseSettings):
         description="Requests join the running batch between decode steps; false: each batch "
         "runs to its end before the next starts.",
     )
+    metrics_max_users: int = Field(
+        50, ge=0, description="Users with their own learner series in /metrics (most recently "
+        "updated first); every user's numbers are in GET /v1/users/{id}.",
+    )
     max_tokens_limit: int = Field(512, ge=1, description="Upper bound on `max_tokens`.")
     default_max_tokens: int = Field(64, ge=1, description="`max_tokens` when a request omits it.")
     max_n: int = Field(8, ge=1, le=16, description="Upper bound on `n` (choices per request).")

@@ -34,6 +34,10 @@ PREFIX = "tailor"
 FEEDBACK_STREAM = f"{PREFIX}:feedback"
 USERS_SET = f"{PREFIX}:users"
 ADAPTER_CHANNEL = f"{PREFIX}:adapter-updates"
+# Written by the learners, read by the Ingress's /metrics (learner_metrics.py):
+LEARNER_STATS_KEY = f"{PREFIX}:learner:stats"  # hash: update outcomes, last update's numbers
+FEEDBACK_LAG_KEY = f"{PREFIX}:learner:feedback-lag"  # list: seconds, newest first
+LEARNER_RECENT_KEY = f"{PREFIX}:learner:recent"  # sorted set: user -> last update time
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 
 
@@ -303,6 +307,7 @@ class FeedbackStore:
         if stream_ids:
             await self.client.xdel(FEEDBACK_STREAM, *stream_ids)
         await self.client.srem(USERS_SET, user_id)
+        await self.client.zrem(LEARNER_RECENT_KEY, user_id)
         await self.client.set(forgotten_key(user_id), f"{time.time():.3f}", ex=FORGOTTEN_TTL_S)
         await self.client.publish(ADAPTER_CHANNEL, f"{user_id} ")  # replicas drop its adapters
         return deleted + len(stream_ids)

@@ -15,6 +15,12 @@ from tests.learning_fixtures import give_rankings
 from tests.local_server import local_server
 
 
+def sample(text: str, name: str) -> float:
+    """The value of one sample (name with its labels) in Prometheus text."""
+    (value,) = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(value)
+
+
 @pytest.fixture
 def settings(serving_model_dir: Path, redis_server, redis_client, tmp_path) -> Settings:
     torch.set_num_threads(1)
@@ -42,7 +48,17 @@ def test_a_user_with_enough_feedback_gets_a_published_adapter_that_serves_next(s
         assert view["adapter_version"] == outcome.version
         assert {"reward", "kl", "policy_loss", "value_loss", "entropy"} <= set(view["learner"])
         assert loop.step(block_ms=50) is None  # nothing new: no second update
+        metrics = httpx.get(f"{url}/metrics").text
     assert redis_client.hget(STATS_KEY, "published") == b"1"
+    assert 'tailor_learner_updates_total{outcome="published"} 1.0' in metrics
+    for name in ("reward", "kl", "policy_loss", "value_loss", "entropy"):
+        assert sample(metrics, f'tailor_learner_user_{name}{{user="alice"}}') == pytest.approx(
+            view["learner"][name])
+        assert sample(metrics, f"tailor_learner_last_{name}") == pytest.approx(view["learner"][name])
+    sequence = int(outcome.version[1:].split(".")[0])
+    assert sample(metrics, 'tailor_learner_user_adapter_sequence{user="alice"}') == sequence
+    lag = sample(metrics, 'tailor_learner_feedback_lag_seconds{quantile="0.95"}')
+    assert 0 < lag < 600  # the 5 events were given minutes ago at most
 
 
 def test_a_rejected_update_keeps_the_previous_version_and_counts_the_reason(settings, redis_client):
@@ -55,3 +71,8 @@ def test_a_rejected_update_keeps_the_previous_version_and_counts_the_reason(sett
     assert redis_client.hget("tailor:adapter:bob", "version") is None
     assert redis_client.hget(STATS_KEY, "rejected_kl_too_large") == b"1"
     assert redis_client.hget("tailor:user:bob", "learner_last_decision") == b"kl_too_large"
+    with local_server(settings) as url:
+        metrics = httpx.get(f"{url}/metrics").text
+    assert 'tailor_learner_updates_total{outcome="kl_too_large"} 1.0' in metrics
+    assert sample(metrics, 'tailor_learner_user_updates_total{user="bob"}') == 1
+    assert 'tailor_learner_user_adapter_sequence{user="bob"}' not in metrics  # nothing served

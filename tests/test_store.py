@@ -8,6 +8,7 @@ import redis
 
 from service.store import (
     FEEDBACK_STREAM,
+    LEARNER_RECENT_KEY,
     ChoiceRecord,
     CompletionExpired,
     CompletionRecord,
@@ -78,6 +79,8 @@ def test_feedback_on_a_missing_completion_writes_nothing(redis_server, redis_cli
 
 
 def test_forget_user_removes_their_data_and_only_theirs(redis_server, redis_client):
+    redis_client.zadd(LEARNER_RECENT_KEY, {"alice": 1.0, "bob": 2.0})  # as the learners do
+
     async def go(store):
         await store.save_completion(record("c1", "alice"))
         await store.save_completion(record("c2", "bob"))
@@ -91,6 +94,7 @@ def test_forget_user_removes_their_data_and_only_theirs(redis_server, redis_clie
     assert "tailor:completion:c2" in keys
     entries = redis_client.xrange(FEEDBACK_STREAM)
     assert [e[1][b"user_id"] for e in entries] == [b"bob"]
+    assert redis_client.zrange(LEARNER_RECENT_KEY, 0, -1) == [b"bob"]  # gone from /metrics too
 
 
 def test_accepted_feedback_and_completions_survive_a_redis_crash(fresh_redis):
