@@ -25,10 +25,10 @@ from learners.gate import GateConfig
 from learners.ppo_config import PPOConfig
 from learners.reward import RewardConfig
 from learners.scheduler import LeaseLost, Scheduler
+from learners.training_data import examples_key
 from learners.user_update import UpdateOutcome, UserUpdater
 from service.modeling import load_base_model
 from service.settings import Settings
-from learners.training_data import examples_key
 from service.store import PREFIX, user_key
 
 log = logging.getLogger(__name__)
