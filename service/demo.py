@@ -373,7 +373,8 @@ def demo_table(result: dict) -> Table:
 
 def print_summary(result: dict) -> None:
     """The table and the global numbers, as `tailor demo` prints them."""
-    console.print(demo_table(result))
+    # Wide enough for the table when the output is a log file (rich assumes 80 there).
+    Console(width=max(console.width, 150)).print(demo_table(result))
 
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f} s"
@@ -382,7 +383,7 @@ def print_summary(result: dict) -> None:
         "feedback lag (event accepted -> adapter trained on it published): "
         f"p50 {seconds(result['feedback_lag_p50_s'])}, "
         f"p95 {seconds(result['feedback_lag_p95_s'])} over {result['feedback_lags']} events; "
-        f"time per PPO update {seconds(result['ppo_update_seconds'])}"
+        f"time per PPO iteration (one batch of rollouts) {seconds(result['ppo_update_seconds'])}"
     )
     tastes = {uid: user["taste"] for uid, user in result["simulation"]["users"].items()}
     vague = [uid for uid, user in result["users"].items() if user["habit"] == "thumbs"
