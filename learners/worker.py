@@ -34,7 +34,8 @@ from service.store import PREFIX, user_key
 log = logging.getLogger(__name__)
 # Users to polish while the workers are idle: user -> when their last update ended.
 REFINE_KEY = f"{PREFIX}:learner:refine"
-REFINES_LEFT = "learner_refines_left"  # field of the user hash
+REFINES_LEFT = "learner_refines_left"  # field of the user hash: published refines to go
+REFINE_ATTEMPTS_LEFT = "learner_refine_attempts_left"  # refines to go, published or not
 
 
 def worker_status_key(worker_id: str) -> str:
@@ -72,7 +73,10 @@ class LearnerOptions:
     # Idle-time polishing: a user whose last update ended refine_quiet_s ago gets up
     # to refine_updates more updates (PPO on their final reward model, gated and
     # published like any other) when no user has enough new feedback. Feedback comes
-    # in bursts; without this the adapter stops improving when the burst ends.
+    # in bursts; without this the adapter stops improving when the burst ends. A refine
+    # the gate rejects does not count, up to twice as many attempts: the reward check
+    # is noisy (GateConfig.tolerance), and one rejected refine cost a ranking user of
+    # the closed-loop test 6 of its 15 PPO iterations (+6 points instead of +60).
     refine_updates: int = 2
     refine_iterations: int = 6  # PPO iterations of one refine (feedback-driven: Settings)
     refine_quiet_s: float = 5.0
@@ -125,7 +129,8 @@ class LearnerLoop:
         try:
             iterations = self.options.refine_iterations if refine else None
             outcome = self.updater.update(user_id, self.scheduler, token, iterations)
-            self._schedule_refines(user_id, refine)  # before "idle": watchers see no gap
+            # before "idle": watchers see no gap
+            self._schedule_refines(user_id, refine, outcome.decision.publish)
         except LeaseLost:
             log.warning("lease on %s expired mid-update: result dropped", user_id)
             return None
@@ -136,15 +141,23 @@ class LearnerLoop:
                  outcome.decision.reason, outcome.seconds)
         return outcome
 
-    def _schedule_refines(self, user_id: str, refine: bool) -> None:
-        """A feedback-driven update (re)arms the user's refines; a refine uses one up."""
+    def _schedule_refines(self, user_id: str, refine: bool, published: bool) -> None:
+        """A feedback-driven update (re)arms the user's refines; a published refine uses
+        one up, and any refine one of the (twice as many) attempts."""
         if self.options.refine_updates <= 0:
             return
+        key = user_key(user_id)
         if not refine:
-            self.client.hset(user_key(user_id), REFINES_LEFT, self.options.refine_updates)
+            self.client.hset(key, mapping={REFINES_LEFT: self.options.refine_updates,
+                                           REFINE_ATTEMPTS_LEFT: 2 * self.options.refine_updates})
             left = self.options.refine_updates
         else:
-            left = self.client.hincrby(user_key(user_id), REFINES_LEFT, -1)
+            attempts = self.client.hincrby(key, REFINE_ATTEMPTS_LEFT, -1)
+            left = (self.client.hincrby(key, REFINES_LEFT, -1) if published
+                    else int(self.client.hget(key, REFINES_LEFT) or 0))
+            left = min(left, attempts)
+            if left <= 0:
+                self.client.hset(key, REFINES_LEFT, 0)
         if left > 0:  # to the back of the queue: users are polished in turn
             self.client.zadd(REFINE_KEY, {user_id: time.time()})
         else:
