@@ -57,6 +57,10 @@ class Generator:
     async def metrics_text(self) -> bytes:
         return await self.core.metrics_text()
 
+    def __del__(self) -> None:  # Serve calls it when the replica shuts down
+        if hasattr(self, "core"):  # not when __init__ failed
+            self.core.stop()
+
     async def check_health(self) -> None:
         if not await self.core.ready():
             raise RuntimeError("model not loaded")

@@ -57,6 +57,7 @@ class GeneratorCore:
         self.metrics = GeneratorMetrics()
         self.batcher: Batcher | None = None
         self._listener: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._cache_seen = (0, 0, 0, 0)
 
     def start(self, listen_for_adapters: bool = True) -> None:
@@ -68,6 +69,15 @@ class GeneratorCore:
         if listen_for_adapters:
             self._listener = threading.Thread(target=self._listen, daemon=True, name="adapters")
             self._listener.start()
+
+    def stop(self) -> None:
+        """End the adapter listener. Its Redis connection is closed by its own thread:
+        one left to the garbage collector at interpreter exit can deadlock on the
+        connection pool's lock held by a frozen daemon thread (seen as a test run
+        that printed its summary and never exited)."""
+        self._stopping.set()
+        if self._listener is not None:
+            self._listener.join(timeout=5)
 
     async def ready(self) -> bool:
         return self.engine.check_health()
@@ -134,21 +144,29 @@ class GeneratorCore:
         Ingress read from Redis, so a missed message only costs a load on first use.
         """
         client = redis.Redis.from_url(self.settings.effective_redis_url)
-        while True:
+        while not self._stopping.is_set():
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(ADAPTER_CHANNEL)
-                for message in pubsub.listen():
-                    user_id, _, version = message["data"].decode().partition(" ")
-                    if not version:  # the user was forgotten
-                        self.engine.cache.drop_user(user_id)
-                        continue
-                    try:
-                        self.engine.load_adapter(user_id, version)
-                    except AdapterError as err:
-                        log.warning("prefetch of %s/%s failed: %s", user_id, version, err)
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=1.0)  # wakes up to see stop()
+                    if message is not None:
+                        self._on_adapter_message(message["data"].decode())
             except redis.ConnectionError:
-                threading.Event().wait(1.0)  # Redis restarting: resubscribe
+                self._stopping.wait(1.0)  # Redis restarting: resubscribe
+            finally:
+                pubsub.close()
+        client.close()
+
+    def _on_adapter_message(self, data: str) -> None:
+        user_id, _, version = data.partition(" ")
+        if not version:  # the user was forgotten
+            self.engine.cache.drop_user(user_id)
+            return
+        try:
+            self.engine.load_adapter(user_id, version)
+        except AdapterError as err:
+            log.warning("prefetch of %s/%s failed: %s", user_id, version, err)
 
 
 def _output(result: GenerationResult, prompt_ids: list[int]) -> GenerationOutput:

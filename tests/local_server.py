@@ -59,3 +59,4 @@ def local_server(settings: Settings) -> Iterator[str]:
     finally:
         holder["server"].should_exit = True
         thread.join(timeout=10)
+        core.stop()
