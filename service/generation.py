@@ -152,8 +152,9 @@ class GeneratorCore:
                     message = pubsub.get_message(timeout=1.0)  # wakes up to see stop()
                     if message is not None:
                         self._on_adapter_message(message["data"].decode())
-            except redis.ConnectionError:
-                self._stopping.wait(1.0)  # Redis restarting: resubscribe
+            except redis.RedisError as err:  # e.g. Redis restarting: resubscribe
+                log.warning("adapter notifications: %s; resubscribing", err)
+                self._stopping.wait(1.0)
             finally:
                 pubsub.close()
         client.close()
