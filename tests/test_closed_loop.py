@@ -120,13 +120,19 @@ def test_the_demo_writes_the_json_and_the_png_with_the_issue_fields(demo_result)
         assert png.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_quiet_user_gets_refine_updates_then_none_and_a_forgotten_one_none(
-    serving_model_dir: Path, redis_server, redis_client, tmp_path
-):
+@pytest.fixture
+def quick_settings(serving_model_dir: Path, redis_server, redis_client, tmp_path) -> Settings:
+    """A tiny random model and one-iteration updates: tests of the learners' scheduling."""
     torch.set_num_threads(1)
-    settings = Settings(base_model=str(serving_model_dir), adapter_store=str(tmp_path / "store"),
-                        data_dir=tmp_path, redis_url=redis_server.url, learner_min_feedback=4,
-                        learner_ppo_iterations=1, learner_rollout_batch=4, learner_max_new_tokens=8)
+    return Settings(base_model=str(serving_model_dir), adapter_store=str(tmp_path / "store"),
+                    data_dir=tmp_path, redis_url=redis_server.url, learner_min_feedback=4,
+                    learner_ppo_iterations=1, learner_rollout_batch=4, learner_max_new_tokens=8)
+
+
+def test_a_quiet_user_gets_refine_updates_then_none_and_a_forgotten_one_none(
+    quick_settings: Settings, redis_client
+):
+    settings = quick_settings
     anything_goes = GateConfig(kl_bound=1e9, tolerance=1e9)  # this test is about scheduling
     options = LearnerOptions(gate=anything_goes, refine_updates=2, refine_iterations=2,
                              refine_quiet_s=3.0)
@@ -154,12 +160,9 @@ def test_a_quiet_user_gets_refine_updates_then_none_and_a_forgotten_one_none(
 
 
 def test_a_rejected_refine_is_retried_up_to_twice_the_refines(
-    serving_model_dir: Path, redis_server, redis_client, tmp_path
+    quick_settings: Settings, redis_client
 ):
-    torch.set_num_threads(1)
-    settings = Settings(base_model=str(serving_model_dir), adapter_store=str(tmp_path / "store"),
-                        data_dir=tmp_path, redis_url=redis_server.url, learner_min_feedback=4,
-                        learner_ppo_iterations=1, learner_rollout_batch=4, learner_max_new_tokens=8)
+    settings = quick_settings
     nothing_passes = GateConfig(kl_bound=-1.0)  # every update is rejected
     options = LearnerOptions(gate=nothing_passes, refine_updates=2, refine_iterations=1,
                              refine_quiet_s=0.5)
