@@ -9,11 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from contracts.features import adapters_disabled, pool_hidden_states
 from learners.gate import HeldOutEval
 from learners.ppo import RewardFn, forward_response, per_token_kl, response_logprobs
 from learners.ppo_config import PPOConfig
 from learners.rollout import position_ids_from_mask, sample_responses
-from service.features import adapters_disabled, pool_hidden_states
 
 
 @torch.no_grad()

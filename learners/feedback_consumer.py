@@ -16,23 +16,20 @@ from dataclasses import dataclass
 
 import redis
 
-from learners.training_data import (
-    PENDING_KEY,
-    STATS_KEY,
-    applied_key,
-    example_from,
-    examples_key,
-)
-from service.store import (
+from contracts.keys import (
+    FEEDBACK_GROUP,
     FEEDBACK_STREAM,
-    CompletionRecord,
-    FeedbackEvent,
+    LEARNER_STATS_KEY,
+    PENDING_KEY,
+    applied_key,
     completion_key,
+    examples_key,
     forgotten_key,
 )
+from contracts.records import CompletionRecord, FeedbackEvent
+from learners.training_data import example_from
 
 log = logging.getLogger(__name__)
-GROUP = "learners"
 
 # KEYS: applied set, examples list, pending zset, stream
 # ARGV: event id, example json, user id, group
@@ -64,7 +61,7 @@ class FeedbackConsumer:
     def ensure_group(self) -> None:
         try:
             # id 0: events accepted before any learner ran are trained on too
-            self.client.xgroup_create(FEEDBACK_STREAM, GROUP, id="0", mkstream=True)
+            self.client.xgroup_create(FEEDBACK_STREAM, FEEDBACK_GROUP, id="0", mkstream=True)
         except redis.ResponseError as err:
             if "BUSYGROUP" not in str(err):
                 raise
@@ -73,18 +70,18 @@ class FeedbackConsumer:
         """Reclaim stale entries, then read new ones; apply and acknowledge each."""
         result = PollResult()
         _, claimed, _deleted = self.client.xautoclaim(
-            FEEDBACK_STREAM, GROUP, self.consumer, self.reclaim_idle_ms, "0-0", count=count
+            FEEDBACK_STREAM, FEEDBACK_GROUP, self.consumer, self.reclaim_idle_ms, "0-0", count=count
         )
         result.reclaimed = len(claimed)
         entries = list(claimed)
         fresh = self.client.xreadgroup(
-            GROUP, self.consumer, {FEEDBACK_STREAM: ">"}, count=count, block=block_ms
+            FEEDBACK_GROUP, self.consumer, {FEEDBACK_STREAM: ">"}, count=count, block=block_ms
         )
         for _stream, stream_entries in fresh or []:
             entries.extend(stream_entries)
         for entry_id, fields in entries:
             if not fields:  # deleted from the stream (its user was forgotten)
-                self.client.xack(FEEDBACK_STREAM, GROUP, entry_id)
+                self.client.xack(FEEDBACK_STREAM, FEEDBACK_GROUP, entry_id)
                 continue
             if self.apply(entry_id.decode(), FeedbackEvent.from_stream(fields)):
                 result.applied += 1
@@ -97,13 +94,13 @@ class FeedbackConsumer:
         raw = self.client.hgetall(completion_key(event.completion_id))
         forgotten_at = self.client.get(forgotten_key(event.user_id))
         if not raw or (forgotten_at is not None and event.accepted_at <= float(forgotten_at)):
-            self.client.xack(FEEDBACK_STREAM, GROUP, event_id)
-            self.client.hincrby(STATS_KEY, "events_dropped", 1)
+            self.client.xack(FEEDBACK_STREAM, FEEDBACK_GROUP, event_id)
+            self.client.hincrby(LEARNER_STATS_KEY, "events_dropped", 1)
             return False
         completion = CompletionRecord.from_redis(event.completion_id, raw)
         example = example_from(event_id, event, completion)
         self._apply(
             keys=[applied_key(event.user_id), examples_key(event.user_id), PENDING_KEY, FEEDBACK_STREAM],
-            args=[event_id, example.to_json(), event.user_id, GROUP],
+            args=[event_id, example.to_json(), event.user_id, FEEDBACK_GROUP],
         )
         return True

@@ -8,8 +8,8 @@ from typing import Any
 
 import ray
 
+from contracts.settings import Settings
 from learners.worker import LearnerWorker
-from service.settings import Settings
 
 
 class LearnerPool:

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from contracts.features import adapters_disabled, pool_hidden_states
 from learners.ppo_config import PPOConfig
 from learners.rollout import Rollout, position_ids_from_mask, sample_responses
 from learners.value_head import ValueHead
-from service.features import adapters_disabled, pool_hidden_states
 
 # reward_fn(prompt_ids, response_ids, features (B, D)) -> scores (B,)
 RewardFn = Callable[[list[list[int]], list[list[int]], torch.Tensor], torch.Tensor]
@@ -343,7 +343,7 @@ def ppo_update(
     ``optimizer`` holds the LoRA and value-head parameters (see `make_optimizer`);
     ``tokenizer`` gives the EOS and pad ids; ``reward_fn(prompt_ids, response_ids, features)``
     returns one score per row, where response_ids exclude the final EOS and features (B, D)
-    are `service.features` pooled base-model hidden states of prompt + response.
+    are `contracts.features` pooled base-model hidden states of prompt + response.
     ``kl_controller`` carries β between a user's updates (default: `make_kl_controller(config)`).
     Randomness comes from torch's global generator. The policy is left in eval mode.
     """
@@ -393,7 +393,7 @@ def ppo_update(
             )
         b_ref_logprobs = response_logprobs(ref_output.logits[:, :-1], b_response_ids, temperature)
         # The reference pass is the base model on prompt + response: exactly what
-        # service.features.sequence_features computes, so its features are reused here.
+        # contracts.features.sequence_features computes, so its features are reused here.
         b_features = pool_hidden_states(
             ref_output.hidden_states[-1], rollout.full_response_mask * rollout.attention_mask
         )  # (B, 2H)

@@ -1,8 +1,8 @@
 """Per-user reward models: a population head plus a small user part shrunk toward it.
 
 DESIGN.md decision 5. Every reward is a function of frozen text features
-``x`` (float32, dim D: `service.features` gives 2 × hidden of the base model; a
-sentence encoder gives its own size, see `learners.encoders`):
+``x`` (float32, dim D: `contracts.features` gives 2 × hidden of the base model; a
+sentence encoder gives its own size, see `evaluations.encoders`):
 
     r_u(x) = r_pop(x)                          population head: a tower on standardised x
            + b_u + a_u · r_pop(x) + z_u · g(x)  user part: bias, own weight on the
@@ -42,7 +42,7 @@ Learner-facing API::
 
 `OnlineAccuracy` keeps the running held-out accuracy of those predictions.
 Defaults suit a few thousand events on CPU (a full fit of ~110k Polis votes
-takes seconds); `learners.reward_eval` shows how the shrinkage is chosen on
+takes seconds); `evaluations.reward_eval` shows how the shrinkage is chosen on
 held-out data.
 """
 

@@ -15,8 +15,7 @@ from contextlib import contextmanager
 
 import redis
 
-from learners.training_data import PENDING_KEY
-from service.store import PREFIX
+from contracts.keys import PENDING_KEY, lease_key
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -26,10 +25,6 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-
-
-def lease_key(user_id: str) -> str:
-    return f"{PREFIX}:learner:lease:{user_id}"
 
 
 class LeaseLost(RuntimeError):

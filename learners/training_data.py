@@ -1,14 +1,7 @@
 """Per-user training data in Redis, built from feedback events exactly once.
 
-Keys (all under ``tailor:user:{id}:``, so forgetting a user removes them):
-
-    examples   list of JSON training examples, in the order they were applied
-    applied    set of feedback event ids already turned into examples
-    prompts    recent prompts (token ids), newest first: written by the Ingress (store.py)
-    value_head the PPO value head of the user's adapter (safetensors bytes)
-    reward     the user's reward-model state (bytes)
-
-and globally ``tailor:learner:pending`` (users by examples not yet trained on).
+Where they live (``examples``, ``applied``, ``value_head``, ``reward`` under the
+user's keys, and the users' pending counts) is ``contracts.keys``'s.
 
 An example copies what training needs out of the completion (which expires):
 the base-model features of every choice and the prompt's token ids.
@@ -22,33 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.store import (
-    FEEDBACK_LAG_KEY,
-    LEARNER_STATS_KEY,
-    PREFIX,
-    CompletionRecord,
-    FeedbackEvent,
-)
-
-PENDING_KEY = f"{PREFIX}:learner:pending"
-STATS_KEY = LEARNER_STATS_KEY
-LAG_KEY = FEEDBACK_LAG_KEY
-
-
-def examples_key(user_id: str) -> str:
-    return f"{PREFIX}:user:{user_id}:examples"
-
-
-def applied_key(user_id: str) -> str:
-    return f"{PREFIX}:user:{user_id}:applied"
-
-
-def value_head_key(user_id: str) -> str:
-    return f"{PREFIX}:user:{user_id}:value_head"
-
-
-def reward_state_key(user_id: str) -> str:
-    return f"{PREFIX}:user:{user_id}:reward"
+from contracts.records import CompletionRecord, FeedbackEvent
 
 
 @dataclass

@@ -23,6 +23,20 @@ from peft import get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from contracts.adapter_store import AdapterRegistry, AdapterStore
+from contracts.keys import (
+    FEEDBACK_LAG_KEY,
+    LEARNER_RECENT_KEY,
+    LEARNER_STATS_KEY,
+    USERS_SET,
+    examples_key,
+    forgotten_key,
+    user_key,
+    user_prompts_key,
+    value_head_key,
+)
+from contracts.modeling import BaseModel
+from contracts.settings import Settings
 from learners.evaluation import evaluate_policy
 from learners.gate import GateConfig, GateDecision, HeldOutEval, decide, trainable_weights_finite
 from learners.guard import HarmlessnessGuard
@@ -30,24 +44,8 @@ from learners.ppo import PPOStats, make_kl_controller, ppo_update
 from learners.ppo_config import PPOConfig
 from learners.reward import FeedbackBuilder, RankingEvent, RewardConfig, RewardModel, ThumbEvent
 from learners.scheduler import Scheduler
-from learners.training_data import (
-    LAG_KEY,
-    STATS_KEY,
-    TrainingExample,
-    examples_key,
-    value_head_key,
-)
+from learners.training_data import TrainingExample
 from learners.value_head import ValueHead
-from service.adapters import AdapterRegistry, AdapterStore
-from service.modeling import BaseModel
-from service.settings import Settings
-from service.store import (
-    LEARNER_RECENT_KEY,
-    USERS_SET,
-    forgotten_key,
-    user_key,
-    user_prompts_key,
-)
 
 log = logging.getLogger(__name__)
 LAG_SAMPLES = 10_000
@@ -315,9 +313,9 @@ class UserUpdater:
                 "learner_kl_coef": metrics["kl_coef"],
             })
             pipe.hincrby(user_key(user_id), "learner_updates", 1)
-            pipe.hincrby(STATS_KEY, "updates", 1)
-            pipe.hincrby(STATS_KEY, "published" if decision.publish else f"rejected_{decision.reason}", 1)
-            pipe.hset(STATS_KEY, mapping={f"last_{k}": v for k, v in metrics.items()})
+            pipe.hincrby(LEARNER_STATS_KEY, "updates", 1)
+            pipe.hincrby(LEARNER_STATS_KEY, "published" if decision.publish else f"rejected_{decision.reason}", 1)
+            pipe.hset(LEARNER_STATS_KEY, mapping={f"last_{k}": v for k, v in metrics.items()})
             # /metrics shows the most recently updated users (learner_metrics.py)
             pipe.zadd(LEARNER_RECENT_KEY, {user_id: time.time()})
             pipe.zremrangebyrank(LEARNER_RECENT_KEY, 0, -RECENT_USERS_KEPT - 1)
@@ -329,6 +327,6 @@ class UserUpdater:
         lags = [f"{now - e.accepted_at:.3f}" for e in new_examples]
         if lags:
             with self.client.pipeline() as pipe:
-                pipe.lpush(LAG_KEY, *lags)
-                pipe.ltrim(LAG_KEY, 0, LAG_SAMPLES - 1)
+                pipe.lpush(FEEDBACK_LAG_KEY, *lags)
+                pipe.ltrim(FEEDBACK_LAG_KEY, 0, LAG_SAMPLES - 1)
                 pipe.execute()

@@ -20,26 +20,19 @@ from dataclasses import dataclass, field, replace
 import redis
 import torch
 
+from contracts.keys import REFINE_KEY, examples_key, user_key, worker_status_key
+from contracts.modeling import load_base_model
+from contracts.settings import Settings
 from learners.feedback_consumer import FeedbackConsumer
 from learners.gate import GateConfig
 from learners.ppo_config import PPOConfig
 from learners.reward import RewardConfig
 from learners.scheduler import LeaseLost, Scheduler
-from learners.training_data import examples_key
 from learners.user_update import UpdateOutcome, UserUpdater
-from service.modeling import load_base_model
-from service.settings import Settings
-from service.store import PREFIX, user_key
 
 log = logging.getLogger(__name__)
-# Users to polish while the workers are idle: user -> when their last update ended.
-REFINE_KEY = f"{PREFIX}:learner:refine"
 REFINES_LEFT = "learner_refines_left"  # field of the user hash: published refines to go
 REFINE_ATTEMPTS_LEFT = "learner_refine_attempts_left"  # refines to go, published or not
-
-
-def worker_status_key(worker_id: str) -> str:
-    return f"{PREFIX}:learner:worker:{worker_id}"
 
 
 @dataclass

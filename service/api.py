@@ -17,9 +17,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
-from service.adapters import AdapterStore
+from contracts.adapter_store import AdapterStore
+from contracts.records import ChoiceRecord, CompletionRecord, FeedbackEvent
+from contracts.settings import Settings
 from service.engine import SamplingParams
 from service.errors import APIError, install_error_handlers
+from service.feedback_store import CompletionExpired, FeedbackStore
 from service.generation import GenerationFailure, GenerationOutput, TextDelta
 from service.identity import resolve_user, validate_user_id
 from service.learner_metrics import learner_metrics_text
@@ -38,18 +41,10 @@ from service.schemas import (
     ModelCard,
     ModelList,
     ThumbsFeedback,
+    Usage,
     UserForgotten,
     UserView,
-    Usage,
     completion_id,
-)
-from service.settings import Settings
-from service.store import (
-    ChoiceRecord,
-    CompletionExpired,
-    CompletionRecord,
-    FeedbackEvent,
-    FeedbackStore,
 )
 
 MAX_FEEDBACK_BODY = 64 * 1024

@@ -17,11 +17,11 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
+from contracts.settings import Settings
 from service.api import create_api
 from service.engine import SamplingParams
+from service.feedback_store import FeedbackStore
 from service.generation import GenerationFailure, GenerationOutput, GeneratorCore, TextDelta
-from service.settings import Settings
-from service.store import FeedbackStore
 
 APP_NAME = "tailor"
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from service.adapters import AdapterCache, AdapterError, AdapterStore
-from service.features import sequence_features
-from service.modeling import BaseModel, load_base_model
+from contracts.adapter_store import AdapterError, AdapterStore
+from contracts.features import sequence_features
+from contracts.modeling import BaseModel, load_base_model
+from contracts.settings import Settings
+from service.adapter_cache import AdapterCache
 from service.multi_lora import inject_multi_lora
 from service.running_batch import RunningBatch
 from service.sampling import RowSampling, row_generator, sample_next
-from service.settings import Settings
 
 
 @dataclass

@@ -16,12 +16,12 @@ import numpy as np
 import redis
 from prometheus_client import generate_latest
 
-from service.adapters import AdapterError
+from contracts.adapter_store import AdapterError
+from contracts.keys import ADAPTER_CHANNEL
+from contracts.settings import Settings
 from service.batcher import Batcher, TextDelta
 from service.engine import Engine, GenerationRequest, GenerationResult, SamplingParams
 from service.metrics import GeneratorMetrics
-from service.settings import Settings
-from service.store import ADAPTER_CHANNEL
 
 log = logging.getLogger(__name__)
 

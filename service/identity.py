@@ -13,8 +13,8 @@ import re
 
 from starlette.datastructures import Headers
 
+from contracts.settings import Settings
 from service.errors import APIError
-from service.settings import Settings
 
 USER_HEADERS = ("x-user-id", "x-openwebui-user-id")
 _USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:+-]{0,127}$")

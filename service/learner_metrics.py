@@ -20,12 +20,7 @@ import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from service.store import (
-    FEEDBACK_LAG_KEY,
-    LEARNER_RECENT_KEY,
-    LEARNER_STATS_KEY,
-    user_key,
-)
+from contracts.keys import FEEDBACK_LAG_KEY, LEARNER_RECENT_KEY, LEARNER_STATS_KEY, user_key
 
 # Numbers each update records, globally as ``last_<name>`` and per user as ``learner_<name>``.
 UPDATE_NUMBERS = {

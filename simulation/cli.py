@@ -1,6 +1,6 @@
 """The simulation commands of the `tailor` CLI: `tailor model build` and `tailor simulate`.
 
-Plain typer-annotated functions; service/cli.py registers them on the `tailor` app.
+Plain typer-annotated functions; commands/cli.py registers them on the `tailor` app.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from service.settings import DEFAULT_MODEL_DIR, Settings
+from contracts.settings import DEFAULT_MODEL_DIR, Settings
 
 console = Console()
 
@@ -44,7 +44,7 @@ def model_build(
         int, typer.Option(help="Fresh samples whose styles BUILD.md reports (0: none).")
     ] = 500,
 ) -> None:
-    """Train the default model's tokenizer and tiny Llama on the synthetic corpus."""
+    """Build the default tiny model (tokenizer + Llama) and its harmlessness guard."""
     from simulation.default_model import (
         BuildConfig,
         build_default_model,
@@ -52,6 +52,7 @@ def model_build(
         sha256_of,
         write_build_notes,
     )
+    from simulation.guard_build import build_guard
 
     out = DEFAULT_MODEL_DIR if out is None else out
     config = BuildConfig(seed=seed) if steps is None else BuildConfig(seed=seed, steps=steps)
@@ -90,6 +91,7 @@ def model_build(
                     f"{styles.classified_rate:.1%} classified; {shares}"
                 )
             write_build_notes(result, config, styles)
+            build_guard(out, seed=seed)
             console.print(f"wrote {out}")
             return
         shipped = out / "model.safetensors"

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from rich.progress import track
 
+from contracts.features import sequence_features
+from contracts.modeling import load_base_model
 from learners.guard import HarmlessnessGuard, fit_guard
-from service.features import sequence_features
-from service.modeling import load_base_model
 from simulation.corpus import generate_examples
 from simulation.styles import DISMISSIVE
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from service.redis_server import RedisServer, free_port
+from commands.redis_server import RedisServer, free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

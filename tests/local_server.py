@@ -16,11 +16,11 @@ from contextlib import contextmanager
 import httpx
 import uvicorn
 
+from commands.redis_server import free_port
+from contracts.settings import Settings
 from service.api import create_api
+from service.feedback_store import FeedbackStore
 from service.generation import GeneratorCore
-from service.redis_server import free_port
-from service.settings import Settings
-from service.store import FeedbackStore
 
 
 @contextmanager

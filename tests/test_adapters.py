@@ -2,11 +2,12 @@
 
 import pytest
 import redis
-
-from service.adapters import AdapterError, AdapterRegistry, AdapterStore, lora_pairs, publish_adapter
-from service.multi_lora import inject_multi_lora
-from service.store import ADAPTER_CHANNEL
 from transformers import AutoModelForCausalLM
+
+from contracts.adapter_store import AdapterError, AdapterRegistry, AdapterStore, publish_adapter
+from contracts.keys import ADAPTER_CHANNEL
+from service.adapter_cache import lora_pairs
+from service.multi_lora import inject_multi_lora
 
 
 def test_publish_puts_files_then_swaps_pointer_and_notifies(tmp_path, adapter_dirs, redis_server, redis_client):

@@ -8,9 +8,9 @@ import pytest
 import redis
 import torch
 
-from service.adapters import AdapterRegistry, AdapterStore, publish_adapter
-from service.settings import Settings
-from service.store import FEEDBACK_STREAM
+from contracts.adapter_store import AdapterRegistry, AdapterStore, publish_adapter
+from contracts.keys import FEEDBACK_STREAM
+from contracts.settings import Settings
 from tests.conftest import redis_snapshot
 from tests.local_server import local_server
 

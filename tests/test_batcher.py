@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.adapters import AdapterStore
+from contracts.adapter_store import AdapterStore
+from contracts.settings import Settings
 from service.batcher import Batcher, TextDelta
 from service.engine import Engine, GenerationRequest, GenerationResult, SamplingParams
-from service.settings import Settings
 
 
 @pytest.fixture(scope="module")

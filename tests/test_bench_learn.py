@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from rich.console import Console
 
-from learners.bench_learn import BenchLearnConfig, run_bench_learn
-from learners.rllib_token_env import EMPTY_SLOT, BenchModelSpec, TokenEnv, even_token_share
+from benchmarks.learn import BenchLearnConfig, run_bench_learn
+from benchmarks.rllib_token_env import EMPTY_SLOT, BenchModelSpec, TokenEnv, even_token_share
 
 TINY = BenchModelSpec(hidden_size=32, num_layers=2, vocab_size=100)
 

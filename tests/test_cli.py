@@ -2,7 +2,7 @@
 
 from typer.testing import CliRunner
 
-from service.cli import app
+from commands.cli import app
 
 runner = CliRunner()
 

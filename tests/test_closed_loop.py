@@ -1,6 +1,6 @@
 """The closed loop on the embedded default: simulated users teach their own adapters.
 
-One `tailor demo` run (`service.demo.run_demo`): `tailor up` as a child process
+One `tailor demo` run (`simulation.demo.run_demo`): `tailor up` as a child process
 (redis-server, Ray, the Serve app, the learner workers, the shipped default model
 and harmlessness guard), then simulated users driven over HTTP by
 `simulation.harness.run_user`, as `tailor simulate` drives them:
@@ -53,10 +53,11 @@ import httpx
 import pytest
 import torch
 
+from contracts.keys import REFINE_KEY
+from contracts.settings import Settings
 from learners.gate import GateConfig
-from learners.worker import REFINE_KEY, LearnerLoop, LearnerOptions
-from service.demo import DemoConfig, run_demo
-from service.settings import Settings
+from learners.worker import LearnerLoop, LearnerOptions
+from simulation.demo import DemoConfig, run_demo
 from tests.learning_fixtures import give_rankings
 from tests.local_server import local_server
 

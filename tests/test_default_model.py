@@ -13,7 +13,7 @@ import typer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
-from service.settings import DEFAULT_MODEL_DIR
+from contracts.settings import DEFAULT_MODEL_DIR
 from simulation.cli import model_build
 from simulation.corpus import Example, sample_prompts
 from simulation.default_model import (

@@ -7,9 +7,9 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from service.adapters import AdapterStore
+from contracts.adapter_store import AdapterStore
+from contracts.settings import Settings
 from service.engine import Engine, GenerationRequest, SamplingParams
-from service.settings import Settings
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
 

@@ -6,9 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from learners.feedback_consumer import GROUP, FeedbackConsumer
-from learners.training_data import PENDING_KEY, TrainingExample, applied_key, examples_key
-from service.store import FEEDBACK_STREAM, ChoiceRecord, CompletionRecord, FeedbackEvent, FeedbackStore
+from contracts.keys import FEEDBACK_GROUP, FEEDBACK_STREAM, PENDING_KEY, applied_key, examples_key
+from contracts.records import ChoiceRecord, CompletionRecord, FeedbackEvent
+from learners.feedback_consumer import FeedbackConsumer
+from learners.training_data import TrainingExample
+from service.feedback_store import FeedbackStore
 
 
 def accept(url: str, events: list[FeedbackEvent], completions: list[CompletionRecord]) -> list[str]:
@@ -40,7 +42,7 @@ def test_each_event_becomes_one_example_with_its_features(redis_server, redis_cl
     assert examples[0].ranking == [2, 0, 1] and examples[1].label == 0 and examples[1].choice == 1
     np.testing.assert_array_equal(examples[0].features, record.features)
     assert redis_client.zscore(PENDING_KEY, "alice") == 2
-    assert redis_client.xpending(FEEDBACK_STREAM, GROUP)["pending"] == 0
+    assert redis_client.xpending(FEEDBACK_STREAM, FEEDBACK_GROUP)["pending"] == 0
 
 
 def test_an_event_delivered_twice_is_applied_once(redis_server, redis_client):
@@ -58,14 +60,14 @@ def test_an_event_delivered_twice_is_applied_once(redis_server, redis_client):
 def test_events_a_dead_consumer_left_pending_are_reclaimed(redis_server, redis_client):
     accept(redis_server.url, [FeedbackEvent("alice", "c1", "thumbs", choice=0, value="up")], [completion("c1")])
     FeedbackConsumer(redis_client, "dead")  # creates the group
-    redis_client.xreadgroup(GROUP, "dead", {FEEDBACK_STREAM: ">"}, count=10)  # read, then "crash"
-    assert redis_client.xpending(FEEDBACK_STREAM, GROUP)["pending"] == 1
+    redis_client.xreadgroup(FEEDBACK_GROUP, "dead", {FEEDBACK_STREAM: ">"}, count=10)  # read, then "crash"
+    assert redis_client.xpending(FEEDBACK_STREAM, FEEDBACK_GROUP)["pending"] == 1
     survivor = FeedbackConsumer(redis_client, "alive", reclaim_idle_ms=50)
     assert survivor.poll(block_ms=10).applied == 0  # too fresh to reclaim
     time.sleep(0.1)
     result = survivor.poll(block_ms=10)
     assert (result.reclaimed, result.applied) == (1, 1)
-    assert redis_client.xpending(FEEDBACK_STREAM, GROUP)["pending"] == 0
+    assert redis_client.xpending(FEEDBACK_STREAM, FEEDBACK_GROUP)["pending"] == 0
     assert redis_client.llen(examples_key("alice")) == 1
 
 
@@ -74,7 +76,7 @@ def test_feedback_on_an_expired_completion_is_dropped_not_retried(redis_server, 
     redis_client.delete("tailor:completion:c1")  # expired between acceptance and training
     result = FeedbackConsumer(redis_client, "w1").poll(block_ms=10)
     assert (result.applied, result.dropped) == (0, 1)
-    assert redis_client.xpending(FEEDBACK_STREAM, GROUP)["pending"] == 0
+    assert redis_client.xpending(FEEDBACK_STREAM, FEEDBACK_GROUP)["pending"] == 0
     assert redis_client.llen(examples_key("alice")) == 0
 
 

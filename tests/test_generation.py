@@ -6,10 +6,10 @@ from pathlib import Path
 import redis
 import torch
 
-from service.adapters import AdapterRegistry, AdapterStore, publish_adapter
+from contracts.adapter_store import AdapterRegistry, AdapterStore, publish_adapter
+from contracts.keys import ADAPTER_CHANNEL
+from contracts.settings import Settings
 from service.generation import GeneratorCore
-from service.settings import Settings
-from service.store import ADAPTER_CHANNEL
 
 
 def wait_until(condition, timeout_s: float = 10.0) -> bool:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices
 
-from service.settings import Settings
+from contracts.settings import Settings
 from tests.k8s_validation import (
     DELETE,
     K8S_DIR,

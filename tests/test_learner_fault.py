@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from learners.training_data import TrainingExample, examples_key
-from learners.worker import worker_status_key
-from service.settings import Settings
+from contracts.keys import examples_key, worker_status_key
+from contracts.settings import Settings
+from learners.training_data import TrainingExample
 from tests.learning_fixtures import give_rankings
 from tests.local_server import local_server
 

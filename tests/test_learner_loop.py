@@ -7,10 +7,10 @@ import openai
 import pytest
 import torch
 
+from contracts.keys import LEARNER_STATS_KEY
+from contracts.settings import Settings
 from learners.gate import GateConfig
-from learners.training_data import STATS_KEY
 from learners.worker import LearnerLoop, LearnerOptions
-from service.settings import Settings
 from tests.learning_fixtures import give_rankings
 from tests.local_server import local_server
 
@@ -49,7 +49,7 @@ def test_a_user_with_enough_feedback_gets_a_published_adapter_that_serves_next(s
         assert {"reward", "kl", "policy_loss", "value_loss", "entropy"} <= set(view["learner"])
         assert loop.step(block_ms=50) is None  # nothing new: no second update
         metrics = httpx.get(f"{url}/metrics").text
-    assert redis_client.hget(STATS_KEY, "published") == b"1"
+    assert redis_client.hget(LEARNER_STATS_KEY, "published") == b"1"
     assert 'tailor_learner_updates_total{outcome="published"} 1.0' in metrics
     for name in ("reward", "kl", "policy_loss", "value_loss", "entropy"):
         assert sample(metrics, f'tailor_learner_user_{name}{{user="alice"}}') == pytest.approx(
@@ -69,7 +69,7 @@ def test_a_rejected_update_keeps_the_previous_version_and_counts_the_reason(sett
     assert not outcome.decision.publish and outcome.decision.reason == "kl_too_large"
     assert outcome.version is None
     assert redis_client.hget("tailor:adapter:bob", "version") is None
-    assert redis_client.hget(STATS_KEY, "rejected_kl_too_large") == b"1"
+    assert redis_client.hget(LEARNER_STATS_KEY, "rejected_kl_too_large") == b"1"
     assert redis_client.hget("tailor:user:bob", "learner_last_decision") == b"kl_too_large"
     with local_server(settings) as url:
         metrics = httpx.get(f"{url}/metrics").text

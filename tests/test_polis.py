@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from learners.polis import (
+from evaluations.polis import (
     cold_start,
     eligible_users,
     load_conversation,

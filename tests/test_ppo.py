@@ -9,6 +9,7 @@ import pytest
 import torch
 from peft import PeftModel, get_peft_model
 
+from contracts.features import sequence_features
 from learners.ppo import (
     AdaptiveKLController,
     FixedKLController,
@@ -32,7 +33,6 @@ from learners.ppo import (
 from learners.ppo_config import PPOConfig
 from learners.rollout import sample_responses
 from learners.value_head import ValueHead
-from service.features import sequence_features
 from tests.tiny_llama import EOS_ID, PAD_ID, tiny_llama, tiny_tokenizer
 
 torch.set_num_threads(1)

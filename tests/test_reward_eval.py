@@ -9,13 +9,18 @@ import pytest
 import torch
 import typer
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
-from transformers import PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 from typer.testing import CliRunner
 
-from learners.encoders import load_encoder
-from learners.reward_eval_cli import eval_reward
-from service.features import text_features
+from contracts.features import text_features
+from evaluations.cli import eval_reward
+from evaluations.encoders import load_encoder
 from tests.test_polis import WORDS, write_conversation
 
 

@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from learners.scheduler import LeaseLost, Scheduler, lease_key
-from learners.training_data import PENDING_KEY
+from contracts.keys import PENDING_KEY, lease_key
+from learners.scheduler import LeaseLost, Scheduler
 
 
 def test_candidates_need_min_feedback_and_come_most_pending_first(redis_client):

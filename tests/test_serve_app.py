@@ -12,8 +12,8 @@ import pytest
 import redis
 import torch
 
-from service.adapters import AdapterRegistry, AdapterStore, publish_adapter
-from service.redis_server import free_port
+from commands.redis_server import free_port
+from contracts.adapter_store import AdapterRegistry, AdapterStore, publish_adapter
 from tests.test_engine import peft_greedy
 
 pytestmark = pytest.mark.slow

@@ -22,7 +22,7 @@ import yaml
 from openai import OpenAI
 from ray.serve.schema import ServeDeploySchema
 
-from service.redis_server import RedisServer, free_port
+from commands.redis_server import RedisServer, free_port
 from tests.serving_model import build_serving_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from service.settings import Settings
+from contracts.settings import Settings
 
 
 def test_redis_url_is_read_without_prefix(monkeypatch):

@@ -13,8 +13,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from service.settings import DEFAULT_MODEL_DIR, Settings
-from service.store import FEEDBACK_STREAM
+from contracts.keys import FEEDBACK_STREAM
+from contracts.settings import DEFAULT_MODEL_DIR, Settings
 from simulation.cli import simulate
 from simulation.harness import RoundRecord, SimulationConfig, UserRun, window_stats
 from simulation.users import make_users

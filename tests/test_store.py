@@ -6,15 +6,9 @@ import numpy as np
 import pytest
 import redis
 
-from service.store import (
-    FEEDBACK_STREAM,
-    LEARNER_RECENT_KEY,
-    ChoiceRecord,
-    CompletionExpired,
-    CompletionRecord,
-    FeedbackEvent,
-    FeedbackStore,
-)
+from contracts.keys import FEEDBACK_STREAM, LEARNER_RECENT_KEY
+from contracts.records import ChoiceRecord, CompletionRecord, FeedbackEvent
+from service.feedback_store import CompletionExpired, FeedbackStore
 
 
 def record(completion_id: str = "c1", user_id: str | None = "alice") -> CompletionRecord:

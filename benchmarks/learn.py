@@ -7,7 +7,7 @@ the response), γ = 1, GAE λ, ``ppo_epochs`` × ``num_minibatches`` clipped-PPO
 
   ours:  `learners.ppo.ppo_update` — KV-cached `generate`, then the batch's
          log-probs, reference log-probs and values in one forward each.
-  RLlib: RLlib's PPO (new API stack, torch) on `learners.rllib_token_env` — one
+  RLlib: RLlib's PPO (new API stack, torch) on `benchmarks.rllib_token_env` — one
          environment step per token, the full context through the model at every
          step (no KV cache), weights synced learner → env runner after each update
          (DESIGN.md decision 7).
@@ -40,17 +40,18 @@ from rich.progress import Progress
 from rich.table import Table
 from transformers.utils import logging as transformers_logging
 
-from learners.ppo import make_optimizer, ppo_update
-from learners.ppo_config import PPOConfig
-from learners.rllib_token_env import (
+from benchmarks.rllib_token_env import (
     BenchModelSpec,
     TokenEnv,
     TokenPolicyRLModule,
     even_token_share,
     load_base_model,
 )
+from contracts.settings import Settings
+from learners.ppo import make_optimizer, ppo_update
+from learners.ppo_config import PPOConfig
 from learners.value_head import ValueHead
-from service.settings import Settings
+
 
 @dataclass(frozen=True)
 class BenchLearnConfig:

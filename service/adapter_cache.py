@@ -1,127 +1,19 @@
-"""Per-user LoRA adapters: the store (files), the registry (versions), the cache (slots).
+"""The serving model's adapter slots: a bounded LRU of per-user LoRA adapters.
 
-- ``AdapterStore``: peft-format folders (``adapter_config.json`` +
-  ``adapter_model.safetensors``) under an fsspec URI, one immutable folder per
-  version: ``{root}/{user_id}/{version}/``. Files are written completely before
-  a version is published, so a replica never sees half an adapter.
-- ``AdapterRegistry``: the current version of each user is a pointer in Redis,
-  swapped in one command, then announced on a pub/sub channel.
-- ``AdapterCache``: a bounded LRU of adapters loaded into the slots of the
-  serving model's ``MultiLoRALinear`` layers. A slot in use by a running batch is
-  pinned and never evicted.
+Adapters are loaded from the store into the slots of the serving model's
+``MultiLoRALinear`` layers. A slot in use by a running batch is pinned and never
+evicted.
 """
 
 from __future__ import annotations
 
-import json
 import threading
-import time
-import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
-from pathlib import Path
 
-import fsspec
-import redis
 import torch
-from safetensors.torch import load as load_safetensors
 
+from contracts.adapter_store import AdapterError, AdapterStore, LoadedAdapter
 from service.multi_lora import MultiLoRALinear
-from service.store import ADAPTER_CHANNEL, adapter_pointer_key, user_key
-
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
-
-
-class AdapterError(ValueError):
-    """An adapter that cannot be served here (bad files, rank, targets)."""
-
-
-@dataclass
-class LoadedAdapter:
-    config: dict
-    tensors: dict[str, torch.Tensor]
-
-
-class AdapterStore:
-    def __init__(self, uri: str) -> None:
-        self.uri = uri.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.uri)
-
-    def version_path(self, user_id: str, version: str) -> str:
-        return f"{self.root}/{user_id}/{version}"
-
-    def put(self, user_id: str, version: str, local_dir: Path) -> str:
-        """Copy a saved peft adapter folder into the store as ``version``."""
-        check_adapter_folder(local_dir)
-        target = self.version_path(user_id, version)
-        self.fs.makedirs(target, exist_ok=True)
-        # Weights first, config last: a reader that finds the config finds the weights.
-        for name in (WEIGHTS_FILE, CONFIG_FILE):
-            self.fs.put_file(str(local_dir / name), f"{target}/{name}")
-        return target
-
-    def load(self, user_id: str, version: str) -> LoadedAdapter:
-        path = self.version_path(user_id, version)
-        try:
-            with self.fs.open(f"{path}/{CONFIG_FILE}", "rb") as f:
-                config = json.load(f)
-            with self.fs.open(f"{path}/{WEIGHTS_FILE}", "rb") as f:
-                tensors = load_safetensors(f.read())
-        except FileNotFoundError as err:
-            raise AdapterError(f"adapter {user_id}/{version} is missing from the store") from err
-        return LoadedAdapter(config=config, tensors=tensors)
-
-    def delete_user(self, user_id: str) -> None:
-        path = f"{self.root}/{user_id}"
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=True)
-
-
-def check_adapter_folder(local_dir: Path) -> None:
-    for name in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (local_dir / name).is_file():
-            raise AdapterError(f"{local_dir} has no {name}: save it with peft's save_pretrained")
-
-
-def new_version(sequence: int) -> str:
-    """Version ids are unique forever (a forgotten user who returns never gets an old id)."""
-    return f"v{sequence}.{uuid.uuid4().hex[:8]}"
-
-
-class AdapterRegistry:
-    """Which adapter version each user is served; sync, for learners and the CLI."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-
-    def current(self, user_id: str) -> str | None:
-        version = self.client.hget(adapter_pointer_key(user_id), "version")
-        return version.decode() if version else None
-
-    def next_version(self, user_id: str) -> str:
-        return new_version(self.client.hincrby(user_key(user_id), "adapter_sequence", 1))
-
-    def publish(self, user_id: str, version: str, metrics: dict[str, float] | None = None) -> None:
-        """Swap the user's pointer to ``version`` (files must be in the store) and notify."""
-        pointer = {"version": version, "published_at": f"{time.time():.3f}"}
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.hset(adapter_pointer_key(user_id), mapping=pointer)
-            pipe.hset(user_key(user_id), mapping={"adapter_version": version, **(metrics or {})})
-            pipe.sadd("tailor:users", user_id)
-            pipe.publish(ADAPTER_CHANNEL, f"{user_id} {version}")
-            pipe.execute()
-
-
-def publish_adapter(
-    store: AdapterStore, registry: AdapterRegistry, user_id: str, local_dir: Path
-) -> str:
-    """Put a peft adapter folder in the store and make it the user's current version."""
-    check_adapter_folder(local_dir)  # before anything changes in Redis
-    version = registry.next_version(user_id)
-    store.put(user_id, version, local_dir)
-    registry.publish(user_id, version)
-    return version
 
 
 def lora_pairs(

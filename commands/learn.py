@@ -13,7 +13,7 @@ import threading
 import redis
 from rich.console import Console
 
-from service.settings import Settings
+from contracts.settings import Settings
 
 console = Console()
 

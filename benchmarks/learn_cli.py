@@ -1,6 +1,6 @@
-"""`tailor bench learn`: the command's options; the work is in `learners.bench_learn`.
+"""`tailor bench learn`: the command's options; the work is in `benchmarks.learn`.
 
-Registered by `service.cli` as ``bench_app.command("learn")(bench_learn)``. RLlib is a
+Registered by `commands.cli` as ``bench_app.command("learn")(bench_learn)``. RLlib is a
 benchmark-only dependency: install it with ``pip install -e ".[bench]"``.
 """
 
@@ -43,8 +43,8 @@ def bench_learn(
         raise typer.BadParameter(
             f"RLlib is not installed ({error}); run `pip install -e \".[bench]\"` first."
         ) from error
-    from learners.bench_learn import BenchLearnConfig, default_model_spec, run_bench_learn
-    from learners.rllib_token_env import BenchModelSpec
+    from benchmarks.learn import BenchLearnConfig, default_model_spec, run_bench_learn
+    from benchmarks.rllib_token_env import BenchModelSpec
 
     try:
         config = BenchLearnConfig(

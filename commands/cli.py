@@ -35,7 +35,7 @@ def up(
 ) -> None:
     """Start the embedded default: redis-server, Ray, the Serve app (and learners)."""
     _environment()
-    from service.embedded import run_embedded
+    from commands.embedded import run_embedded
 
     run_embedded(with_learners=learners)
 
@@ -48,28 +48,9 @@ def learn(
 ) -> None:
     """Run the learner workers only, against REDIS_URL and the adapter store (separate cluster)."""
     _environment()
-    from service.learn import run_learners
+    from commands.learn import run_learners
 
     run_learners(ray_address)
-
-
-@model_app.command("build")
-def model_build(
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: the shipped one).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of corpus, tokenizer and training.")] = 0,
-    steps: Annotated[int | None, typer.Option(help="Training steps (default: the shipped model's).")] = None,
-    verify: Annotated[bool, typer.Option("--verify", help="Rebuild in a temporary folder and "
-                                         "compare model.safetensors with the shipped one.")] = False,
-) -> None:
-    """Build the default tiny model (tokenizer + Llama) and its harmlessness guard."""
-    _environment()
-    from service.settings import DEFAULT_MODEL_DIR
-    from simulation.cli import model_build as build
-    from simulation.guard_build import build_guard
-
-    build(out=out, seed=seed, steps=steps, verify=verify)
-    if not verify:
-        build_guard(out or DEFAULT_MODEL_DIR, seed=seed)
 
 
 @adapter_app.command("publish")
@@ -81,8 +62,13 @@ def adapter_publish(
     _environment()
     import redis
 
-    from service.adapters import AdapterError, AdapterRegistry, AdapterStore, publish_adapter
-    from service.settings import Settings
+    from contracts.adapter_store import (
+        AdapterError,
+        AdapterRegistry,
+        AdapterStore,
+        publish_adapter,
+    )
+    from contracts.settings import Settings
 
     settings = Settings()
     client = redis.Redis.from_url(settings.effective_redis_url)
@@ -121,7 +107,7 @@ def demo(
 ) -> None:
     """`tailor up` + learners + simulated users in one command: before/after table, JSON, PNG."""
     _environment()
-    from service.demo import DemoConfig, print_summary, run_demo
+    from simulation.demo import DemoConfig, print_summary, run_demo
 
     try:
         config = DemoConfig(users=users, max_events=max_events, measure_rounds=measure_rounds,
@@ -142,7 +128,7 @@ def bench_serve(
 ) -> None:
     """Tokens/s of base alone, mixed-adapter batches, one-at-a-time peft; latency of arrivals."""
     _environment()
-    from service.bench_serve import run_bench_serve
+    from benchmarks.serve import run_bench_serve
 
     run_bench_serve(users=users, max_tokens=max_tokens, repeats=repeats, console=console,
                     arrivals=arrivals)
@@ -150,11 +136,12 @@ def bench_serve(
 
 def _register_commands() -> None:
     """Commands whose options are defined beside the code they drive."""
-    from learners.bench_learn_cli import bench_learn
-    from learners.reward_eval_cli import eval_reward
-    from simulation.cli import simulate
+    from benchmarks.learn_cli import bench_learn
+    from evaluations.cli import eval_reward
+    from simulation.cli import model_build, simulate
 
     app.command("simulate")(simulate)
+    model_app.command("build")(model_build)
     app.command("eval-reward")(eval_reward)
     bench_app.command("learn")(bench_learn)
 

@@ -2,7 +2,7 @@
 
 DESIGN.md decision 5: the reward head sits on frozen features of the text.
 
-- ``base``: the base LLM's final hidden state (`service.features.text_features`:
+- ``base``: the base LLM's final hidden state (`contracts.features.text_features`:
   [last token, mean over tokens], 2 × hidden). This is what the service stores
   with every completion, so the learners need no second model.
 - ``minilm``: all-MiniLM-L6-v2 sentence embeddings (384, unit norm), from the
@@ -20,8 +20,8 @@ from typing import Protocol
 
 import torch
 
-from service.features import text_features
-from service.settings import Settings
+from contracts.features import text_features
+from contracts.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -52,7 +52,7 @@ class BaseModelEncoder:
         self._tokenizer = None
 
     def _load(self) -> None:
-        from service.modeling import load_base_model
+        from contracts.modeling import load_base_model
 
         base = load_base_model(self.model_path, "auto")  # the same loading as serving
         self._model, self._tokenizer = base.model, base.tokenizer

@@ -19,9 +19,9 @@ from typing import Any
 import redis
 from rich.console import Console
 
-from service.modeling import check_model_folder
-from service.redis_server import RedisServer
-from service.settings import DEFAULT_MODEL_DIR, Settings
+from commands.redis_server import RedisServer
+from contracts.modeling import check_model_folder
+from contracts.settings import DEFAULT_MODEL_DIR, Settings
 
 console = Console()
 
@@ -56,7 +56,7 @@ def ensure_base_model(settings: Settings) -> None:
         check_model_folder(settings.base_model_path)
         return
     console.print("building the default model (first use) ...")
-    from service.cli import model_build
+    from simulation.cli import model_build
 
     model_build(out=DEFAULT_MODEL_DIR, seed=0, steps=None, verify=False)
 

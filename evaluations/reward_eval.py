@@ -1,6 +1,6 @@
 """Evaluate the project's reward models on real people's votes (Polis), issue 5.
 
-For each protocol (`learners.polis`: seen texts, new texts) and each
+For each protocol (`evaluations.polis`: seen texts, new texts) and each
 conversation:
 
 1. split the votes (seeded);
@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from learners.encoders import TextEncoder
-from learners.polis import Conversation, Split, cold_start, split_new_texts, split_seen_texts
+from evaluations.encoders import TextEncoder
+from evaluations.polis import Conversation, Split, cold_start, split_new_texts, split_seen_texts
 from learners.reward import FeedbackSet, RewardConfig, RewardModel
 
 PROTOCOLS = ("seen_texts", "new_texts")

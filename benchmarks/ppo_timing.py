@@ -1,8 +1,8 @@
 """Time `ppo_update` on a random Llama of a given shape (no downloads, no Ray, no Redis).
 
-    python -m learners.ppo_timing                       # test-sized model: hidden 32, 2 layers
-    python -m learners.ppo_timing --hidden 160 --layers 4 --vocab 2048   # embedded-default shape
-    python -m learners.ppo_timing --device cuda         # bf16 on a GPU
+    python -m benchmarks.ppo_timing                       # test-sized model: hidden 32, 2 layers
+    python -m benchmarks.ppo_timing --hidden 160 --layers 4 --vocab 2048   # embedded-default shape
+    python -m benchmarks.ppo_timing --device cuda         # bf16 on a GPU
 
 Prompts are random tokens of exactly ``--prompt-tokens``; responses run up to
 ``--response-tokens`` (a random model seldom emits EOS, so close to the limit).

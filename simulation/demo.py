@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,18 +38,29 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from learners.feedback_consumer import GROUP
-from learners.training_data import LAG_KEY, PENDING_KEY
-from learners.worker import REFINE_KEY, worker_status_key
-from service.redis_server import free_port
-from service.settings import Settings
-from service.store import FEEDBACK_STREAM, user_key
+from contracts.keys import (
+    FEEDBACK_GROUP,
+    FEEDBACK_LAG_KEY,
+    FEEDBACK_STREAM,
+    PENDING_KEY,
+    REFINE_KEY,
+    user_key,
+    worker_status_key,
+)
+from contracts.settings import Settings
 from simulation.harness import RoundRecord, SimulationConfig, UserRun, run_user, summarize
 from simulation.plots import plot_curves
 from simulation.users import SimulatedUser, make_users
 
 console = Console()
 PHASES = ("before", "feedback", "after")
+
+
+def free_port() -> int:
+    """A TCP port free now on the loopback (the stack's HTTP and Redis ports)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -111,7 +123,7 @@ class Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "up"], env=env, stdout=log,
+            [sys.executable, "-m", "commands.cli", "up"], env=env, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
         client = redis.Redis(port=self.redis_port)
@@ -157,7 +169,7 @@ def learners_caught_up(client: redis.Redis, min_feedback: int) -> bool:
     """Every feedback event applied and trained on (or too few for an update), every
     refine done, every worker idle."""
     groups = {_text(g["name"]): g for g in client.xinfo_groups(FEEDBACK_STREAM)}
-    group = groups.get(GROUP)
+    group = groups.get(FEEDBACK_GROUP)
     if group is None or group["pending"] or (group.get("lag") or 0):
         return False
     if client.zcount(PENDING_KEY, min_feedback, "+inf") or client.zcard(REFINE_KEY):
@@ -281,7 +293,7 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
             timings["catch_up"] = time.monotonic() - mark
             phase("after", [replace(measure, reset=False)] * len(users), observers,
                   "after: the before-phase requests, served with each user's adapter")
-            lags = [float(x) for x in client.lrange(LAG_KEY, 0, -1)]
+            lags = [float(x) for x in client.lrange(FEEDBACK_LAG_KEY, 0, -1)]
             views = {u.user_id: learner_view(client, u.user_id) for u in users}
         finally:
             stack.stop()

@@ -27,10 +27,10 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM
 
-from service.adapters import AdapterStore
-from service.bench_arrivals import arrival_requests, run_arrivals
+from benchmarks.arrivals import arrival_requests, run_arrivals
+from contracts.adapter_store import AdapterStore
+from contracts.settings import Settings
 from service.engine import Engine, GenerationRequest, SamplingParams
-from service.settings import Settings
 
 PROMPTS = [
     "how do I boil an egg", "my house is too hot", "name for my cat", "what should I cook tonight",

@@ -35,9 +35,9 @@ def eval_reward(
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from learners.encoders import ENCODER_NAMES, load_encoder
-    from learners.polis import load_polis
-    from learners.reward_eval import (
+    from evaluations.encoders import ENCODER_NAMES, load_encoder
+    from evaluations.polis import load_polis
+    from evaluations.reward_eval import (
         PROTOCOLS,
         EvalConfig,
         evaluate,

@@ -1,0 +1,167 @@
+"""The online path's access to Redis: completions, feedback intake, forgetting a user.
+
+A feedback event is appended by one Lua script that checks the completion still
+exists, checks the idempotency key, appends to the stream and bumps counters,
+atomically: a retried request or a double click is recorded once, and an event
+is never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from contracts.keys import (
+    ADAPTER_CHANNEL,
+    FEEDBACK_STREAM,
+    FORGOTTEN_TTL_S,
+    IDEMPOTENCY_TTL_S,
+    LEARNER_RECENT_KEY,
+    RECENT_PROMPTS,
+    USERS_SET,
+    adapter_pointer_key,
+    completion_key,
+    forgotten_key,
+    idempotency_key,
+    user_completions_key,
+    user_data_pattern,
+    user_key,
+    user_prompts_key,
+)
+from contracts.records import CompletionRecord, FeedbackEvent
+
+# KEYS: completion, idempotency, stream, user hash, users set
+# ARGV: idempotency ttl, counter field, user id, then stream field/value pairs
+_APPEND_FEEDBACK = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
+local existing = redis.call('GET', KEYS[2])
+if existing then return {0, existing} end
+local id = redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4))
+redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[1]))
+redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
+redis.call('HINCRBY', KEYS[4], 'feedback_events', 1)
+redis.call('SADD', KEYS[5], ARGV[3])
+return {1, id}
+"""
+
+
+class CompletionExpired(LookupError):
+    """The completion is unknown, expired, or was forgotten."""
+
+
+@dataclass
+class AppendResult:
+    event_id: str
+    duplicate: bool
+
+
+class FeedbackStore:
+    """Async access to completions and feedback for the online path."""
+
+    def __init__(self, client: aioredis.Redis, completion_ttl_s: int) -> None:
+        self.client = client
+        self.completion_ttl_s = completion_ttl_s
+        self._append = client.register_script(_APPEND_FEEDBACK)
+
+    @classmethod
+    def from_url(cls, url: str, completion_ttl_s: int) -> FeedbackStore:
+        return cls(aioredis.Redis.from_url(url), completion_ttl_s)
+
+    async def ping(self) -> bool:
+        return bool(await self.client.ping())
+
+    async def save_completion(self, record: CompletionRecord) -> None:
+        key = completion_key(record.completion_id)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=record.to_redis())
+            pipe.expire(key, self.completion_ttl_s)
+            if record.user_id:
+                index = user_completions_key(record.user_id)
+                pipe.sadd(index, record.completion_id)
+                pipe.expire(index, self.completion_ttl_s)
+                pipe.sadd(USERS_SET, record.user_id)
+                pipe.hsetnx(user_key(record.user_id), "first_seen", f"{record.created:.3f}")
+                prompts = user_prompts_key(record.user_id)
+                pipe.lpush(prompts, json.dumps(record.prompt_token_ids))
+                pipe.ltrim(prompts, 0, RECENT_PROMPTS - 1)
+            await pipe.execute()
+
+    async def load_completion(self, completion_id: str) -> CompletionRecord:
+        raw = await self.client.hgetall(completion_key(completion_id))
+        if not raw:
+            raise CompletionExpired(completion_id)
+        return CompletionRecord.from_redis(completion_id, raw)
+
+    async def append_feedback(self, event: FeedbackEvent, idempotency: str | None) -> AppendResult:
+        """Append ``event`` to the stream once per idempotency key; returns its stream id."""
+        key = idempotency or event.content_key()
+        fields = event.to_stream(key)
+        flat = [item for pair in fields.items() for item in pair]
+        status, event_id = await self._append(
+            keys=[
+                completion_key(event.completion_id),
+                idempotency_key(event.user_id, key),
+                FEEDBACK_STREAM,
+                user_key(event.user_id),
+                USERS_SET,
+            ],
+            args=[IDEMPOTENCY_TTL_S, event.counter_field, event.user_id, *flat],
+        )
+        if status == -1:
+            raise CompletionExpired(event.completion_id)
+        event_id = event_id.decode() if isinstance(event_id, bytes) else event_id
+        return AppendResult(event_id=event_id, duplicate=status == 0)
+
+    async def adapter_version(self, user_id: str) -> str | None:
+        version = await self.client.hget(adapter_pointer_key(user_id), "version")
+        return version.decode() if version else None
+
+    async def user_summary(self, user_id: str) -> dict[str, str] | None:
+        raw = await self.client.hgetall(user_key(user_id))
+        known = await self.client.sismember(USERS_SET, user_id)
+        if not raw and not known:
+            return None
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def forget_user(self, user_id: str) -> int:
+        """Delete everything Tailor holds on ``user_id`` in Redis; returns keys deleted.
+
+        Feedback events already in the stream are deleted too (XDEL), so a
+        learner that has not consumed them yet never trains on them.
+        """
+        deleted = 0
+        completion_ids = await self.client.smembers(user_completions_key(user_id))
+        keys = [completion_key(cid.decode()) for cid in completion_ids]
+        keys += [user_key(user_id), adapter_pointer_key(user_id)]
+        for pattern in (user_data_pattern(user_id), idempotency_key(user_id, "*")):
+            keys += [k async for k in self.client.scan_iter(match=pattern, count=500)]
+        if keys:
+            deleted += await self.client.delete(*keys)
+        stream_ids = [
+            entry_id
+            async for entry_id in self._stream_ids_of(user_id)
+        ]
+        if stream_ids:
+            await self.client.xdel(FEEDBACK_STREAM, *stream_ids)
+        await self.client.srem(USERS_SET, user_id)
+        await self.client.zrem(LEARNER_RECENT_KEY, user_id)
+        await self.client.set(forgotten_key(user_id), f"{time.time():.3f}", ex=FORGOTTEN_TTL_S)
+        await self.client.publish(ADAPTER_CHANNEL, f"{user_id} ")  # replicas drop its adapters
+        return deleted + len(stream_ids)
+
+    async def _stream_ids_of(self, user_id: str):
+        start = "-"
+        while True:
+            entries = await self.client.xrange(FEEDBACK_STREAM, min=start, count=1000)
+            if not entries:
+                return
+            for entry_id, fields in entries:
+                if fields.get(b"user_id", b"").decode() == user_id:
+                    yield entry_id
+            last = entries[-1][0].decode()
+            start = "(" + last
+            if len(entries) < 1000:
+                return
