@@ -38,7 +38,9 @@ import torch
 
 from evaluations.encoders import TextEncoder
 from evaluations.polis import Conversation, Split, cold_start, split_new_texts, split_seen_texts
-from learners.reward import FeedbackSet, RewardConfig, RewardModel
+from learners.reward_config import RewardConfig
+from learners.reward_data import FeedbackSet
+from learners.reward_model import RewardModel
 
 PROTOCOLS = ("seen_texts", "new_texts")
 SPLITTERS: dict[str, Callable[..., Split]] = {

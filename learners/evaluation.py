@@ -9,11 +9,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from contracts.features import adapters_disabled, pool_hidden_states
 from learners.gate import HeldOutEval
-from learners.ppo import RewardFn, forward_response, per_token_kl, response_logprobs
+from learners.ppo import (
+    RewardFn,
+    forward_response,
+    per_token_kl,
+    reference_forward,
+    response_logprobs,
+)
 from learners.ppo_config import PPOConfig
-from learners.rollout import position_ids_from_mask, sample_responses
+from learners.rollout import sample_responses
 
 
 @torch.no_grad()
@@ -35,13 +40,16 @@ def evaluate_policy(
     """
     if samples > len(prompts):
         prompts = [prompts[i % len(prompts)] for i in range(samples)]
+    pad_token_id = tokenizer.pad_token_id
+    if pad_token_id is None:
+        pad_token_id = tokenizer.eos_token_id
     devices = [torch.device("cuda")] if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         rollout = sample_responses(
             policy, prompts,
             eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+            pad_token_id=pad_token_id,
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
             max_prompt_tokens=config.max_prompt_tokens,
@@ -49,18 +57,7 @@ def evaluate_policy(
     mask = rollout.response_mask.float()  # (B, R)
     logits, _ = forward_response(policy, rollout)
     logprobs = response_logprobs(logits, rollout.response_ids, config.temperature)
-    with adapters_disabled(policy):
-        ref = policy(
-            input_ids=rollout.input_ids,
-            attention_mask=rollout.attention_mask,
-            position_ids=position_ids_from_mask(rollout.attention_mask),
-            output_hidden_states=True,
-            use_cache=False,
-        )
-    response_len = mask.shape[1]
-    ref_logits = ref.logits[:, -response_len - 1 : -1]
-    ref_logprobs = response_logprobs(ref_logits, rollout.response_ids, config.temperature)
-    features = pool_hidden_states(ref.hidden_states[-1], rollout.full_response_mask * rollout.attention_mask)
+    ref_logprobs, features = reference_forward(policy, rollout, config.temperature)
     scores = torch.as_tensor(
         reward_fn(rollout.prompt_lists(), rollout.response_lists(), features), dtype=torch.float32
     )

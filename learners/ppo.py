@@ -291,17 +291,47 @@ class PPOStats:
 
 
 def make_optimizer(
-    policy: nn.Module, value_head: ValueHead, config: PPOConfig
+    policy: nn.Module,
+    value_head: ValueHead,
+    config: PPOConfig,
+    value_learning_rate: float | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW over the policy's trainable parameters (the LoRA) and the value head."""
+    """AdamW over the policy's trainable parameters (the LoRA) at ``config.learning_rate`` and
+    the value head at ``value_learning_rate`` (None: the same rate).
+
+    The learners give the critic a rate of its own (`LearnerOptions.value_learning_rate`,
+    10x the LoRA's): until V(s_t) knows the style an answer has taken, every later token
+    of a disliked answer gets the whole negative advantage, and pushing those
+    near-certain tokens down flattens the policy (measured: KL to the base 15-30 nats
+    in 4 iterations, style unchanged). A 10x faster linear head keeps the KL at ~1 nat
+    while the style shifts.
+    """
     trainable = [p for p in policy.parameters() if p.requires_grad]
     if not trainable:
         raise ValueError(
             "make_optimizer: the policy has no trainable parameters; wrap the base model with "
             "peft.get_peft_model(base, PPOConfig().lora_config()) first."
         )
+    critic_rate = config.learning_rate if value_learning_rate is None else value_learning_rate
     return torch.optim.AdamW(
-        [*trainable, *value_head.parameters()], lr=config.learning_rate, eps=1e-5, weight_decay=0.0
+        [{"params": trainable}, {"params": list(value_head.parameters()), "lr": critic_rate}],
+        lr=config.learning_rate,
+        eps=1e-5,
+        weight_decay=0.0,
+    )
+
+
+def _run_on_rollout(model: nn.Module, rollout: Rollout, rows: torch.Tensor | slice):
+    """``model``'s output on rollout rows: logits (B, R + 1, V) of the last R + 1 columns
+    (P − 1 … P + R − 1; the LM head skips the prompt) and every layer's hidden states."""
+    attention_mask = rollout.attention_mask[rows]
+    return model(
+        input_ids=rollout.input_ids[rows],
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        output_hidden_states=True,
+        use_cache=False,
+        logits_to_keep=rollout.response_mask.shape[1] + 1,
     )
 
 
@@ -310,20 +340,29 @@ def forward_response(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` on rollout rows; return the logits (B, R, V) that predict the response
     tokens and the last hidden states (B, R, H) at the same columns (the value-head input)."""
-    input_ids = rollout.input_ids[rows]
-    attention_mask = rollout.attention_mask[rows]
-    response_length = rollout.response_mask.shape[1]
-    output = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        output_hidden_states=True,
-        use_cache=False,
-        logits_to_keep=response_length + 1,  # skip the LM head on the prompt
-    )
+    output = _run_on_rollout(model, rollout, rows)
     logits = output.logits[:, :-1]  # (B, R, V): column P − 1 + j predicts response token j
     hidden = output.hidden_states[-1][:, rollout.context_length - 1 : -1]  # (B, R, H)
     return logits, hidden
+
+
+@torch.no_grad()
+def reference_forward(
+    policy: nn.Module, rollout: Rollout, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π_ref of each response token (B, R) and the reward model's features (B, 2H), from
+    one pass of the base model (``policy`` with its adapters disabled) over the rollout.
+
+    The pass is the base model on prompt + response: exactly what
+    `contracts.features.sequence_features` computes, so its features come for free.
+    """
+    with adapters_disabled(policy):
+        output = _run_on_rollout(policy, rollout, slice(None))
+    ref_logprobs = response_logprobs(output.logits[:, :-1], rollout.response_ids, temperature)
+    features = pool_hidden_states(
+        output.hidden_states[-1], rollout.full_response_mask * rollout.attention_mask
+    )  # (B, 2H)
+    return ref_logprobs, features
 
 
 def ppo_update(
@@ -382,22 +421,7 @@ def ppo_update(
         b_logprobs = response_logprobs(logits, b_response_ids, temperature)  # (B, R)
         b_values = value_head(hidden) * b_mask  # (B, R)
         del logits, hidden
-        with adapters_disabled(policy):
-            ref_output = policy(
-                input_ids=rollout.input_ids,
-                attention_mask=rollout.attention_mask,
-                position_ids=position_ids_from_mask(rollout.attention_mask),
-                output_hidden_states=True,
-                use_cache=False,
-                logits_to_keep=b_mask.shape[1] + 1,
-            )
-        b_ref_logprobs = response_logprobs(ref_output.logits[:, :-1], b_response_ids, temperature)
-        # The reference pass is the base model on prompt + response: exactly what
-        # contracts.features.sequence_features computes, so its features are reused here.
-        b_features = pool_hidden_states(
-            ref_output.hidden_states[-1], rollout.full_response_mask * rollout.attention_mask
-        )  # (B, 2H)
-        del ref_output
+        b_ref_logprobs, b_features = reference_forward(policy, rollout, temperature)
 
     # 3. KL-shaped reward: score at the last real token, −β·KL at every token.
     with torch.no_grad():

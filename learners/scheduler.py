@@ -1,10 +1,11 @@
 """Which user a learner trains next, and the lease that keeps it that learner's alone.
 
 Users are ranked by pending examples (new feedback not yet trained on); a user
-needs ``min_feedback`` of them. A worker takes a user by setting a lease key
-with ``NX`` and an expiry: if the worker dies, the lease expires and another
-worker takes the user over. Releasing and renewing check the lease's token, so
-a worker whose lease already expired cannot release someone else's.
+needs ``min_feedback`` of them. A worker takes a user with a lease: redis-py's
+``Lock`` on the user's lease key, with an expiry, taken without waiting. If the
+worker dies, the lease expires and another worker takes the user over.
+Renewing and releasing check the lease's token, so a worker whose lease already
+expired cannot renew it or release someone else's.
 """
 
 from __future__ import annotations
@@ -14,17 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
+from redis.exceptions import LockNotOwnedError
+from redis.lock import Lock
 
 from contracts.keys import PENDING_KEY, lease_key
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
 
 
 class LeaseLost(RuntimeError):
@@ -35,9 +29,10 @@ class Scheduler:
     def __init__(self, client: redis.Redis, min_feedback: int, lease_s: int) -> None:
         self.client = client
         self.min_feedback = min_feedback
-        self.lease_ms = lease_s * 1000
-        self._release = client.register_script(_RELEASE)
-        self._renew = client.register_script(_RENEW)
+        self.lease_s = lease_s
+        # The leases this worker holds, by (user, token): a Lock keeps its token itself,
+        # while the update is handed the token and passes it back to renew.
+        self._held: dict[tuple[str, str], Lock] = {}
 
     def candidates(self, limit: int = 20) -> list[str]:
         """Users with at least ``min_feedback`` pending examples, most pending first."""
@@ -47,17 +42,34 @@ class Scheduler:
         return [u.decode() for u in users]
 
     def try_lease(self, user_id: str) -> str | None:
+        """The token of a new lease on ``user_id``; None if another worker holds one."""
+        # Not thread-local: the lease belongs to the worker, whichever thread renews it.
+        lease = self.client.lock(lease_key(user_id), timeout=self.lease_s, thread_local=False)
         token = uuid.uuid4().hex
-        if self.client.set(lease_key(user_id), token, nx=True, px=self.lease_ms):
-            return token
-        return None
+        if not lease.acquire(blocking=False, token=token):
+            return None
+        self._held[(user_id, token)] = lease
+        return token
 
     def renew(self, user_id: str, token: str) -> None:
-        if not self._renew(keys=[lease_key(user_id)], args=[token, self.lease_ms]):
+        """Reset the lease's expiry to ``lease_s``; ``LeaseLost`` if it is no longer ours."""
+        lease = self._held.get((user_id, token))
+        if lease is None:
             raise LeaseLost(user_id)
+        try:
+            lease.reacquire()
+        except LockNotOwnedError:
+            raise LeaseLost(user_id) from None
 
     def release(self, user_id: str, token: str) -> None:
-        self._release(keys=[lease_key(user_id)], args=[token])
+        """End the lease if it is still ours; an expired one may be another worker's now."""
+        lease = self._held.pop((user_id, token), None)
+        if lease is None:
+            return
+        try:
+            lease.release()
+        except LockNotOwnedError:
+            pass  # expired: nothing of ours to release
 
     @contextmanager
     def next_user(self) -> Iterator[tuple[str, str] | None]:

@@ -26,7 +26,7 @@ from contracts.settings import Settings
 from learners.feedback_consumer import FeedbackConsumer
 from learners.gate import GateConfig
 from learners.ppo_config import PPOConfig
-from learners.reward import RewardConfig
+from learners.reward_config import RewardConfig
 from learners.scheduler import LeaseLost, Scheduler
 from learners.user_update import UpdateOutcome, UserUpdater
 
@@ -51,7 +51,7 @@ class LearnerOptions:
     # the critic's own learning rate (value_learning_rate).
     ppo: PPOConfig = field(default_factory=lambda: PPOConfig(
         learning_rate=1e-3, num_minibatches=8, gae_lambda=1.0, kl_coef=0.1, clip_range_value=1.0))
-    value_learning_rate: float = 1e-2  # the critic's AdamW rate (UserUpdater._optimizer says why)
+    value_learning_rate: float = 1e-2  # the critic's AdamW rate (make_optimizer says why)
     gate: GateConfig = field(default_factory=GateConfig)
     held_out_samples: int = 32  # responses the gate scores before and after (prompts cycled)
     # A small, quick reward model: the learner refits it often on little data. Linear

@@ -27,6 +27,7 @@ from learners.ppo import (
     masked_whiten,
     per_token_kl,
     ppo_update,
+    reference_forward,
     response_logprobs,
     shaped_rewards,
 )
@@ -267,6 +268,50 @@ def test_value_head_starts_at_zero():
     head = ValueHead.for_model(policy)
     assert head(torch.randn(2, 5, 32)).abs().sum().item() == 0.0
     assert head(torch.randn(2, 5, 32, dtype=torch.bfloat16)).dtype == torch.float32
+
+
+def test_make_optimizer_puts_the_critic_on_its_own_learning_rate():
+    config = PPOConfig(learning_rate=1e-3)
+    policy = make_policy(config)
+    value_head = ValueHead.for_model(policy)
+    lora = {id(p) for p in policy.parameters() if p.requires_grad}
+    critic = {id(p) for p in value_head.parameters()}
+    optimizer = make_optimizer(policy, value_head, config, value_learning_rate=1e-2)
+    rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert rates.keys() == lora | critic  # every trainable parameter, no frozen one
+    assert {rates[i] for i in lora} == {1e-3} and {rates[i] for i in critic} == {1e-2}
+    default = make_optimizer(policy, value_head, config)  # no rate given: the LoRA's
+    assert {group["lr"] for group in default.param_groups} == {1e-3}
+
+
+def test_reference_forward_gives_the_base_models_logprobs_and_features_of_each_row():
+    """Against the base model run on each row alone (no padding), sliced by hand."""
+    temperature = 0.7
+    config = PPOConfig(max_new_tokens=6, temperature=temperature)
+    base = tiny_llama(seed=4)
+    policy = get_peft_model(tiny_llama(seed=4), config.lora_config())
+    with torch.no_grad():  # a non-zero adapter, so "the base model" is a real constraint
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.5)
+    torch.manual_seed(0)
+    rollout = sample_responses(policy, [[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]],
+                               eos_token_id=EOS_ID, pad_token_id=PAD_ID, max_new_tokens=6,
+                               temperature=temperature)
+    ref_logprobs, features = reference_forward(policy, rollout, temperature)  # (B, R), (B, 2H)
+    real = rollout.response_mask.bool()
+    for row, prompt in enumerate(rollout.prompt_lists()):
+        response = rollout.response_ids[row][real[row]].tolist()  # EOS included, if any
+        sequence = torch.tensor([prompt + response])
+        with torch.no_grad():
+            log_probs = torch.log_softmax(base(input_ids=sequence).logits[0] / temperature, -1)
+        # Position t predicts token t + 1: response token j is predicted at len(prompt) − 1 + j.
+        predicting = log_probs[len(prompt) - 1 : -1]  # (len(response), V)
+        expected = predicting.gather(1, torch.tensor(response)[:, None])[:, 0]
+        assert torch.allclose(ref_logprobs[row, : len(response)], expected, atol=1e-4)
+        feature_mask = torch.tensor([[0] * len(prompt) + [1] * len(response)])
+        alone = sequence_features(base, sequence, torch.ones_like(sequence), feature_mask)
+        assert torch.allclose(features[row], alone[0], atol=1e-5)
 
 
 def test_ppo_update_changes_every_trainable_parameter_and_nothing_else(tokenizer):

@@ -1,0 +1,61 @@
+"""Solving every user's head at once, towers frozen: batched Newton on penalised logistic losses.
+
+With the towers frozen, each event is ``offset + θ_u · phi`` for its user's head
+θ_u = (b_u, factors_u): a thumb is a logistic regression on phi = [1, proj(x)], a
+ranking pair one on phi = [0, proj(better) − proj(worse)] with label 1. With the
+L2 shrinkage (``bias_l2``, ``user_l2``) each user's problem is convex and has
+1 + k' parameters (k' factors), so Newton's method solves it in a few steps:
+milliseconds for hundreds of events, which is what lets a learner refit a
+newcomer's head on every update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class HeadDesign:
+    """Each event as ``offset + θ_u · phi`` with θ_u = (b_u, factors_u)."""
+
+    user: torch.Tensor  # (E,) user index
+    offset: torch.Tensor  # (E,) population logit (thumbs) or logit difference (pairs)
+    phi: torch.Tensor  # (E, 1 + k'): [1, proj(x)] for thumbs, [0, proj(a) − proj(b)] for pairs
+    label: torch.Tensor  # (E,) 0/1 (pairs: 1)
+    weight: torch.Tensor  # (E,)
+
+
+def solve_user_heads(design: HeadDesign, num_users: int, num_factors: int, bias_l2: float,
+                     user_l2: float, steps: int) -> torch.Tensor:
+    """(U, 1+k) L2-penalised logistic-regression solutions of every user at once (Newton).
+
+    Minimises, per user, Σ weight·BCE(σ(offset + θ·phi), label) + ½·bias_l2·b² +
+    ½·user_l2·|factors|². The Hessians are accumulated per user with ``index_add_``
+    and solved as one batched system.
+    """
+    width = 1 + num_factors
+    penalty = torch.diag(torch.tensor([bias_l2] + [user_l2] * num_factors))  # (1+k, 1+k)
+    # A tiny ridge keeps users with no events (or no thumbs: the bias is then
+    # unidentified) solvable when a penalty is 0.
+    penalty = penalty + 1e-6 * torch.eye(width)
+    theta = torch.zeros(num_users, width)
+    phi, weight = design.phi.double(), design.weight.double()
+    outer = phi[:, :, None] * phi[:, None, :]  # (E, 1+k, 1+k)
+    for _ in range(steps):
+        logits = design.offset.double() + (phi * theta.double()[design.user]).sum(-1)
+        prob = torch.sigmoid(logits)
+        grad = torch.zeros(num_users, width, dtype=torch.float64).index_add_(
+            0, design.user, (weight * (prob - design.label.double()))[:, None] * phi)
+        hess = torch.zeros(num_users, width, width, dtype=torch.float64).index_add_(
+            0, design.user, (weight * prob * (1 - prob))[:, None, None] * outer)
+        grad = grad + theta.double() @ penalty.double()
+        hess = hess + penalty.double()
+        step = torch.linalg.solve(hess, grad[..., None])[..., 0]
+        # Clipped Newton: with a near-zero penalty and separable votes a full step
+        # can overshoot far into the flat part of the sigmoid.
+        theta = theta - step.clamp(-4.0, 4.0).float()
+        if step.numel() == 0 or float(step.abs().max()) < 1e-6:
+            break
+    return theta
