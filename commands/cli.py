@@ -58,7 +58,12 @@ def adapter_publish(
     user: Annotated[str, typer.Option(help="User id the adapter is for.")],
     path: Annotated[Path, typer.Argument(help="A peft adapter folder (save_pretrained).")],
 ) -> None:
-    """Publish a peft LoRA adapter as a user's current version (no restart needed)."""
+    """Publish a peft LoRA adapter as a user's current version (no restart needed).
+
+    Refused, before anything is published, if the server could not serve it: a rank
+    above TAILOR_MAX_LORA_RANK, modules outside TAILOR_LORA_TARGET_MODULES, DoRA, or
+    per-layer ranks or alphas (rank_pattern, alpha_pattern).
+    """
     _environment()
     import redis
 
@@ -68,13 +73,15 @@ def adapter_publish(
         AdapterStore,
         publish_adapter,
     )
+    from contracts.lora_config import ServedLora
     from contracts.settings import Settings
 
     settings = Settings()
     client = redis.Redis.from_url(settings.effective_redis_url)
     try:
         version = publish_adapter(
-            AdapterStore(settings.adapter_store_uri), AdapterRegistry(client), user, path
+            AdapterStore(settings.adapter_store_uri), AdapterRegistry(client), user, path,
+            served=ServedLora.from_settings(settings),
         )
     except AdapterError as err:
         console.print(f"[red]error:[/] {err}")

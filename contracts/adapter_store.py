@@ -6,34 +6,44 @@
   a version is published, so a replica never sees half an adapter.
 - ``AdapterRegistry``: the current version of each user is a pointer in Redis,
   swapped in one command, then announced on a pub/sub channel.
+
+What the serving engine can serve is checked in ``contracts.lora_config``:
+``publish_adapter`` checks before anything is published, the engine at load.
 """
 
 from __future__ import annotations
 
-import json
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import fsspec
 import redis
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors
 
 from contracts.keys import ADAPTER_CHANNEL, USERS_SET, adapter_pointer_key, user_key
+from contracts.lora_config import (
+    CONFIG_FILE,
+    AdapterError,
+    ServedLora,
+    check_servable,
+    read_lora_config,
+)
 
-CONFIG_FILE = "adapter_config.json"
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
 WEIGHTS_FILE = "adapter_model.safetensors"
-
-
-class AdapterError(ValueError):
-    """An adapter that cannot be served here (bad files, rank, targets)."""
 
 
 @dataclass
 class LoadedAdapter:
-    config: dict
+    config: LoraConfig
     tensors: dict[str, torch.Tensor]
 
 
@@ -59,11 +69,19 @@ class AdapterStore:
         path = self.version_path(user_id, version)
         try:
             with self.fs.open(f"{path}/{CONFIG_FILE}", "rb") as f:
-                config = json.load(f)
+                raw_config = f.read()
             with self.fs.open(f"{path}/{WEIGHTS_FILE}", "rb") as f:
                 tensors = load_safetensors(f.read())
         except FileNotFoundError as err:
             raise AdapterError(f"adapter {user_id}/{version} is missing from the store") from err
+        # peft reads a config from a local folder only (else it asks the Hub), and the
+        # store may be s3:// or gs://: one small file copied per load (a cache miss).
+        with tempfile.TemporaryDirectory(prefix="tailor-adapter-") as local_dir:
+            (Path(local_dir) / CONFIG_FILE).write_bytes(raw_config)
+            try:
+                config = read_lora_config(Path(local_dir))
+            except AdapterError as err:  # named by its place in the store, not the copy
+                raise AdapterError(f"adapter {user_id}/{version}: {err}") from err
         return LoadedAdapter(config=config, tensors=tensors)
 
     def delete_user(self, user_id: str) -> None:
@@ -72,10 +90,21 @@ class AdapterStore:
             self.fs.rm(path, recursive=True)
 
 
-def check_adapter_folder(local_dir: Path) -> None:
+def check_adapter_folder(local_dir: Path, served: ServedLora | None = None) -> None:
+    """A saved peft adapter folder, and (given ``served``) one the engine can serve."""
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (local_dir / name).is_file():
             raise AdapterError(f"{local_dir} has no {name}: save it with peft's save_pretrained")
+    if served is not None:
+        try:
+            with safe_open(local_dir / WEIGHTS_FILE, framework="pt") as weights:  # header only
+                tensor_names = list(weights.keys())
+        except SafetensorError as err:
+            raise AdapterError(
+                f"{local_dir / WEIGHTS_FILE} is not a safetensors file ({err}): save the "
+                "adapter with peft's save_pretrained"
+            ) from err
+        check_servable(read_lora_config(local_dir), tensor_names, served)
 
 
 def new_version(sequence: int) -> str:
@@ -108,10 +137,19 @@ class AdapterRegistry:
 
 
 def publish_adapter(
-    store: AdapterStore, registry: AdapterRegistry, user_id: str, local_dir: Path
+    store: AdapterStore,
+    registry: AdapterRegistry,
+    user_id: str,
+    local_dir: Path,
+    served: ServedLora | None = None,
 ) -> str:
-    """Put a peft adapter folder in the store and make it the user's current version."""
-    check_adapter_folder(local_dir)  # before anything changes in Redis
+    """Put a peft adapter folder in the store and make it the user's current version.
+
+    ``served``: what the serving engine serves; an adapter it cannot serve is refused
+    here, before its first request. None leaves that to the engine, which refuses it
+    at load.
+    """
+    check_adapter_folder(local_dir, served)  # before anything changes in Redis
     version = registry.next_version(user_id)
     store.put(user_id, version, local_dir)
     registry.publish(user_id, version)

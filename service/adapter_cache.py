@@ -12,33 +12,31 @@ from collections import OrderedDict
 
 import torch
 
-from contracts.adapter_store import AdapterError, AdapterStore, LoadedAdapter
+from contracts.adapter_store import AdapterStore, LoadedAdapter
+from contracts.lora_config import AdapterError, ServedLora, check_servable, lora_module
 from service.multi_lora import MultiLoRALinear
 
 
 def lora_pairs(
     adapter: LoadedAdapter, layers: dict[str, MultiLoRALinear], max_rank: int
 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], float]:
-    """Map peft's tensor names onto the serving model's layers; validate as we go.
+    """Map peft's tensor names onto the serving model's layers, once the adapter passed
+    ``check_servable`` (the check ``tailor adapter publish`` makes too).
 
     peft saves ``base_model.model.<module path>.lora_A.weight`` (r, in) and
     ``...lora_B.weight`` (out, r); the scale is ``lora_alpha / r`` (``/ sqrt(r)``
     with rsLoRA).
     """
     config = adapter.config
-    if config.get("peft_type", "LORA") != "LORA":
-        raise AdapterError(f"peft_type {config.get('peft_type')!r} is not LoRA")
-    rank = int(config["r"])
-    if rank > max_rank:
-        raise AdapterError(f"adapter rank {rank} exceeds TAILOR_MAX_LORA_RANK={max_rank}")
-    alpha = float(config.get("lora_alpha", rank))
-    scale = alpha / (rank**0.5) if config.get("use_rslora") else alpha / rank
+    served = ServedLora(frozenset(path.rsplit(".", 1)[-1] for path in layers), max_rank)
+    check_servable(config, adapter.tensors, served)
+    scale = config.lora_alpha / (config.r**0.5 if config.use_rslora else config.r)
     pairs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     for name, tensor in adapter.tensors.items():
-        if not name.endswith(".lora_A.weight"):
+        module = lora_module(name)
+        if module is None:
             continue
-        module = name.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
-        if module not in layers:
+        if module not in layers:  # a served layer name, at a path this model lacks
             raise AdapterError(
                 f"adapter targets {module}, which this server does not serve with LoRA; "
                 "train it with TAILOR_LORA_TARGET_MODULES of the server"

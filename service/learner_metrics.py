@@ -15,11 +15,11 @@ on, and the Ingress renders it:
 
 from __future__ import annotations
 
-import numpy as np
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from contracts.feedback_lag import lag_quantile
 from contracts.keys import FEEDBACK_LAG_KEY, LEARNER_RECENT_KEY, LEARNER_STATS_KEY, user_key
 
 # Numbers each update records, globally as ``last_<name>`` and per user as ``learner_<name>``.
@@ -33,7 +33,7 @@ UPDATE_NUMBERS = {
     "ppo_seconds": "Seconds per PPO iteration",
 }
 LAG_WINDOW = 1000  # newest events the lag quantiles are taken over
-LAG_QUANTILES = (0.5, 0.95)
+LAG_QUANTILES = (0.5, 0.95)  # nearest rank: see contracts.feedback_lag
 
 
 async def learner_metrics_text(client: aioredis.Redis, max_users: int) -> bytes:
@@ -68,8 +68,9 @@ def _global(stats: dict[str, str], lags: list[float]) -> list:
     for field, value in sorted(stats.items()):
         if field == "published" or field.startswith("rejected_"):
             updates.add_metric([field.removeprefix("rejected_")], float(value))
-    dropped = CounterMetricFamily("tailor_learner_events_dropped",
-                                  "Feedback events the learners could not use (e.g. expired completion)")
+    dropped = CounterMetricFamily(
+        "tailor_learner_events_dropped",
+        "Feedback events the learners could not use (e.g. expired completion)")
     dropped.add_metric([], float(stats.get("events_dropped", 0)))
     families = [updates, dropped]
     for name, help_text in UPDATE_NUMBERS.items():
@@ -83,7 +84,7 @@ def _global(stats: dict[str, str], lags: list[float]) -> list:
                             f"{LAG_WINDOW} events", labels=["quantile"])
     if lags:
         for q in LAG_QUANTILES:
-            lag.add_metric([str(q)], float(np.quantile(lags, q)))
+            lag.add_metric([str(q)], lag_quantile(lags, q))
     families.append(lag)
     return families
 

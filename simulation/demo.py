@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from contracts.feedback_lag import lag_quantile
 from contracts.keys import (
     FEEDBACK_GROUP,
     FEEDBACK_LAG_KEY,
@@ -194,14 +195,6 @@ def wait_for_learners(client: redis.Redis, min_feedback: int, timeout_s: float) 
     return False
 
 
-def percentile(values: list[float], share: float) -> float | None:
-    """The ``share`` quantile (nearest rank) of ``values``; None when empty."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
-
-
 def learner_view(client: redis.Redis, user_id: str) -> dict:
     """What the learners published for ``user_id`` (the last accepted update's metrics)."""
     raw = {k.decode(): v.decode() for k, v in client.hgetall(user_key(user_id)).items()}
@@ -336,8 +329,8 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "users": per_user,
-        "feedback_lag_p50_s": percentile(lags, 0.50),
-        "feedback_lag_p95_s": percentile(lags, 0.95),
+        "feedback_lag_p50_s": lag_quantile(lags, 0.50),
+        "feedback_lag_p95_s": lag_quantile(lags, 0.95),
         "feedback_lags": len(lags),
         "ppo_update_seconds": statistics.fmean(ppo_seconds) if ppo_seconds else None,
         "learners_caught_up": caught_up,

@@ -1,8 +1,10 @@
 """The `tailor` command as a person uses it (typer's runner, a real Redis)."""
 
+import pytest
 from typer.testing import CliRunner
 
 from commands.cli import app
+from tests.unservable_adapters import UNSERVABLE, adapter_with_config, one_line
 
 runner = CliRunner()
 
@@ -32,6 +34,20 @@ def test_adapter_publish_without_redis_names_the_setting(tmp_path, adapter_dirs,
     monkeypatch.setenv("TAILOR_ADAPTER_STORE", str(tmp_path / "store"))
     result = runner.invoke(app, ["adapter", "publish", "--user", "alice", str(adapter_dirs[0])])
     assert result.exit_code == 2 and "REDIS_URL" in result.output
+
+
+@pytest.mark.parametrize("name", UNSERVABLE)
+def test_adapter_publish_refuses_an_adapter_the_server_cannot_serve(
+        name, redis_server, redis_client, adapter_dirs, tmp_path, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    monkeypatch.setenv("TAILOR_ADAPTER_STORE", str(tmp_path / "store"))
+    fields, words = UNSERVABLE[name]
+    folder = adapter_with_config(adapter_dirs[0], tmp_path / name, **fields)
+    result = runner.invoke(app, ["adapter", "publish", "--user", "alice", str(folder)])
+    assert result.exit_code == 2, result.output
+    for word in words:
+        assert word in one_line(result.output)
+    assert list(redis_client.scan_iter()) == [] and not (tmp_path / "store").exists()
 
 
 def test_help_lists_every_command():

@@ -36,6 +36,24 @@ def test_an_expired_lease_can_be_taken_and_the_old_holder_cannot_renew_or_releas
     assert redis_client.get(lease_key("a")).decode() == new_token
 
 
+def test_renew_resets_the_expiry_of_a_lease_still_held(redis_client):
+    scheduler = Scheduler(redis_client, 1, 10)
+    token = scheduler.try_lease("a")
+    assert 9000 < redis_client.pttl(lease_key("a")) <= 10_000  # the lease expires by itself
+    redis_client.pexpire(lease_key("a"), 500)  # most of the lease used up
+    scheduler.renew("a", token)
+    assert redis_client.pttl(lease_key("a")) > 9000
+
+
+def test_a_released_lease_cannot_be_renewed_and_the_user_can_be_leased_again(redis_client):
+    scheduler = Scheduler(redis_client, 1, 10)
+    token = scheduler.try_lease("a")
+    scheduler.release("a", token)
+    with pytest.raises(LeaseLost):
+        scheduler.renew("a", token)
+    assert scheduler.try_lease("a") not in (None, token)
+
+
 def test_mark_trained_takes_used_examples_off_the_pending_count(redis_client):
     scheduler = Scheduler(redis_client, 1, 10)
     redis_client.zadd(PENDING_KEY, {"a": 7})
