@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.batcher import Batcher, TextDelta
-from service.engine import Engine, GenerationRequest, SamplingParams
+from service.batcher import Batcher
+from service.engine import Engine, EngineRequest
+from service.engine_interface import SamplingParams, TextDelta
 
 
 @dataclass
@@ -34,13 +35,13 @@ class ArrivalStats:
 
 
 def arrival_requests(prompts: list[list[int]], count: int, short: int, long: int,
-                     long_share: float, seed: int = 0) -> list[GenerationRequest]:
+                     long_share: float, seed: int = 0) -> list[EngineRequest]:
     """``count`` requests over ``prompts``, one adapter per prompt index, mixed lengths."""
     rng = np.random.default_rng(seed)
     requests = []
     for i in range(count):
         tokens = long if rng.random() < long_share else short
-        requests.append(GenerationRequest(
+        requests.append(EngineRequest(
             prompts[i % len(prompts)],
             SamplingParams(max_tokens=tokens, temperature=1.0, seed=i, ignore_eos=True),
             user_id=f"user{i % len(prompts)}", adapter_version="v1", record_features=False,
@@ -49,13 +50,13 @@ def arrival_requests(prompts: list[list[int]], count: int, short: int, long: int
     return requests
 
 
-def run_arrivals(engine: Engine, requests: list[GenerationRequest], gap_s: float,
+def run_arrivals(engine: Engine, requests: list[EngineRequest], gap_s: float,
                  max_batch_size: int, continuous: bool) -> ArrivalStats:
     latencies: dict[int, list[float]] = defaultdict(list)  # by max_tokens
     first_text: dict[int, float] = {}  # id(request) -> seconds
     tokens = 0
 
-    async def one(batcher: Batcher, request: GenerationRequest, delay: float) -> None:
+    async def one(batcher: Batcher, request: EngineRequest, delay: float) -> None:
         nonlocal tokens
         await asyncio.sleep(delay)
         arrived = time.perf_counter()

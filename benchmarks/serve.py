@@ -30,7 +30,8 @@ from transformers import AutoModelForCausalLM
 from benchmarks.arrivals import arrival_requests, run_arrivals
 from contracts.adapter_store import AdapterStore
 from contracts.settings import Settings
-from service.engine import Engine, GenerationRequest, SamplingParams
+from service.engine import Engine, EngineRequest
+from service.engine_interface import SamplingParams
 
 PROMPTS = [
     "how do I boil an egg", "my house is too hot", "name for my cat", "what should I cook tonight",
@@ -96,7 +97,7 @@ def run_bench_serve(users: int, max_tokens: int, repeats: int, console: Console,
 
     def run_engine(with_adapters: bool) -> int:
         requests = [
-            GenerationRequest(prompt, params, user_id=f"user{i}",
+            EngineRequest(prompt, params, user_id=f"user{i}",
                               adapter_version="v1" if with_adapters else None, record_features=False)
             for i, prompt in enumerate(prompts)
         ]

@@ -19,36 +19,28 @@ from ray.serve.handle import DeploymentHandle
 
 from contracts.settings import Settings
 from service.api import create_api
-from service.engine import SamplingParams
+from service.batching_engine import BatchingEngine
+from service.engine_interface import GenerationEngine, GenerationEvent, GenerationRequest
 from service.feedback_store import FeedbackStore
-from service.generation import GenerationFailure, GenerationOutput, GeneratorCore, TextDelta
+from service.generation import GeneratorCore
 
 APP_NAME = "tailor"
 
 
-def settings_from(args: dict[str, Any]) -> Settings:
-    return Settings(**args)
-
-
 @serve.deployment(name="Generator", health_check_period_s=10)
 class Generator:
-    def __init__(self, settings_args: dict[str, Any]) -> None:
-        settings = settings_from(settings_args)
+    """Runs ``engine_cls`` on settings that ``build_app`` validated (never re-read here)."""
+
+    def __init__(
+        self, settings: Settings, engine_cls: type[GenerationEngine] = BatchingEngine
+    ) -> None:
         # Ray gives a replica a CPU budget, not a thread pool: keep torch inside it.
         torch.set_num_threads(settings.torch_threads)
-        self.core = GeneratorCore(settings)
+        self.core = GeneratorCore(settings, engine_cls)
         self.core.start()
 
-    async def generate(
-        self,
-        messages: list[dict],
-        params: SamplingParams,
-        n: int,
-        user_id: str | None,
-        adapter_version: str | None,
-        stream: bool,
-    ) -> AsyncIterator[TextDelta | GenerationOutput | GenerationFailure]:
-        async for event in self.core.generate(messages, params, n, user_id, adapter_version, stream):
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        async for event in self.core.generate(request):
             yield event
 
     async def ready(self) -> bool:
@@ -72,8 +64,8 @@ class HandleBackend:
     def __init__(self, handle: DeploymentHandle) -> None:
         self.handle = handle
 
-    async def generate(self, *args: Any) -> AsyncIterator:
-        async for event in self.handle.options(stream=True).generate.remote(*args):
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
+        async for event in self.handle.options(stream=True).generate.remote(request):
             yield event
 
     async def ready(self) -> bool:
@@ -86,8 +78,7 @@ class HandleBackend:
 @serve.deployment(name="Ingress")
 @serve.ingress()
 class Ingress:
-    def __init__(self, generator: DeploymentHandle, settings_args: dict[str, Any]) -> None:
-        settings = settings_from(settings_args)
+    def __init__(self, generator: DeploymentHandle, settings: Settings) -> None:
         store = FeedbackStore.from_url(settings.effective_redis_url, settings.completion_ttl_s)
         self.api = create_api(settings, HandleBackend(generator), store)
 
@@ -96,9 +87,21 @@ class Ingress:
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """The Tailor application; ``args`` override settings (validated here, before deploy)."""
-    args = dict(args or {})
-    settings = settings_from(args)
+    """The Tailor application; ``args`` override the environment's settings.
+
+    Settings are validated here, once, where ``serve run``/``serve deploy`` and the
+    RayService build the app, so a bad value fails the deploy rather than a
+    replica; the replicas get the validated ``Settings`` object itself (pickled,
+    not re-read from each replica's environment). Ray Serve calls a builder with
+    the ``args`` dict only: another engine is given to ``application``.
+    """
+    return application(Settings(**(args or {})))
+
+
+def application(
+    settings: Settings, engine_cls: type[GenerationEngine] = BatchingEngine
+) -> Application:
+    """The deployments of ``build_app``, running ``engine_cls`` in each Generator replica."""
     generator = Generator.options(
         num_replicas=settings.num_replicas,
         # enough in flight that a replica can fill a batch of max_batch_size rows
@@ -107,7 +110,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
             "num_cpus": settings.replica_num_cpus,
             "num_gpus": settings.replica_num_gpus,
         },
-    ).bind(args)
+    ).bind(settings, engine_cls)
     return Ingress.options(
         max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.1}
-    ).bind(generator, args)
+    ).bind(generator, settings)

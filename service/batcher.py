@@ -22,18 +22,13 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from service.engine import Engine, GenerationRequest, GenerationResult
-
-
-@dataclass
-class TextDelta:
-    choice_index: int
-    text: str
+from service.engine import Engine, EngineRequest
+from service.engine_interface import GenerationResult, TextDelta
 
 
 @dataclass
 class _Pending:
-    request: GenerationRequest
+    request: EngineRequest
     events: asyncio.Queue
 
     @property
@@ -65,7 +60,7 @@ class Batcher:
             self._loop = asyncio.get_running_loop()
             self._task = self._loop.create_task(self._run())
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TextDelta | GenerationResult]:
+    async def generate(self, request: EngineRequest) -> AsyncIterator[TextDelta | GenerationResult]:
         """Yield text deltas as they appear (if streamed), then the final result."""
         if request.n > self.max_batch_size:
             raise ValueError(f"n={request.n} exceeds the batch size {self.max_batch_size}")

@@ -19,29 +19,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from tokenizers.decoders import DecodeStream
 
 from contracts.adapter_store import AdapterError, AdapterStore
 from contracts.features import sequence_features
 from contracts.modeling import BaseModel, load_base_model
+from contracts.records import ChoiceRecord
 from contracts.settings import Settings
 from service.adapter_cache import AdapterCache
+from service.engine_interface import GenerationResult, SamplingParams
 from service.multi_lora import inject_multi_lora
 from service.running_batch import RunningBatch
 from service.sampling import RowSampling, row_generator, sample_next
 
 
 @dataclass
-class SamplingParams:
-    max_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-    ignore_eos: bool = False  # benchmarks: every row runs to max_tokens
+class EngineRequest:
+    """A request at the engine's level: the prompt as token ids, rows by ``n``."""
 
-
-@dataclass
-class GenerationRequest:
     prompt_ids: list[int]
     params: SamplingParams
     n: int = 1
@@ -56,27 +51,6 @@ class GenerationRequest:
 
 
 @dataclass
-class ChoiceOutput:
-    text: str
-    token_ids: list[int]
-    finish_reason: str  # "stop" | "length"
-
-
-@dataclass
-class GenerationResult:
-    choices: list[ChoiceOutput]
-    prompt_tokens: int
-    adapter_version: str | None
-    features: np.ndarray | None = None  # (n, D) float32
-    first_token_s: float | None = None  # seconds from arrival to the first token
-    finished_s: float | None = None  # seconds from arrival to the result
-
-    @property
-    def completion_tokens(self) -> int:
-        return sum(len(c.token_ids) for c in self.choices)
-
-
-@dataclass
 class _Row:
     choice_index: int
     prompt_ids: list[int]
@@ -84,6 +58,9 @@ class _Row:
     params: SamplingParams
     sampling: RowSampling
     on_delta: Callable[[int, str], None] | None
+    # Incremental detokenization: one step per token instead of decoding the
+    # row from its first token at every step; it holds back half a character.
+    decoder: DecodeStream = field(default_factory=lambda: DecodeStream(skip_special_tokens=True))
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     emitted: int = 0  # characters of ``text`` already streamed
@@ -100,7 +77,7 @@ class _Row:
 class _Running:
     """A request in the running batch, holding its adapter slot until it finishes."""
 
-    request: GenerationRequest
+    request: EngineRequest
     slot: int
     rows: list[_Row]
     arrived_at: float
@@ -143,6 +120,11 @@ class Engine:
         assert self.base is not None, "Engine.start() first"
         return self.base.tokenizer
 
+    @property
+    def _rust_tokenizer(self):
+        # DecodeStream steps on the `tokenizers` object behind the transformers tokenizer.
+        return self.tokenizer.backend_tokenizer
+
     @torch.inference_mode()
     def load_adapter(self, user_id: str, version: str) -> None:
         """Bring an adapter into the cache ahead of its first request (prefetch)."""
@@ -169,7 +151,7 @@ class Engine:
         return self._batch is None or self._batch.joinable
 
     @torch.inference_mode()
-    def admit(self, requests: list[GenerationRequest]) -> list[AdapterError | None]:
+    def admit(self, requests: list[EngineRequest]) -> list[AdapterError | None]:
         """Prefill ``requests`` and add their rows to the running batch.
 
         Returns, per request, the ``AdapterError`` that kept it out, or None.
@@ -197,7 +179,7 @@ class Engine:
         return errors
 
     @torch.inference_mode()
-    def step(self) -> list[tuple[GenerationRequest, GenerationResult]]:
+    def step(self) -> list[tuple[EngineRequest, GenerationResult]]:
         """One decode step for every running row; the requests that finished with it."""
         if self._active:
             if self._selection_stale:  # the rows changed since the last forward
@@ -216,7 +198,7 @@ class Engine:
                 self._selection_stale = True
         return self._finish()
 
-    def abort(self) -> list[GenerationRequest]:
+    def abort(self) -> list[EngineRequest]:
         """Drop the running batch (after an engine failure); the requests it held."""
         requests = [running.request for running in self._requests]
         for running in self._requests:
@@ -227,7 +209,7 @@ class Engine:
         return requests
 
     def generate_batch(
-        self, requests: list[GenerationRequest]
+        self, requests: list[EngineRequest]
     ) -> list[GenerationResult | AdapterError]:
         """Run ``requests`` together to completion on an idle engine (tests, benchmarks).
 
@@ -246,7 +228,7 @@ class Engine:
             raise
         return outcomes
 
-    def _rows(self, request: GenerationRequest, slot: int) -> list[_Row]:
+    def _rows(self, request: EngineRequest, slot: int) -> list[_Row]:
         base_seed = request.params.seed
         if base_seed is None:
             base_seed = int(self._seed_source.integers(0, 2**62))
@@ -301,7 +283,7 @@ class Engine:
         self._emit(row, final=True)
         return False
 
-    def _finish(self) -> list[tuple[GenerationRequest, GenerationResult]]:
+    def _finish(self) -> list[tuple[EngineRequest, GenerationResult]]:
         """Take the requests whose rows have all finished out of the running set."""
         done = [running for running in self._requests if running.finished]
         if not done:
@@ -316,9 +298,9 @@ class Engine:
         for running in done:
             request = running.request
             finished.append((request, GenerationResult(
-                choices=[ChoiceOutput(row.text, row.token_ids, row.finish_reason)
+                choices=[ChoiceRecord(row.text, row.token_ids, row.finish_reason)
                          for row in running.rows],
-                prompt_tokens=len(request.prompt_ids),
+                prompt_token_ids=request.prompt_ids,
                 adapter_version=request.adapter_version,
                 features=(np.stack([next(features) for _ in running.rows])
                           if request.record_features else None),
@@ -334,14 +316,17 @@ class Engine:
             row.finish_reason = "stop"
             return False
         if row.on_delta is not None or row.params.stop:
-            row.text = self.tokenizer.decode(row.token_ids, skip_special_tokens=True)
-            for stop in row.params.stop:
-                at = row.text.find(stop)
-                if at >= 0:
-                    row.text = row.text[:at]
-                    row.finish_reason = "stop"
-                    row.hit_stop_string = True
-                    return False
+            piece = row.decoder.step(self._rust_tokenizer, token)
+            if piece:
+                searched = max(0, len(row.text) - row.holdback)  # a stop may straddle the pieces
+                row.text += piece
+                for stop in row.params.stop:
+                    at = row.text.find(stop, searched)
+                    if at >= 0:
+                        row.text = row.text[:at]
+                        row.finish_reason = "stop"
+                        row.hit_stop_string = True
+                        return False
             self._emit(row, final=False)
         if len(row.token_ids) >= row.params.max_tokens:
             row.finish_reason = "length"
@@ -355,8 +340,6 @@ class Engine:
         if row.on_delta is None:
             return
         end = len(row.text) if final else len(row.text) - row.holdback
-        if not final and row.text.endswith("\ufffd"):  # half a UTF-8 character
-            end = min(end, len(row.text) - 1)
         if end > row.emitted:
             row.on_delta(row.choice_index, row.text[row.emitted : end])
             row.emitted = end

@@ -60,7 +60,7 @@ class RunningBatch:
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache()
         logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                       position_ids=position_ids, past_key_values=cache,
+                       position_ids=position_ids, cache=cache,
                        use_cache=True).logits[:, -1, :]
         return cls(cache, attention_mask, position_ids[:, -1:]), logits
 
@@ -72,7 +72,7 @@ class RunningBatch:
             [self.attention_mask, self.attention_mask.new_ones((self.rows, 1))], dim=1)
         self.last_positions = self.last_positions + 1
         return model(input_ids=input_ids, attention_mask=self.attention_mask,
-                     position_ids=self.last_positions, past_key_values=self.cache,
+                     position_ids=self.last_positions, cache=self.cache,
                      use_cache=True).logits[:, -1, :]
 
     def join(self, other: RunningBatch) -> None:

@@ -9,7 +9,7 @@ import redis
 import torch
 
 from contracts.adapter_store import AdapterRegistry, AdapterStore, publish_adapter
-from contracts.keys import FEEDBACK_STREAM
+from contracts.keys import FEEDBACK_STREAM, adapter_pointer_key
 from contracts.settings import Settings
 from tests.conftest import redis_snapshot
 from tests.local_server import local_server
@@ -168,6 +168,17 @@ def test_user_view_and_forgetting_a_user(client, server, settings, redis_client,
     assert not Path(settings.adapter_store_uri, "alice").exists()
     after = ask(client, "alice")
     assert after.system_fingerprint == "tailor-base"
+
+
+def test_an_adapter_that_cannot_be_loaded_is_a_503_not_a_bad_request(client, redis_client):
+    # The pointer names a version whose files are not in the store (e.g. deleted by hand).
+    redis_client.hset(adapter_pointer_key("alice"), "version", "v000099")
+    with pytest.raises(openai.InternalServerError) as err:
+        ask(client, "alice")
+    assert err.value.status_code == 503
+    assert "adapter could not be loaded" in err.value.body["message"]
+    assert err.value.body["param"] is None
+    assert ask(client, "bob").choices  # the engine goes on serving everyone else
 
 
 def test_chat_request_errors_are_openai_errors(client):

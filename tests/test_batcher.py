@@ -8,8 +8,9 @@ import torch
 
 from contracts.adapter_store import AdapterStore
 from contracts.settings import Settings
-from service.batcher import Batcher, TextDelta
-from service.engine import Engine, GenerationRequest, GenerationResult, SamplingParams
+from service.batcher import Batcher
+from service.engine import Engine, EngineRequest
+from service.engine_interface import GenerationResult, SamplingParams, TextDelta
 
 
 @pytest.fixture(scope="module")
@@ -27,16 +28,16 @@ def engine(serving_model_dir: Path, adapter_dirs: list[Path], tmp_path_factory) 
 def finishing_order(engine: Engine, continuous: bool) -> tuple[list[str], dict[str, GenerationResult]]:
     """A 200-token request starts; once it has streamed text, a 4-token one arrives."""
     prompt = engine.encode_chat([{"role": "user", "content": "how do I boil an egg"}])
-    long = GenerationRequest(prompt, SamplingParams(200, 1.0, seed=1, ignore_eos=True),
+    long = EngineRequest(prompt, SamplingParams(200, 1.0, seed=1, ignore_eos=True),
                              on_delta=lambda i, text: None)
-    short = GenerationRequest(prompt, SamplingParams(4, 1.0, seed=2, ignore_eos=True))
+    short = EngineRequest(prompt, SamplingParams(4, 1.0, seed=2, ignore_eos=True))
     order, results = [], {}
 
     async def main() -> None:
         batcher = Batcher(engine, max_batch_size=8, batch_wait_ms=0, continuous=continuous)
         started = asyncio.Event()
 
-        async def run(name: str, request: GenerationRequest) -> None:
+        async def run(name: str, request: EngineRequest) -> None:
             async for event in batcher.generate(request):
                 if isinstance(event, TextDelta):
                     started.set()
@@ -80,7 +81,7 @@ def test_an_engine_failure_fails_the_requests_it_held_and_the_next_one_runs(engi
 
     async def main() -> tuple[list, GenerationResult]:
         batcher = Batcher(engine, max_batch_size=8, batch_wait_ms=5)
-        doomed = [GenerationRequest(prompt, SamplingParams(20, 1.0, seed=i, ignore_eos=True),
+        doomed = [EngineRequest(prompt, SamplingParams(20, 1.0, seed=i, ignore_eos=True),
                                     user_id="user0", adapter_version="v1") for i in range(2)]
 
         async def outcome(request):
@@ -90,7 +91,7 @@ def test_an_engine_failure_fails_the_requests_it_held_and_the_next_one_runs(engi
                 return err
 
         failed = await asyncio.gather(*(outcome(r) for r in doomed))
-        after = [e async for e in batcher.generate(GenerationRequest(prompt, SamplingParams(5, 0.0)))]
+        after = [e async for e in batcher.generate(EngineRequest(prompt, SamplingParams(5, 0.0)))]
         return failed, after[-1]
 
     failed, after = asyncio.run(main())

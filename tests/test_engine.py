@@ -9,7 +9,8 @@ from transformers import AutoModelForCausalLM
 
 from contracts.adapter_store import AdapterStore
 from contracts.settings import Settings
-from service.engine import Engine, GenerationRequest, SamplingParams
+from service.engine import Engine, EngineRequest
+from service.engine_interface import SamplingParams
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
 
@@ -45,16 +46,16 @@ def prompt_of(engine: Engine, text: str) -> list[int]:
 def test_mixed_batch_rows_match_each_adapter_alone_and_differ(engine, serving_model_dir, adapter_dirs):
     short, long = prompt_of(engine, "hi"), prompt_of(engine, "how do I boil an egg for breakfast")
     requests = [
-        GenerationRequest(long, GREEDY, user_id="user0", adapter_version="v1"),
-        GenerationRequest(short, GREEDY, user_id="user1", adapter_version="v1"),
-        GenerationRequest(long, GREEDY),  # base model, same batch
+        EngineRequest(long, GREEDY, user_id="user0", adapter_version="v1"),
+        EngineRequest(short, GREEDY, user_id="user1", adapter_version="v1"),
+        EngineRequest(long, GREEDY),  # base model, same batch
     ]
     results = engine.generate_batch(requests)
     tokens = [r.choices[0].token_ids for r in results]
     assert tokens[0] == peft_greedy(serving_model_dir, adapter_dirs[0], long, 12)
     assert tokens[1] == peft_greedy(serving_model_dir, adapter_dirs[1], short, 12)
     assert tokens[2] == peft_greedy(serving_model_dir, None, long, 12)
-    base_on_short = engine.generate_batch([GenerationRequest(short, GREEDY)])[0].choices[0].token_ids
+    base_on_short = engine.generate_batch([EngineRequest(short, GREEDY)])[0].choices[0].token_ids
     assert tokens[1] != base_on_short
     assert tokens[0] != tokens[2]
     assert [r.adapter_version for r in results] == ["v1", "v1", None]
@@ -63,10 +64,10 @@ def test_mixed_batch_rows_match_each_adapter_alone_and_differ(engine, serving_mo
 def test_rows_that_finish_early_leave_the_batch_without_disturbing_the_rest(engine):
     prompt = prompt_of(engine, "name for my cat")
     together = engine.generate_batch([
-        GenerationRequest(prompt, SamplingParams(max_tokens=3, temperature=0.0), user_id="user0", adapter_version="v1"),
-        GenerationRequest(prompt, SamplingParams(max_tokens=12, temperature=0.0), user_id="user1", adapter_version="v1"),
+        EngineRequest(prompt, SamplingParams(max_tokens=3, temperature=0.0), user_id="user0", adapter_version="v1"),
+        EngineRequest(prompt, SamplingParams(max_tokens=12, temperature=0.0), user_id="user1", adapter_version="v1"),
     ])
-    alone = engine.generate_batch([GenerationRequest(prompt, GREEDY, user_id="user1", adapter_version="v1")])
+    alone = engine.generate_batch([EngineRequest(prompt, GREEDY, user_id="user1", adapter_version="v1")])
     assert len(together[0].choices[0].token_ids) == 3
     assert together[0].choices[0].finish_reason == "length"
     assert together[1].choices[0].token_ids == alone[0].choices[0].token_ids
@@ -75,9 +76,9 @@ def test_rows_that_finish_early_leave_the_batch_without_disturbing_the_rest(engi
 def test_n_choices_of_a_seeded_request_differ_and_repeat_exactly(engine):
     prompt = prompt_of(engine, "my house is too hot")
     params = SamplingParams(max_tokens=10, temperature=1.0, seed=123)
-    first = engine.generate_batch([GenerationRequest(prompt, params, n=3)])[0]
-    again = engine.generate_batch([GenerationRequest(prompt_of(engine, "other"), params),
-                                   GenerationRequest(prompt, params, n=3)])[1]
+    first = engine.generate_batch([EngineRequest(prompt, params, n=3)])[0]
+    again = engine.generate_batch([EngineRequest(prompt_of(engine, "other"), params),
+                                   EngineRequest(prompt, params, n=3)])[1]
     texts = [c.token_ids for c in first.choices]
     assert len(set(map(tuple, texts))) == 3
     assert texts == [c.token_ids for c in again.choices]
@@ -85,17 +86,33 @@ def test_n_choices_of_a_seeded_request_differ_and_repeat_exactly(engine):
 
 def test_stop_string_ends_a_choice_and_is_not_returned(engine):
     prompt = prompt_of(engine, "how do I boil an egg")
-    free = engine.generate_batch([GenerationRequest(prompt, GREEDY)])[0].choices[0].text
+    free = engine.generate_batch([EngineRequest(prompt, GREEDY)])[0].choices[0].text
     stop = free[4:6]
     assert stop and stop in free
-    result = engine.generate_batch([GenerationRequest(prompt, SamplingParams(12, 0.0, stop=[stop]))])[0]
+    result = engine.generate_batch([EngineRequest(prompt, SamplingParams(12, 0.0, stop=[stop]))])[0]
     assert result.choices[0].finish_reason == "stop"
     assert result.choices[0].text == free[: free.find(stop)]
 
 
+def test_streaming_does_not_change_where_a_stop_string_cuts(engine):
+    # Streamed rows find stop strings in the incrementally decoded text, which may
+    # split a stop string across two pieces; unstreamed rows in the final text.
+    prompt = prompt_of(engine, "how do I boil an egg")
+    free = engine.generate_batch([EngineRequest(prompt, GREEDY)])[0].choices[0].text
+    for stop in (free[2:4], free[5:11], free[len(free) // 2 :][:7]):
+        params = SamplingParams(12, 0.0, stop=[stop])
+        deltas: list[str] = []
+        plain, streamed = (
+            engine.generate_batch([EngineRequest(prompt, params, on_delta=on_delta)])[0].choices[0]
+            for on_delta in (None, lambda i, text: deltas.append(text))
+        )
+        assert plain.text == streamed.text == free[: free.find(stop)]
+        assert "".join(deltas) == streamed.text and streamed.finish_reason == "stop"
+
+
 def test_streamed_deltas_add_up_to_the_final_text(engine):
     deltas: dict[int, list[str]] = {0: [], 1: []}
-    request = GenerationRequest(prompt_of(engine, "tips for sleeping"), SamplingParams(10, 1.0, seed=5),
+    request = EngineRequest(prompt_of(engine, "tips for sleeping"), SamplingParams(10, 1.0, seed=5),
                                 n=2, on_delta=lambda i, text: deltas[i].append(text))
     result = engine.generate_batch([request])[0]
     for i, choice in enumerate(result.choices):
@@ -106,12 +123,12 @@ def test_streamed_deltas_add_up_to_the_final_text(engine):
 def test_features_are_base_model_features_whatever_the_adapter(engine):
     prompt = prompt_of(engine, "hi")
     with_adapter, without = engine.generate_batch([
-        GenerationRequest(prompt, GREEDY, user_id="user0", adapter_version="v1"),
-        GenerationRequest(prompt, GREEDY),
+        EngineRequest(prompt, GREEDY, user_id="user0", adapter_version="v1"),
+        EngineRequest(prompt, GREEDY),
     ])
     assert with_adapter.features.shape == (1, 2 * engine.base.model.config.hidden_size)
     # same text again through the base model gives the same features as recorded
-    replay = engine.generate_batch([GenerationRequest(prompt, GREEDY)])[0]
+    replay = engine.generate_batch([EngineRequest(prompt, GREEDY)])[0]
     assert torch.allclose(torch.from_numpy(replay.features), torch.from_numpy(without.features), atol=1e-5)
     assert not torch.allclose(torch.from_numpy(with_adapter.features), torch.from_numpy(without.features))
 
@@ -133,15 +150,15 @@ def test_cache_evicts_least_recently_used_and_never_a_pinned_adapter(engine):
 def test_a_missing_adapter_fails_its_request_only(engine):
     prompt = prompt_of(engine, "hi")
     outcomes = engine.generate_batch([
-        GenerationRequest(prompt, GREEDY, user_id="ghost", adapter_version="v9"),
-        GenerationRequest(prompt, GREEDY),
+        EngineRequest(prompt, GREEDY, user_id="ghost", adapter_version="v9"),
+        EngineRequest(prompt, GREEDY),
     ])
     assert "missing from the store" in str(outcomes[0])
     assert len(outcomes[1].choices[0].token_ids) == 12
 
 
-def run_to_end(engine: Engine, joiners_after: int, first: list[GenerationRequest],
-               joiners: list[GenerationRequest]) -> tuple[dict[int, object], list[int]]:
+def run_to_end(engine: Engine, joiners_after: int, first: list[EngineRequest],
+               joiners: list[EngineRequest]) -> tuple[dict[int, object], list[int]]:
     """Admit ``first``, step ``joiners_after`` times, admit ``joiners``, step to the end.
 
     Returns each request's result by ``id`` and the order in which requests finished.
@@ -163,12 +180,12 @@ def test_requests_that_join_a_running_batch_get_what_they_get_alone(engine, serv
                                                                     adapter_dirs):
     long_prompt, short = prompt_of(engine, "how do I boil an egg for breakfast"), prompt_of(engine, "hi")
     seeded = SamplingParams(max_tokens=12, temperature=1.0, seed=7)
-    running = GenerationRequest(long_prompt, SamplingParams(max_tokens=30, temperature=0.0),
+    running = EngineRequest(long_prompt, SamplingParams(max_tokens=30, temperature=0.0),
                                 user_id="user0", adapter_version="v1")
     joiners = [
-        GenerationRequest(short, GREEDY, user_id="user1", adapter_version="v1"),
-        GenerationRequest(short, GREEDY),  # base model
-        GenerationRequest(long_prompt, seeded, n=2, user_id="user1", adapter_version="v1"),
+        EngineRequest(short, GREEDY, user_id="user1", adapter_version="v1"),
+        EngineRequest(short, GREEDY),  # base model
+        EngineRequest(long_prompt, seeded, n=2, user_id="user1", adapter_version="v1"),
     ]
     results, order = run_to_end(engine, 5, [running], joiners)
 
@@ -177,7 +194,7 @@ def test_requests_that_join_a_running_batch_get_what_they_get_alone(engine, serv
     assert results[id(joiners[0])].choices[0].token_ids == peft_greedy(
         serving_model_dir, adapter_dirs[1], short, 12)
     assert results[id(joiners[1])].choices[0].token_ids == peft_greedy(serving_model_dir, None, short, 12)
-    alone = engine.generate_batch([GenerationRequest(long_prompt, seeded, n=2, user_id="user1",
+    alone = engine.generate_batch([EngineRequest(long_prompt, seeded, n=2, user_id="user1",
                                                      adapter_version="v1")])[0]
     assert [c.token_ids for c in results[id(joiners[2])].choices] == [c.token_ids for c in alone.choices]
     # the joiners (12 tokens from step 5) were returned before the 30-token request ended
@@ -185,7 +202,7 @@ def test_requests_that_join_a_running_batch_get_what_they_get_alone(engine, serv
 
 
 def test_a_request_that_ends_at_its_first_token_is_returned_by_the_next_step(engine):
-    one = GenerationRequest(prompt_of(engine, "hi"), SamplingParams(max_tokens=1, temperature=0.0))
+    one = EngineRequest(prompt_of(engine, "hi"), SamplingParams(max_tokens=1, temperature=0.0))
     assert engine.admit([one]) == [None]
     assert engine.running_rows == 0  # its only row finished at prefill
     (request, result), = engine.step()

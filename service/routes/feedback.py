@@ -1,0 +1,92 @@
+"""``POST /v1/feedback``: a user's judgment of one of their completions.
+
+Accepted judgments are appended to the feedback stream exactly once per
+idempotency key (``FeedbackStore.append_feedback``); the learners take it from there.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, Response
+
+from contracts.records import CompletionRecord, FeedbackEvent
+from service.deps import CallerDep, MetricsDep, SettingsDep, StoreDep
+from service.errors import APIError
+from service.feedback_store import CompletionExpired
+from service.schemas import FeedbackAccepted, FeedbackRequest, ThumbsFeedback
+
+MAX_IDEMPOTENCY_KEY = 255
+
+router = APIRouter(tags=["feedback"])
+
+
+@router.post("/v1/feedback", status_code=201)
+async def feedback(
+    response: Response,
+    body: Annotated[FeedbackRequest, Body()],
+    settings: SettingsDep,
+    caller: CallerDep,
+    store: StoreDep,
+    metrics: MetricsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> FeedbackAccepted:
+    if caller is None:
+        raise APIError(401, "feedback needs a user: API key, X-User-Id header", code="no_user")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise APIError(422, "Idempotency-Key must be 1-255 characters", param="Idempotency-Key")
+    if body.comment and len(body.comment) > settings.max_comment_chars:
+        raise APIError(
+            413,
+            f"comment has {len(body.comment)} characters; the limit is "
+            f"{settings.max_comment_chars}",
+            param="comment",
+            code="comment_too_long",
+        )
+    try:
+        record = await store.load_completion(body.completion_id)
+    except CompletionExpired:
+        raise APIError(
+            404, f"completion {body.completion_id!r} is unknown or expired",
+            param="completion_id", code="completion_not_found",
+        ) from None
+    if record.user_id != caller:
+        raise APIError(
+            403, "you can only rate your own completions", param="completion_id",
+            code="not_your_completion",
+        )
+    event = feedback_event(body, record, caller)
+    try:
+        result = await store.append_feedback(event, idempotency_key)
+    except CompletionExpired:
+        raise APIError(404, "the completion expired meanwhile", param="completion_id") from None
+    outcome = "duplicate" if result.duplicate else "recorded"
+    metrics.feedback.labels(type=body.type, outcome=outcome).inc()
+    if result.duplicate:
+        response.status_code = 200
+    return FeedbackAccepted(id=result.event_id, completion_id=body.completion_id,
+                            duplicate=result.duplicate)
+
+
+def feedback_event(body: FeedbackRequest, record: CompletionRecord, user_id: str) -> FeedbackEvent:
+    n = len(record.choices)
+    if isinstance(body, ThumbsFeedback):
+        if body.choice >= n:
+            raise APIError(
+                422, f"choice {body.choice} is out of range: the completion has {n} choice(s)",
+                param="choice", code="invalid_value",
+            )
+        return FeedbackEvent(user_id, body.completion_id, "thumbs", choice=body.choice,
+                             value=body.value, comment=body.comment)
+    if n < 2:
+        raise APIError(
+            422, "a ranking needs a completion with 2 or more choices (ask with n>1); "
+            "rate a single answer with thumbs", param="ranking", code="invalid_value",
+        )
+    if sorted(body.ranking) != list(range(n)):
+        raise APIError(
+            422, f"ranking {body.ranking} must list each of the {n} choice indices 0..{n - 1} "
+            "exactly once, best first", param="ranking", code="invalid_value",
+        )
+    return FeedbackEvent(user_id, body.completion_id, "ranking", ranking=body.ranking,
+                         comment=body.comment)

@@ -1,0 +1,65 @@
+"""``/v1/users/{user_id}``: what Tailor holds about you, and forgetting it.
+
+Only the user themself may see or forget their data.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.deps import AdapterStoreDep, CallerDep, StoreDep
+from service.errors import APIError
+from service.identity import validate_user_id
+from service.schemas import FeedbackCounts, UserForgotten, UserView
+
+router = APIRouter(tags=["users"])
+
+
+@router.get("/v1/users/{user_id}")
+async def get_user(user_id: str, caller: CallerDep, store: StoreDep) -> UserView:
+    own_user(user_id, caller)
+    summary = await store.user_summary(user_id)
+    if summary is None:
+        raise APIError(404, f"no data for user {user_id!r}", param="user_id",
+                       code="user_not_found")
+    return user_view(user_id, summary, await store.adapter_version(user_id))
+
+
+@router.delete("/v1/users/{user_id}")
+async def forget_user(
+    user_id: str, caller: CallerDep, store: StoreDep, adapter_store: AdapterStoreDep
+) -> UserForgotten:
+    own_user(user_id, caller)
+    await store.forget_user(user_id)
+    adapter_store.delete_user(user_id)
+    return UserForgotten(user_id=user_id)
+
+
+def own_user(user_id: str, caller: str | None) -> None:
+    validate_user_id(user_id, "user_id")
+    if caller is None:
+        raise APIError(401, "identify yourself (API key or X-User-Id) to see or forget a user")
+    if caller != user_id:
+        raise APIError(403, "you can only see or forget your own user", code="not_your_user")
+
+
+def user_view(user_id: str, summary: dict[str, str], adapter_version: str | None) -> UserView:
+    counts = FeedbackCounts(
+        thumbs_up=int(summary.get("thumbs_up", 0)),
+        thumbs_down=int(summary.get("thumbs_down", 0)),
+        rankings=int(summary.get("rankings", 0)),
+        total=int(summary.get("feedback_events", 0)),
+    )
+    learner = {
+        k.removeprefix("learner_"): _number(v)
+        for k, v in summary.items() if k.startswith("learner_")
+    }
+    return UserView(user_id=user_id, adapter_version=adapter_version, feedback=counts,
+                    learner=learner)
+
+
+def _number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
