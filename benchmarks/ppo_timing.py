@@ -17,8 +17,9 @@ import statistics
 
 import torch
 from peft import get_peft_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
+from contracts.modeling import small_llama_config
 from learners.ppo import make_optimizer, ppo_update
 from learners.ppo_config import PPOConfig
 from learners.value_head import ValueHead
@@ -34,19 +35,8 @@ class _Ids:
 
 
 def random_llama(hidden: int, layers: int, vocab: int, device: str, dtype: torch.dtype):
-    config = LlamaConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        intermediate_size=int(2.8 * hidden),
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        pad_token_id=PAD_ID,
-        eos_token_id=EOS_ID,
-        bos_token_id=None,
-    )
+    config = small_llama_config(vocab, hidden, layers, intermediate_ratio=2.8, num_kv_heads=4,
+                                pad_token_id=PAD_ID, eos_token_id=EOS_ID)
     return LlamaForCausalLM(config).to(device=device, dtype=dtype).eval()
 
 

@@ -44,6 +44,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from contracts.modeling import small_llama_config
 from learners.ppo_config import PPOConfig
 from learners.rollout import position_ids_from_mask
 from learners.value_head import ValueHead
@@ -124,19 +125,8 @@ def load_base_model(spec: BenchModelSpec) -> PreTrainedModel:
 
 
 def _random_llama_config(spec: BenchModelSpec) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden_size,
-        intermediate_size=int(2.8 * spec.hidden_size),
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=512,
-        tie_word_embeddings=False,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=None,
-    )
+    return small_llama_config(spec.vocab_size, spec.hidden_size, spec.num_layers,
+                              intermediate_ratio=2.8, num_kv_heads=4)
 
 
 # --- the environment --------------------------------------------------------------------

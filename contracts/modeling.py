@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,3 +75,36 @@ def load_base_model(path: Path, device: str = "auto", name: str | None = None) -
     model.to(target).eval()
     model.requires_grad_(False)
     return BaseModel(model=model, tokenizer=tokenizer, path=path, name=name or path.name)
+
+
+def small_llama_config(
+    vocab_size: int,
+    hidden_size: int,
+    num_layers: int,
+    *,
+    intermediate_ratio: float = 2.0,
+    num_kv_heads: int = 2,
+    max_positions: int = 512,
+    pad_token_id: int = 0,
+    eos_token_id: int = 1,
+    initializer_range: float = 0.02,
+) -> LlamaConfig:
+    """The architecture of the small random Llamas that tests and benchmarks build.
+
+    Four attention heads, untied embeddings, no BOS; one place, so that what a
+    test checks and what a benchmark times is the same kind of model.
+    """
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=int(intermediate_ratio * hidden_size),
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        bos_token_id=None,
+        initializer_range=initializer_range,
+    )

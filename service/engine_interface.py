@@ -93,7 +93,7 @@ class GenerationEngine(Protocol):
         """Text deltas (when streamed), then one ``GenerationResult`` or ``GenerationFailure``."""
 
     def load_adapter(self, user_id: str, version: str | None) -> None:
-        """Prefetch ``version`` of the user's adapter; None: drop the user's adapters (forgotten)."""
+        """Prefetch ``version`` of the user's adapter; None: drop the user's (forgotten)."""
 
     def check_health(self) -> bool:
         """Whether the engine can serve now."""

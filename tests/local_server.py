@@ -19,14 +19,18 @@ import uvicorn
 from commands.redis_server import free_port
 from contracts.settings import Settings
 from service.api import create_api
+from service.batching_engine import BatchingEngine
+from service.engine_interface import GenerationEngine
 from service.feedback_store import FeedbackStore
 from service.generation import GeneratorCore
 
 
 @contextmanager
-def local_server(settings: Settings) -> Iterator[str]:
+def local_server(
+    settings: Settings, engine_cls: type[GenerationEngine] = BatchingEngine
+) -> Iterator[str]:
     """Serve the API at the yielded base URL (``http://127.0.0.1:PORT``) until exit."""
-    core = GeneratorCore(settings)
+    core = GeneratorCore(settings, engine_cls)
     core.start()
     port = free_port()
     ready = threading.Event()

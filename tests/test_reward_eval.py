@@ -12,13 +12,13 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
 from typer.testing import CliRunner
 
 from contracts.features import text_features
+from contracts.modeling import small_llama_config
 from evaluations.cli import eval_reward
 from evaluations.encoders import load_encoder
 from tests.test_polis import WORDS, write_conversation
@@ -37,9 +37,7 @@ def tiny_base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                         pad_token="<pad>", unk_token="<unk>")
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=64, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    config = small_llama_config(len(vocab), 32, 2, max_positions=64)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+from contracts.modeling import small_llama_config
 
 PAD_ID, EOS_ID = 0, 1
 VOCAB_SIZE = 100
@@ -21,18 +23,7 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 def tiny_llama(seed: int = 0, hidden_size: int = 32, num_layers: int = 2) -> LlamaForCausalLM:
     """A randomly initialised Llama (fp32, eval mode) with the tokenizer's vocabulary."""
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=VOCAB_SIZE,
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=False,
-        pad_token_id=PAD_ID,
-        eos_token_id=EOS_ID,
-        bos_token_id=None,
-        initializer_range=0.2,  # wide enough that a LoRA can move the logits by several nats
-    )
+    # initializer_range wide enough that a LoRA can move the logits by several nats
+    config = small_llama_config(VOCAB_SIZE, hidden_size, num_layers, max_positions=256,
+                                pad_token_id=PAD_ID, eos_token_id=EOS_ID, initializer_range=0.2)
     return LlamaForCausalLM(config).eval()
