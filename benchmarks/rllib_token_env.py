@@ -4,7 +4,7 @@ DESIGN.md decision 7 says why the learners do not use RLlib: its PPO steps an
 environment once per token, so every sampled token runs the model on the whole
 context again (no KV cache), and it syncs the whole module state (the frozen
 base too) from learner to env runners. This file builds exactly that, as a
-baseline for `tailor bench learn` (learners/bench_learn.py), and nothing else
+baseline for `tailor bench learn` (benchmarks/learn.py), and nothing else
 imports it:
 
 - `TokenEnv`: a Gymnasium environment where an episode is one response. The

@@ -1,6 +1,6 @@
 """`tailor eval-reward`: the reward models on real people's votes (issue 5).
 
-A plain typer-annotated function; `service/cli.py` registers it on the `tailor` app.
+A plain typer-annotated function; `commands/cli.py` registers it on the `tailor` app.
 """
 
 from __future__ import annotations

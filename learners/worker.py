@@ -40,7 +40,7 @@ class LearnerOptions:
     """What Settings does not expose: algorithm details with tested defaults."""
 
     # Tuned on the default model with simulated users (60 judgments each; see
-    # tests/test_closed_loop.py and the report of `tailor demo`). PPOConfig's generic
+    # tests/simulation/test_closed_loop.py and the report of `tailor demo`). PPOConfig's generic
     # lr 1e-4 barely moved a rank-8 LoRA in a few updates (held-out reward before ==
     # after); 1e-3, with 8 minibatches of a 64-rollout batch (Settings), took a
     # preferred style from ~15% to ~55% of answers in 8 iterations (batch 32 with 4

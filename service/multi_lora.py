@@ -9,7 +9,7 @@ is two batched matmuls whatever the mix of adapters:
 
     y = x W^T + ((x A_s^T) B_s^T) * scale_s      for the row's slot s
 
-Slots are filled from peft-format adapters (see ``adapters.py``); ranks below
+Slots are filled from peft-format adapters (see ``adapter_cache.py``); ranks below
 ``max_rank`` are zero-padded, which leaves the product unchanged.
 """
 

@@ -44,7 +44,7 @@ def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def serving_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama + byte-level BPE tokenizer saved as a HF folder (~1 s)."""
-    from tests.serving_model import build_serving_model
+    from tests.builders import build_serving_model
 
     return build_serving_model(tmp_path_factory.mktemp("serving-model"))
 
@@ -52,7 +52,7 @@ def serving_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def adapter_dirs(serving_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three random peft LoRA adapters for the serving model (q_proj, v_proj, rank 8)."""
-    from tests.serving_model import build_random_adapter
+    from tests.builders import build_random_adapter
 
     root = tmp_path_factory.mktemp("adapters")
     return [build_random_adapter(serving_model_dir, root / f"a{i}", seed=i) for i in range(3)]

@@ -20,7 +20,7 @@ from learners.ppo import make_optimizer, ppo_update
 from learners.ppo_config import PPOConfig
 from learners.rollout import sample_responses
 from learners.value_head import ValueHead
-from tests.tiny_llama import EOS_ID, PAD_ID, tiny_llama, tiny_tokenizer
+from tests.builders import EOS_ID, PAD_ID, tiny_llama, tiny_tokenizer
 
 TARGET_TOKEN = 19
 

@@ -18,7 +18,7 @@ import yaml
 from pydantic import AliasChoices
 
 from contracts.settings import Settings
-from tests.k8s_validation import (
+from tests.k8s.k8s_validation import (
     DELETE,
     K8S_DIR,
     KUBERNETES_VERSIONS,

@@ -29,7 +29,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO / "k8s"
 OVERLAYS = ("cpu", "gpu")
 # Oldest and newest Kubernetes the manifests are checked against (both shipped

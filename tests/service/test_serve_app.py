@@ -14,7 +14,7 @@ import torch
 
 from commands.redis_server import free_port
 from contracts.adapter_store import AdapterRegistry, AdapterStore, publish_adapter
-from tests.test_engine import peft_greedy
+from tests.service.test_engine import peft_greedy
 
 pytestmark = pytest.mark.slow
 PROMPT = [{"role": "user", "content": "how do I boil an egg"}]

@@ -13,8 +13,7 @@ from contracts.keys import ADAPTER_CHANNEL
 from contracts.lora_config import ServedLora
 from service.adapter_cache import AdapterCache, lora_pairs
 from service.multi_lora import inject_multi_lora
-from tests.serving_model import build_random_adapter
-from tests.unservable_adapters import UNSERVABLE, adapter_with_config
+from tests.builders import UNSERVABLE, adapter_with_config, build_random_adapter
 
 SERVED = ServedLora(frozenset({"q_proj", "v_proj"}), max_rank=16)  # the Settings defaults
 

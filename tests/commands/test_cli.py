@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from commands.cli import app
-from tests.unservable_adapters import UNSERVABLE, adapter_with_config, one_line
+from tests.builders import UNSERVABLE, adapter_with_config, one_line
 
 runner = CliRunner()
 

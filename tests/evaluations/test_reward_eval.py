@@ -21,7 +21,7 @@ from contracts.features import text_features
 from contracts.modeling import small_llama_config
 from evaluations.cli import eval_reward
 from evaluations.encoders import load_encoder
-from tests.test_polis import WORDS, write_conversation
+from tests.evaluations.test_polis import WORDS, write_conversation
 
 
 @pytest.fixture(scope="module")

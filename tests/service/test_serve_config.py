@@ -23,9 +23,9 @@ from openai import OpenAI
 from ray.serve.schema import ServeDeploySchema
 
 from commands.redis_server import RedisServer, free_port
-from tests.serving_model import build_serving_model
+from tests.builders import build_serving_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVE_CONFIG = REPO / "deploy" / "serve.yaml"
 SERVE_CLI = Path(sys.executable).parent / "serve"
 STARTUP_TIMEOUT_S = 300

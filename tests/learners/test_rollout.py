@@ -16,7 +16,7 @@ from learners.rollout import (
     sample_responses,
     sampling_config,
 )
-from tests.tiny_llama import EOS_ID, PAD_ID, tiny_llama
+from tests.builders import EOS_ID, PAD_ID, tiny_llama
 
 torch.set_num_threads(1)
 

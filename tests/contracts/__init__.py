@@ -1,0 +1,1 @@
+"""Tests of the contracts: settings, adapter store and configs, feedback lag."""

@@ -1,0 +1,1 @@
+"""Tests of the reward evaluations on Polis data."""

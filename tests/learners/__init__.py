@@ -1,0 +1,1 @@
+"""Tests of the learning path: feedback intake, reward models, PPO, scheduling."""

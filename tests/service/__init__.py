@@ -1,0 +1,1 @@
+"""Tests of the online path: engine, batching, API, Ray Serve app."""

@@ -1,0 +1,1 @@
+"""Tests of the default model, simulated users, the demo and the closed loop."""
