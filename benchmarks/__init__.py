@@ -1,5 +1,5 @@
 """Floor 3: benchmarks that print ratios measured side by side (`tailor bench ...`).
 
-Installed with the `bench` extra (RLlib for the PPO baseline); production code
+Their own dependency (RLlib, the PPO baseline) comes with the `bench` extra; production code
 never imports them.
 """

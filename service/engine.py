@@ -103,6 +103,10 @@ class Engine:
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
+        # Adapter configs are read with peft (contracts.lora_config imports it lazily, for
+        # the Ingress): import it now, so the first user's request does not wait for it.
+        import peft  # noqa: F401
+
         s = self.settings
         self.base = load_base_model(s.base_model_path, s.device, name=s.served_model_name)
         self.selection, self.layers = inject_multi_lora(
