@@ -60,9 +60,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def serve_run(
-    tiny_model_dir: Path, redis_server: RedisServer, tmp_path: Path
+    tiny_model_dir: Path, redis_server: RedisServer, redis_client, tmp_path: Path
 ) -> Iterator[tuple[str, Path, subprocess.Popen]]:
-    """`serve run` of deploy/serve.yaml (on a free port); yields (base URL, log, process)."""
+    """`serve run` of deploy/serve.yaml (on a free port); yields (base URL, log, process).
+
+    ``redis_client`` flushes the shared test Redis first: a version pointer left by
+    another test would name an adapter this server's store does not hold.
+    """
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     port = free_port()
     config["http_options"]["port"] = port
