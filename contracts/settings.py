@@ -104,10 +104,16 @@ class Settings(BaseSettings):
         description='API key -> user id, as JSON (`{"sk-alice": "alice"}`). When set, '
         "every request needs a key and the key decides the user.",
     )
+    gateway_keys: list[str] = Field(
+        default_factory=list,
+        description='API keys of trusted gateways such as Open WebUI, as JSON (`["sk-gw"]`). '
+        "Their holder names the user with X-User-Id / X-OpenWebUI-User-Id (or the body's "
+        "user): one key for all of a gateway's users. Setting any key makes keys required.",
+    )
     trust_user_headers: bool = Field(
         True,
-        description="Accept X-User-Id / X-OpenWebUI-User-Id from a trusted gateway. "
-        "Turn off when clients reach the server directly.",
+        description="Without keys: accept X-User-Id / X-OpenWebUI-User-Id from a trusted "
+        "gateway. Turn off when clients reach the server directly.",
     )
 
     # --- learners ----------------------------------------------------------------
@@ -155,6 +161,11 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"TAILOR_LORA_RANK={self.lora_rank} exceeds TAILOR_MAX_LORA_RANK="
                 f"{self.max_lora_rank}; serving could not load the learners' adapters"
+            )
+        if shared := sorted(set(self.api_keys) & set(self.gateway_keys)):
+            raise ValueError(
+                f"{len(shared)} key(s) are in both TAILOR_API_KEYS and TAILOR_GATEWAY_KEYS; a "
+                "key is either one user's or a gateway's: remove it from one of them"
             )
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(

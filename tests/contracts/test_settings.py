@@ -32,3 +32,13 @@ def test_api_keys_and_target_modules_parse_from_json(monkeypatch):
     monkeypatch.setenv("TAILOR_LORA_TARGET_MODULES", '["q_proj"]')
     settings = Settings()
     assert settings.api_keys == {"sk-a": "alice"} and settings.lora_target_modules == ["q_proj"]
+
+
+def test_a_key_cannot_be_both_a_users_and_a_gateways():
+    with pytest.raises(ValueError, match="TAILOR_API_KEYS and TAILOR_GATEWAY_KEYS"):
+        Settings(api_keys={"sk-a": "alice"}, gateway_keys=["sk-a"])
+
+
+def test_gateway_keys_parse_from_json(monkeypatch):
+    monkeypatch.setenv("TAILOR_GATEWAY_KEYS", '["sk-webui"]')
+    assert Settings().gateway_keys == ["sk-webui"]

@@ -236,3 +236,27 @@ def test_api_keys_decide_the_user_and_headers_cannot_override(serving_model_dir,
         alice = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-alice", max_retries=0)
         out = ask(alice, "bob")  # the X-User-Id header claims bob; the key says alice
     assert redis_client.hget(f"tailor:completion:{out.id}", "user_id") == b"alice"
+
+
+def test_a_gateway_key_serves_and_takes_feedback_for_the_user_its_header_names(
+    serving_model_dir, redis_server, redis_client, tmp_path
+):
+    settings = Settings(base_model=str(serving_model_dir), data_dir=tmp_path,
+                        adapter_store=str(tmp_path / "s"), redis_url=redis_server.url,
+                        api_keys={"sk-alice": "alice"}, gateway_keys=["sk-webui"])
+    webui = {"Authorization": "Bearer sk-webui"}
+    with local_server(settings) as url:
+        gateway = openai.OpenAI(base_url=f"{url}/v1", api_key="sk-webui", max_retries=0)
+        out = gateway.chat.completions.create(
+            model="tailor-base", messages=[{"role": "user", "content": "hi"}], n=2,
+            max_tokens=4, extra_headers={"X-OpenWebUI-User-Id": "bob"})
+        ranking = {"completion_id": out.id, "type": "ranking", "ranking": [1, 0]}
+        as_carol = httpx.post(f"{url}/v1/feedback", json=ranking,
+                              headers={**webui, "X-OpenWebUI-User-Id": "carol"})
+        as_bob = httpx.post(f"{url}/v1/feedback", json=ranking,
+                            headers={**webui, "X-OpenWebUI-User-Id": "bob"})
+        bob_view = httpx.get(f"{url}/v1/users/bob",
+                             headers={**webui, "X-OpenWebUI-User-Id": "bob"}).json()
+    assert redis_client.hget(f"tailor:completion:{out.id}", "user_id") == b"bob"
+    assert as_carol.status_code == 403 and as_bob.status_code == 201
+    assert bob_view["feedback"]["rankings"] == 1
