@@ -72,6 +72,12 @@ class CompletionRecord:
         )
 
 
+# What a judgment is about (the RLHF criteria); operators may add names of their own
+# (Settings.extra_feedback_criteria).
+DEFAULT_CRITERION = "helpful"
+BUILTIN_CRITERIA = (DEFAULT_CRITERION, "honest", "harmless")
+
+
 @dataclass
 class FeedbackEvent:
     user_id: str
@@ -81,13 +87,17 @@ class FeedbackEvent:
     value: str | None = None  # thumbs: "up" | "down"
     ranking: list[int] | None = None  # ranking: choice indices, best first
     comment: str | None = None
+    criterion: str = DEFAULT_CRITERION
+    score: int | None = None  # thumbs: an optional graded rating, 1-10
     accepted_at: float = field(default_factory=time.time)
 
     def content_key(self) -> str:
         """Default idempotency key: the same judgment sent twice is recorded once."""
-        body = json.dumps(
-            [self.completion_id, self.type, self.choice, self.value, self.ranking, self.comment]
-        )
+        parts = [self.completion_id, self.type, self.choice, self.value, self.ranking, self.comment]
+        if self.criterion != DEFAULT_CRITERION or self.score is not None:
+            # only then: the keys of judgments without them stay what they were
+            parts += [self.criterion, self.score]
+        body = json.dumps(parts)
         return "content-" + hashlib.sha256(body.encode()).hexdigest()[:32]
 
     def to_stream(self, idempotency: str) -> dict[str, str]:
@@ -106,6 +116,9 @@ class FeedbackEvent:
             fields["ranking"] = json.dumps(self.ranking)
         if self.comment:
             fields["comment"] = self.comment
+        fields["criterion"] = self.criterion
+        if self.score is not None:
+            fields["score"] = str(self.score)
         return fields
 
     @classmethod
@@ -119,9 +132,17 @@ class FeedbackEvent:
             value=text.get("value"),
             ranking=json.loads(text["ranking"]) if "ranking" in text else None,
             comment=text.get("comment"),
+            # events recorded before criteria existed were about helpfulness
+            criterion=text.get("criterion", DEFAULT_CRITERION),
+            score=int(text["score"]) if "score" in text else None,
             accepted_at=float(text["accepted_at"]),
         )
 
     @property
     def counter_field(self) -> str:
         return f"thumbs_{self.value}" if self.type == "thumbs" else "rankings"
+
+    @property
+    def criterion_field(self) -> str:
+        """The user's counter of judgments about this criterion."""
+        return f"criterion:{self.criterion}"

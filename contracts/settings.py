@@ -8,12 +8,15 @@ platforms inject it that way.
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.records import BUILTIN_CRITERIA
 
 # The default base model ships with the package (built by `tailor model build`).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -97,6 +100,11 @@ class Settings(BaseSettings):
     max_n: int = Field(8, ge=1, le=16, description="Upper bound on `n` (choices per request).")
     max_prompt_tokens: int = Field(1024, ge=16, description="Longest accepted prompt.")
     max_comment_chars: int = Field(2000, ge=0, description="Longest feedback comment.")
+    extra_feedback_criteria: list[str] = Field(
+        default_factory=list,
+        description='Criteria a judgment may name besides helpful, honest and harmless, as JSON '
+        '(`["concise"]`): lower-case letters, digits and _.',
+    )
 
     # --- identity ----------------------------------------------------------------
     api_keys: dict[str, str] = Field(
@@ -154,6 +162,21 @@ class Settings(BaseSettings):
                 f"REDIS_URL={value!r} is not a Redis URL; use redis://host:port/db"
             )
         return value or None
+
+    @field_validator("extra_feedback_criteria")
+    @classmethod
+    def _criterion_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+                raise ValueError(
+                    f"criterion {name[:40]!r}: use 1-32 lower-case letters, digits and _, "
+                    "starting with a letter"
+                )
+        return names
+
+    @property
+    def feedback_criteria(self) -> tuple[str, ...]:
+        return (*BUILTIN_CRITERIA, *self.extra_feedback_criteria)
 
     @model_validator(mode="after")
     def _limits_consistent(self) -> Settings:

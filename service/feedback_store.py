@@ -34,15 +34,17 @@ from contracts.keys import (
 from contracts.records import CompletionRecord, FeedbackEvent
 
 # KEYS: completion, idempotency, stream, user hash, users set
-# ARGV: idempotency ttl, counter field, user id, then stream field/value pairs
+# ARGV: idempotency ttl, counter field, user id, criterion counter field, then stream
+# field/value pairs
 _APPEND_FEEDBACK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
 local existing = redis.call('GET', KEYS[2])
 if existing then return {0, existing} end
-local id = redis.call('XADD', KEYS[3], '*', unpack(ARGV, 4))
+local id = redis.call('XADD', KEYS[3], '*', unpack(ARGV, 5))
 redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[1]))
 redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
 redis.call('HINCRBY', KEYS[4], 'feedback_events', 1)
+redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
 redis.call('SADD', KEYS[5], ARGV[3])
 return {1, id}
 """
@@ -108,7 +110,8 @@ class FeedbackStore:
                 user_key(event.user_id),
                 USERS_SET,
             ],
-            args=[IDEMPOTENCY_TTL_S, event.counter_field, event.user_id, *flat],
+            args=[IDEMPOTENCY_TTL_S, event.counter_field, event.user_id, event.criterion_field,
+                  *flat],
         )
         if status == -1:
             raise CompletionExpired(event.completion_id)

@@ -149,6 +149,9 @@ class ThumbsFeedback(BaseModel):
     completion_id: str = Field(min_length=1, max_length=128)
     choice: int = Field(0, ge=0, description="Index of the rated choice.")
     value: Literal["up", "down"]
+    score: int | None = Field(None, ge=1, le=10, description="A graded rating, 1-10.")
+    criterion: str = Field("helpful", description="What the judgment is about: helpful, "
+                           "honest, harmless, or a criterion the operator added.")
     comment: str | None = None
 
 
@@ -158,6 +161,7 @@ class RankingFeedback(BaseModel):
     type: Literal["ranking"]
     completion_id: str = Field(min_length=1, max_length=128)
     ranking: list[int] = Field(description="All choice indices of the completion, best first.")
+    criterion: str = Field("helpful", description="What the ranking is about (as for thumbs).")
     comment: str | None = None
 
 
@@ -179,6 +183,8 @@ class FeedbackCounts(BaseModel):
     thumbs_down: int = 0
     rankings: int = 0
     total: int = 0
+    by_criterion: dict[str, int] = Field(
+        default_factory=dict, description="Judgments per criterion (helpful, honest, ...).")
 
 
 class UserView(BaseModel):

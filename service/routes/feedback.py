@@ -43,6 +43,11 @@ async def feedback(
             param="comment",
             code="comment_too_long",
         )
+    if body.criterion not in settings.feedback_criteria:
+        raise APIError(
+            422, f"criterion {body.criterion[:40]!r} is not one this server takes; use one of "
+            f"{', '.join(settings.feedback_criteria)}", param="criterion", code="invalid_value",
+        )
     try:
         record = await store.load_completion(body.completion_id)
     except CompletionExpired:
@@ -77,7 +82,8 @@ def feedback_event(body: FeedbackRequest, record: CompletionRecord, user_id: str
                 param="choice", code="invalid_value",
             )
         return FeedbackEvent(user_id, body.completion_id, "thumbs", choice=body.choice,
-                             value=body.value, comment=body.comment)
+                             value=body.value, comment=body.comment, criterion=body.criterion,
+                             score=body.score)
     if n < 2:
         raise APIError(
             422, "a ranking needs a completion with 2 or more choices (ask with n>1); "
@@ -89,4 +95,4 @@ def feedback_event(body: FeedbackRequest, record: CompletionRecord, user_id: str
             "exactly once, best first", param="ranking", code="invalid_value",
         )
     return FeedbackEvent(user_id, body.completion_id, "ranking", ranking=body.ranking,
-                         comment=body.comment)
+                         comment=body.comment, criterion=body.criterion)

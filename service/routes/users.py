@@ -49,6 +49,8 @@ def user_view(user_id: str, summary: dict[str, str], adapter_version: str | None
         thumbs_down=int(summary.get("thumbs_down", 0)),
         rankings=int(summary.get("rankings", 0)),
         total=int(summary.get("feedback_events", 0)),
+        by_criterion={k.removeprefix("criterion:"): int(v)
+                      for k, v in summary.items() if k.startswith("criterion:")},
     )
     learner = {
         k.removeprefix("learner_"): _number(v)

@@ -42,3 +42,10 @@ def test_a_key_cannot_be_both_a_users_and_a_gateways():
 def test_gateway_keys_parse_from_json(monkeypatch):
     monkeypatch.setenv("TAILOR_GATEWAY_KEYS", '["sk-webui"]')
     assert Settings().gateway_keys == ["sk-webui"]
+
+
+def test_an_operators_criterion_needs_a_plain_name():
+    assert Settings(extra_feedback_criteria=["concise"]).feedback_criteria == (
+        "helpful", "honest", "harmless", "concise")
+    with pytest.raises(ValueError, match="criterion 'Too Long!'"):
+        Settings(extra_feedback_criteria=["Too Long!"])

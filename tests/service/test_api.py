@@ -22,7 +22,8 @@ def settings(serving_model_dir: Path, redis_server, tmp_path_factory) -> Setting
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("api")
     return Settings(base_model=str(serving_model_dir), adapter_store=str(root / "store"),
-                    data_dir=root, redis_url=redis_server.url, max_comment_chars=100)
+                    data_dir=root, redis_url=redis_server.url, max_comment_chars=100,
+                    extra_feedback_criteria=["concise"])
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,10 @@ def test_models_lists_the_base_model(server):
         ({"type": "ranking", "ranking": [2, 1, 0, 3]}, 422, "ranking"),
         ({"comment": "x" * 101}, 413, "comment"),
         ({"type": "stars", "stars": 5}, 422, None),
+        ({"criterion": "funny"}, 422, "criterion"),
+        ({"type": "ranking", "ranking": [2, 1, 0], "criterion": "Honest"}, 422, "criterion"),
+        ({"score": 11}, 422, "score"),
+        ({"score": 0}, 422, "score"),
     ],
 )
 def test_bad_feedback_gets_its_status_and_error_body_and_changes_nothing(
@@ -95,6 +100,26 @@ def test_bad_feedback_gets_its_status_and_error_body_and_changes_nothing(
     if param:
         assert error["param"] == param
     assert redis_snapshot(redis_client) == before
+
+
+def test_a_judgment_names_its_criterion_and_a_thumb_may_carry_a_score(
+    client, server, redis_client
+):
+    out = ask(client, "alice", n=2)
+    thumb = {"completion_id": out.id, "type": "thumbs", "choice": 1, "value": "up", "score": 9,
+             "criterion": "honest"}
+    ranking = {"completion_id": out.id, "type": "ranking", "ranking": [1, 0]}  # helpful
+    custom = {**thumb, "criterion": "concise", "score": None}  # an operator's criterion
+    assert [post_feedback(server, body).status_code for body in (thumb, ranking, custom)] == [
+        201, 201, 201]
+    events = [fields for _, fields in redis_client.xrange(FEEDBACK_STREAM)]
+    assert [(e[b"criterion"], e.get(b"score")) for e in events] == [
+        (b"honest", b"9"), (b"helpful", None), (b"concise", None)]
+    view = httpx.get(f"{server}/v1/users/alice", headers=ALICE).json()
+    assert view["feedback"]["by_criterion"] == {"honest": 1, "helpful": 1, "concise": 1}
+    # the same thumb about another criterion is another judgment, not a duplicate
+    assert post_feedback(server, {**thumb, "criterion": "harmless"}).status_code == 201
+    assert post_feedback(server, thumb).status_code == 200
 
 
 def test_feedback_on_another_users_completion_is_forbidden(client, server, redis_client):
@@ -159,7 +184,8 @@ def test_user_view_and_forgetting_a_user(client, server, settings, redis_client,
     version = publish_adapter(AdapterStore(settings.adapter_store_uri), registry, "alice", adapter_dirs[0])
     view = httpx.get(f"{server}/v1/users/alice", headers=ALICE).json()
     assert view["adapter_version"] == version
-    assert view["feedback"] == {"thumbs_up": 0, "thumbs_down": 1, "rankings": 1, "total": 2}
+    assert view["feedback"] == {"thumbs_up": 0, "thumbs_down": 1, "rankings": 1, "total": 2,
+                                "by_criterion": {"helpful": 2}}
     assert httpx.get(f"{server}/v1/users/alice", headers={"X-User-Id": "bob"}).status_code == 403
 
     assert httpx.delete(f"{server}/v1/users/alice", headers=ALICE).status_code == 200
