@@ -58,9 +58,10 @@ class _Row:
     params: SamplingParams
     sampling: RowSampling
     on_delta: Callable[[int, str], None] | None
-    # Incremental detokenization: one step per token instead of decoding the
+    # Incremental detokenization, for rows whose text is needed while they run
+    # (streamed, or with stop strings): one step per token instead of decoding the
     # row from its first token at every step; it holds back half a character.
-    decoder: DecodeStream = field(default_factory=lambda: DecodeStream(skip_special_tokens=True))
+    decoder: DecodeStream | None = None
     token_ids: list[int] = field(default_factory=list)
     text: str = ""
     emitted: int = 0  # characters of ``text`` already streamed
@@ -249,6 +250,8 @@ class Engine:
                     generator=row_generator(base_seed * 1_000_003 + choice),
                 ),
                 on_delta=request.on_delta,
+                decoder=(DecodeStream(skip_special_tokens=True)
+                         if request.on_delta is not None or request.params.stop else None),
             )
             for choice in range(request.n)
         ]
