@@ -82,13 +82,14 @@ BUILTIN_CRITERIA = (DEFAULT_CRITERION, "honest", "harmless")
 class FeedbackEvent:
     user_id: str
     completion_id: str
-    type: str  # "thumbs" | "ranking"
-    choice: int | None = None  # thumbs: the rated choice
+    type: str  # "thumbs" | "score" | "ranking" | "correction"
+    choice: int | None = None  # thumbs, score, correction: the judged choice
     value: str | None = None  # thumbs: "up" | "down"
     ranking: list[int] | None = None  # ranking: choice indices, best first
     comment: str | None = None
     criterion: str = DEFAULT_CRITERION
-    score: int | None = None  # thumbs: an optional graded rating, 1-10
+    score: int | None = None  # score (and optionally thumbs): a graded rating, 1-10
+    correction: str | None = None  # correction: the text the user wanted instead
     accepted_at: float = field(default_factory=time.time)
 
     def content_key(self) -> str:
@@ -97,6 +98,8 @@ class FeedbackEvent:
         if self.criterion != DEFAULT_CRITERION or self.score is not None:
             # only then: the keys of judgments without them stay what they were
             parts += [self.criterion, self.score]
+        if self.correction is not None:
+            parts.append(self.correction)
         body = json.dumps(parts)
         return "content-" + hashlib.sha256(body.encode()).hexdigest()[:32]
 
@@ -119,6 +122,8 @@ class FeedbackEvent:
         fields["criterion"] = self.criterion
         if self.score is not None:
             fields["score"] = str(self.score)
+        if self.correction is not None:
+            fields["correction"] = self.correction
         return fields
 
     @classmethod
@@ -135,12 +140,16 @@ class FeedbackEvent:
             # events recorded before criteria existed were about helpfulness
             criterion=text.get("criterion", DEFAULT_CRITERION),
             score=int(text["score"]) if "score" in text else None,
+            correction=text.get("correction"),
             accepted_at=float(text["accepted_at"]),
         )
 
     @property
     def counter_field(self) -> str:
-        return f"thumbs_{self.value}" if self.type == "thumbs" else "rankings"
+        """The user's counter of judgments of this kind (``FeedbackCounts``)."""
+        if self.type == "thumbs":
+            return f"thumbs_{self.value}"
+        return {"score": "scores", "ranking": "rankings", "correction": "corrections"}[self.type]
 
     @property
     def criterion_field(self) -> str:

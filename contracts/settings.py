@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     max_n: int = Field(8, ge=1, le=16, description="Upper bound on `n` (choices per request).")
     max_prompt_tokens: int = Field(1024, ge=16, description="Longest accepted prompt.")
     max_comment_chars: int = Field(2000, ge=0, description="Longest feedback comment.")
+    max_correction_chars: int = Field(
+        8000, ge=1, description="Longest correction (the answer a user wanted instead).")
     extra_feedback_criteria: list[str] = Field(
         default_factory=list,
         description='Criteria a judgment may name besides helpful, honest and harmless, as JSON '

@@ -7,13 +7,18 @@ after applying but before acknowledging, or two workers raced on a reclaimed
 entry) is acknowledged the second time without being applied again. Entries a
 dead worker left pending are taken over with ``XAUTOCLAIM`` after
 ``reclaim_idle_ms``.
+
+A correction carries text no model has read yet: ``answer_features`` (the
+learner's base model) computes its features when the event is applied.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import redis
 
 from contracts.keys import (
@@ -50,11 +55,17 @@ class PollResult:
     dropped: int = 0  # events whose completion expired or whose user was forgotten
 
 
+# (prompt token ids, answer text) -> the answer's base-model features (D,)
+AnswerFeatures = Callable[[list[int], str], np.ndarray]
+
+
 class FeedbackConsumer:
-    def __init__(self, client: redis.Redis, consumer: str, reclaim_idle_ms: int = 60_000) -> None:
+    def __init__(self, client: redis.Redis, consumer: str, reclaim_idle_ms: int = 60_000,
+                 answer_features: AnswerFeatures | None = None) -> None:
         self.client = client
         self.consumer = consumer
         self.reclaim_idle_ms = reclaim_idle_ms
+        self.answer_features = answer_features
         self._apply = client.register_script(_APPLY)
         self.ensure_group()
 
@@ -98,9 +109,17 @@ class FeedbackConsumer:
             self.client.hincrby(LEARNER_STATS_KEY, "events_dropped", 1)
             return False
         completion = CompletionRecord.from_redis(event.completion_id, raw)
-        example = example_from(event_id, event, completion)
+        example = example_from(event_id, event, completion, self._correction_features(event, completion))
         self._apply(
             keys=[applied_key(event.user_id), examples_key(event.user_id), PENDING_KEY, FEEDBACK_STREAM],
             args=[event_id, example.to_json(), event.user_id, FEEDBACK_GROUP],
         )
         return True
+
+    def _correction_features(self, event: FeedbackEvent,
+                             completion: CompletionRecord) -> np.ndarray | None:
+        if event.correction is None:
+            return None
+        if self.answer_features is None:  # left pending: a learner with a model takes it
+            raise RuntimeError("a correction needs a consumer with answer_features")
+        return self.answer_features(completion.prompt_token_ids, event.correction)

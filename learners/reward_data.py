@@ -3,7 +3,8 @@
 A learner turns each `TrainingExample` (`learners.training_data`) into events on
 the frozen text features ``x`` (D,) of the completions:
 
-- thumbs ``(user_id, features (D,), label ∈ {0, 1})`` → one binary label;
+- thumbs ``(user_id, features (D,), label ∈ [0, 1])`` → one label: 1 up, 0 down, or
+  a graded label in between (a 1-10 score given without a thumb);
 - rankings ``(user_id, group_id, features (K, D) best first)`` → the K·(K−1)/2
   Bradley–Terry pairs (better, worse), each weighted 1 / (pairs of its group), so
   that a prompt's ranking counts as one judgment however long it is (InstructGPT,
@@ -23,11 +24,11 @@ import torch
 
 @dataclass(frozen=True)
 class ThumbEvent:
-    """A thumbs-up (label 1) or thumbs-down (label 0) on one text."""
+    """A thumbs-up (label 1), thumbs-down (label 0) or a graded label in between, on one text."""
 
     user_id: str
     features: torch.Tensor  # (D,)
-    label: int
+    label: float
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,21 @@ def ranking_pairs(num_choices: int) -> list[tuple[int, int]]:
 
 
 def thumb_label(value: bool | float) -> float:
-    """A thumbs value as a binary label: up/True/1 → 1.0, down/False/0 → 0.0."""
-    if value in (1, True):
-        return 1.0
-    if value in (0, False):
-        return 0.0
-    raise ValueError(f"thumbs label={value!r} is not binary; use 1 (up) or 0 (down)")
+    """A thumbs value as a label: up/True/1 → 1.0, down/False/0 → 0.0, a grade in between.
+
+    The losses are linear in the label (binary cross-entropy), so a graded label
+    p counts as p of a thumbs-up and 1 − p of a thumbs-down on the same text.
+    """
+    if isinstance(value, bool) or 0 <= value <= 1:
+        return float(value)
+    raise ValueError(f"thumbs label={value!r} is not in [0, 1]; use 1 (up), 0 (down) or a grade")
+
+
+def score_label(score: int) -> float:
+    """A 1-10 score as a graded label: 1 → 0.0, 10 → 1.0, linear in between."""
+    if not 1 <= score <= 10:
+        raise ValueError(f"score={score!r} is not in 1..10")
+    return (score - 1) / 9
 
 
 def check_ranking_shape(features_best_first: torch.Tensor) -> None:

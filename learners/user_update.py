@@ -24,6 +24,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from contracts.adapter_store import AdapterRegistry, AdapterStore
+from contracts.features import sequence_features
 from contracts.keys import (
     FEEDBACK_LAG_KEY,
     LEARNER_RECENT_KEY,
@@ -40,10 +41,11 @@ from contracts.settings import Settings
 from learners.evaluation import evaluate_policy
 from learners.gate import GateConfig, GateDecision, HeldOutEval, decide, trainable_weights_finite
 from learners.guard import HarmlessnessGuard
+from learners.judgments import reward_events
 from learners.ppo import PPOStats, make_kl_controller, make_optimizer, ppo_update
 from learners.ppo_config import PPOConfig
 from learners.reward_config import RewardConfig
-from learners.reward_data import FeedbackBuilder, RankingEvent, RewardEvent, ThumbEvent
+from learners.reward_data import FeedbackBuilder
 from learners.reward_model import RewardModel
 from learners.scheduler import Scheduler
 from learners.training_data import TrainingExample
@@ -65,17 +67,6 @@ class UpdateOutcome:
     ppo: list[PPOStats]
     reward_accuracy: float | None
     seconds: float
-
-
-def reward_events(user_id: str, examples: list[TrainingExample]) -> list[RewardEvent]:
-    events: list[RewardEvent] = []
-    for example in examples:
-        features = torch.from_numpy(np.array(example.features))
-        if example.kind == "thumbs":
-            events.append(ThumbEvent(user_id, features[example.choice], example.label))
-        else:
-            events.append(RankingEvent(user_id, example.completion_id, features[example.ranking]))
-    return events
 
 
 class UserUpdater:
@@ -237,6 +228,17 @@ class UserUpdater:
 
         return reward
 
+    def answer_features(self, prompt_token_ids: list[int], text: str) -> np.ndarray:
+        """Base-model features (D,) of ``text`` as a finished answer to the prompt (a
+        user's correction), pooled like a served completion's: its tokens and the EOS."""
+        answer = self.tokenizer.encode(text, add_special_tokens=False)
+        answer = answer[: self.settings.max_tokens_limit] + [self.tokenizer.eos_token_id]
+        ids = torch.tensor([prompt_token_ids + answer], device=self.policy.device)
+        mask = torch.ones_like(ids)
+        answer_mask = torch.zeros_like(ids)
+        answer_mask[0, len(prompt_token_ids):] = 1
+        return sequence_features(self.policy, ids, mask, answer_mask)[0].cpu().numpy()
+
     # --- adapter state --------------------------------------------------------------------
     def _lora_state(self) -> dict[str, torch.Tensor]:
         return {k: v for k, v in self.policy.state_dict().items() if "lora_" in k}
@@ -306,6 +308,8 @@ class UserUpdater:
             pipe.hincrby(LEARNER_STATS_KEY, "updates", 1)
             outcome = "published" if decision.publish else f"rejected_{decision.reason}"
             pipe.hincrby(LEARNER_STATS_KEY, outcome, 1)
+            # per user too: "why has my assistant not changed?" has an answer
+            pipe.hincrby(user_key(user_id), f"learner_{outcome}", 1)
             pipe.hset(LEARNER_STATS_KEY, mapping={f"last_{k}": v for k, v in metrics.items()})
             # /metrics shows the most recently updated users (learner_metrics.py)
             pipe.zadd(LEARNER_RECENT_KEY, {user_id: time.time()})

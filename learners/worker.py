@@ -92,7 +92,6 @@ class LearnerLoop:
         self.worker_id = worker_id
         self.options = options or LearnerOptions()
         self.client = redis.Redis.from_url(settings.effective_redis_url)
-        self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000))
         self.scheduler = Scheduler(self.client, settings.learner_min_feedback, settings.learner_lease_s)
         base = load_base_model(settings.base_model_path, settings.device)
         self.updater = UserUpdater(
@@ -103,6 +102,8 @@ class LearnerLoop:
             value_learning_rate=self.options.value_learning_rate,
             held_out_samples=self.options.held_out_samples,
         )
+        self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000),
+                                         answer_features=self.updater.answer_features)
         self.updates: list[UpdateOutcome] = []
 
     def step(self, block_ms: int = 200) -> UpdateOutcome | None:

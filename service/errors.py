@@ -52,6 +52,9 @@ def _validation_status(request: Request) -> int:
     return 422 if request.url.path.startswith("/v1/feedback") else 400
 
 
+FEEDBACK_TYPES = ("thumbs", "score", "ranking", "correction")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, err: APIError) -> JSONResponse:
@@ -60,9 +63,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         first = err.errors()[0]
-        location = [str(p) for p in first.get("loc", ()) if p != "body"]
-        # drop the discriminator tag pydantic puts in the path of a tagged union
-        location = [p for p in location if p not in ("thumbs", "ranking")]
+        location = [str(p) for p in first.get("loc", ())]
+        if location[:1] == ["body"]:
+            # drop the discriminator tag pydantic puts first in the path of a tagged
+            # union (a feedback type: "score" is also a field name further on)
+            location = location[2:] if location[1:2] and location[1] in FEEDBACK_TYPES else location[1:]
         param = ".".join(location) or None
         message = f"{param}: {first['msg']}" if param else first["msg"]
         status = _validation_status(request)

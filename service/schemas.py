@@ -155,6 +155,19 @@ class ThumbsFeedback(BaseModel):
     comment: str | None = None
 
 
+class ScoreFeedback(BaseModel):
+    """A graded rating without a thumb (LangSmith's ``score``, Langfuse's numeric score)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["score"]
+    completion_id: str = Field(min_length=1, max_length=128)
+    choice: int = Field(0, ge=0, description="Index of the rated choice.")
+    score: int = Field(ge=1, le=10, description="A graded rating, 1 (worst) to 10 (best).")
+    criterion: str = Field("helpful", description="What the score is about (as for thumbs).")
+    comment: str | None = None
+
+
 class RankingFeedback(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -165,7 +178,28 @@ class RankingFeedback(BaseModel):
     comment: str | None = None
 
 
-FeedbackRequest = Annotated[ThumbsFeedback | RankingFeedback, Field(discriminator="type")]
+class CorrectionFeedback(BaseModel):
+    """The answer the user wanted instead of one choice (LangSmith's ``correction``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["correction"]
+    completion_id: str = Field(min_length=1, max_length=128)
+    choice: int = Field(0, ge=0, description="Index of the choice the correction replaces.")
+    correction: str = Field(min_length=1, description="The text the user wanted instead.")
+    criterion: str = Field("helpful", description="What the correction fixes (as for thumbs).")
+    comment: str | None = None
+
+    @field_validator("correction")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("correction is blank: write the answer you wanted")
+        return text
+
+
+FeedbackRequest = Annotated[ThumbsFeedback | ScoreFeedback | RankingFeedback | CorrectionFeedback,
+                            Field(discriminator="type")]
 
 
 class FeedbackAccepted(BaseModel):
@@ -182,6 +216,8 @@ class FeedbackCounts(BaseModel):
     thumbs_up: int = 0
     thumbs_down: int = 0
     rankings: int = 0
+    scores: int = 0
+    corrections: int = 0
     total: int = 0
     by_criterion: dict[str, int] = Field(
         default_factory=dict, description="Judgments per criterion (helpful, honest, ...).")

@@ -205,7 +205,9 @@ def learner_view(client: redis.Redis, user_id: str) -> dict:
     return {"adapter_version": raw.get("adapter_version"), "kl": number("learner_kl"),
             "ppo_seconds": number("learner_ppo_seconds"), "reward": number("learner_reward"),
             "reward_accuracy": number("learner_reward_accuracy"),
-            "last_decision": raw.get("learner_last_decision")}
+            "last_decision": raw.get("learner_last_decision"),
+            "updates": {k.removeprefix("learner_"): int(v) for k, v in raw.items()
+                        if k == "learner_published" or k.startswith("learner_rejected_")}}
 
 
 # --- the phases ---------------------------------------------------------------------------
@@ -323,7 +325,7 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
             "mean_score_before": before["mean_score"], "mean_score_after": after["mean_score"],
             "eval_samples": after["samples"], "kl": view["kl"], "ppo_seconds": view["ppo_seconds"],
             "adapter_version": view["adapter_version"], "reward_accuracy": view["reward_accuracy"],
-            "last_decision": view["last_decision"],
+            "last_decision": view["last_decision"], "updates": view["updates"],
         }
     ppo_seconds = [u["ppo_seconds"] for u in per_user.values() if u["ppo_seconds"] is not None]
     return {

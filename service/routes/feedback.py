@@ -14,7 +14,7 @@ from contracts.records import CompletionRecord, FeedbackEvent
 from service.deps import CallerDep, MetricsDep, SettingsDep, StoreDep
 from service.errors import APIError
 from service.feedback_store import CompletionExpired
-from service.schemas import FeedbackAccepted, FeedbackRequest, ThumbsFeedback
+from service.schemas import CorrectionFeedback, FeedbackAccepted, FeedbackRequest, RankingFeedback
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -35,14 +35,9 @@ async def feedback(
         raise APIError(401, "feedback needs a user: API key, X-User-Id header", code="no_user")
     if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
         raise APIError(422, "Idempotency-Key must be 1-255 characters", param="Idempotency-Key")
-    if body.comment and len(body.comment) > settings.max_comment_chars:
-        raise APIError(
-            413,
-            f"comment has {len(body.comment)} characters; the limit is "
-            f"{settings.max_comment_chars}",
-            param="comment",
-            code="comment_too_long",
-        )
+    check_length("comment", body.comment, settings.max_comment_chars)
+    if isinstance(body, CorrectionFeedback):
+        check_length("correction", body.correction, settings.max_correction_chars)
     if body.criterion not in settings.feedback_criteria:
         raise APIError(
             422, f"criterion {body.criterion[:40]!r} is not one this server takes; use one of "
@@ -73,17 +68,24 @@ async def feedback(
                             duplicate=result.duplicate)
 
 
+def check_length(field: str, text: str | None, limit: int) -> None:
+    if text and len(text) > limit:
+        raise APIError(413, f"{field} has {len(text)} characters; the limit is {limit}",
+                       param=field, code=f"{field}_too_long")
+
+
 def feedback_event(body: FeedbackRequest, record: CompletionRecord, user_id: str) -> FeedbackEvent:
     n = len(record.choices)
-    if isinstance(body, ThumbsFeedback):
+    if not isinstance(body, RankingFeedback):
         if body.choice >= n:
             raise APIError(
                 422, f"choice {body.choice} is out of range: the completion has {n} choice(s)",
                 param="choice", code="invalid_value",
             )
-        return FeedbackEvent(user_id, body.completion_id, "thumbs", choice=body.choice,
-                             value=body.value, comment=body.comment, criterion=body.criterion,
-                             score=body.score)
+        return FeedbackEvent(user_id, body.completion_id, body.type, choice=body.choice,
+                             value=getattr(body, "value", None), comment=body.comment,
+                             criterion=body.criterion, score=getattr(body, "score", None),
+                             correction=getattr(body, "correction", None))
     if n < 2:
         raise APIError(
             422, "a ranking needs a completion with 2 or more choices (ask with n>1); "

@@ -48,6 +48,8 @@ def user_view(user_id: str, summary: dict[str, str], adapter_version: str | None
         thumbs_up=int(summary.get("thumbs_up", 0)),
         thumbs_down=int(summary.get("thumbs_down", 0)),
         rankings=int(summary.get("rankings", 0)),
+        scores=int(summary.get("scores", 0)),
+        corrections=int(summary.get("corrections", 0)),
         total=int(summary.get("feedback_events", 0)),
         by_criterion={k.removeprefix("criterion:"): int(v)
                       for k, v in summary.items() if k.startswith("criterion:")},

@@ -97,3 +97,12 @@ def test_training_example_json_round_trip(kind):
     np.testing.assert_array_equal(again.features, example.features)
     assert (again.kind, again.choice, again.label, again.ranking) == (kind, example.choice, example.label,
                                                                        example.ranking)
+
+
+def test_a_correction_waits_for_a_consumer_that_can_read_its_text(redis_server, redis_client):
+    accept(redis_server.url, [FeedbackEvent("alice", "c1", "correction", choice=0, correction="x")],
+           [completion("c1")])
+    with pytest.raises(RuntimeError, match="needs a consumer with answer_features"):
+        FeedbackConsumer(redis_client, "w1").poll(block_ms=10)
+    assert redis_client.llen(examples_key("alice")) == 0
+    assert redis_client.xpending(FEEDBACK_STREAM, FEEDBACK_GROUP)["pending"] == 1  # not lost

@@ -3,13 +3,15 @@
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 import torch
 
-from contracts.keys import LEARNER_STATS_KEY
+from contracts.keys import LEARNER_STATS_KEY, examples_key
 from contracts.settings import Settings
 from learners.gate import GateConfig
+from learners.training_data import TrainingExample
 from learners.worker import LearnerLoop, LearnerOptions
 from tests.learning_fixtures import give_rankings
 from tests.local_server import local_server
@@ -76,3 +78,33 @@ def test_a_rejected_update_keeps_the_previous_version_and_counts_the_reason(sett
     assert 'tailor_learner_updates_total{outcome="kl_too_large"} 1.0' in metrics
     assert sample(metrics, 'tailor_learner_user_updates_total{user="bob"}') == 1
     assert 'tailor_learner_user_adapter_sequence{user="bob"}' not in metrics  # nothing served
+
+
+def test_scores_and_corrections_sent_over_http_are_trained_on(settings, redis_client):
+    text = "Boil it for seven minutes."
+    with local_server(settings) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        judgments = []
+        for i in range(2):
+            out = client.chat.completions.create(
+                model="tailor-base", messages=[{"role": "user", "content": f"egg question {i}"}],
+                n=2, max_tokens=6, extra_headers={"X-User-Id": "carol"})
+            judgments += [
+                {"completion_id": out.id, "type": "correction", "choice": 0, "correction": text},
+                {"completion_id": out.id, "type": "score", "choice": 1, "score": 8 - i},
+            ]
+        for body in judgments:
+            httpx.post(f"{url}/v1/feedback", json=body,
+                       headers={"X-User-Id": "carol"}).raise_for_status()
+        loop = LearnerLoop(settings, "w1")
+        outcome = loop.step(block_ms=50)
+    assert outcome.user_id == "carol" and outcome.examples == 4
+    examples = [TrainingExample.from_json(r) for r in redis_client.lrange(examples_key("carol"), 0, -1)]
+    assert [e.kind for e in examples] == ["correction", "score"] * 2
+    correction = examples[0]
+    assert correction.features.shape[0] == 3 and correction.ranking == [2, 0]
+    # the corrected text's features: the learner's base model read it after the prompt
+    expected = loop.updater.answer_features(correction.prompt_token_ids, text)
+    np.testing.assert_allclose(correction.features[2], expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(correction.features[2], correction.features[0])
+    assert examples[1].score == 8 and examples[1].label is None

@@ -89,9 +89,10 @@ def test_builder_turns_a_ranking_into_pairs_weighted_per_prompt() -> None:
     assert data.thumb_label.tolist() == [1.0] and data.thumb_user.tolist() == [1]
 
 
-def test_thumb_labels_are_binary_and_anything_else_is_refused() -> None:
+def test_thumb_labels_are_up_down_or_a_grade_and_anything_else_is_refused() -> None:
     assert [thumb_label(v) for v in (1, True, 0, False)] == [1.0, 1.0, 0.0, 0.0]
-    with pytest.raises(ValueError, match="label=-1 is not binary"):
+    assert thumb_label(0.25) == 0.25  # a graded label (a score without a thumb)
+    with pytest.raises(ValueError, match=r"label=-1 is not in \[0, 1\]"):
         thumb_label(-1)
 
 

@@ -23,7 +23,7 @@ def settings(serving_model_dir: Path, redis_server, tmp_path_factory) -> Setting
     root = tmp_path_factory.mktemp("api")
     return Settings(base_model=str(serving_model_dir), adapter_store=str(root / "store"),
                     data_dir=root, redis_url=redis_server.url, max_comment_chars=100,
-                    extra_feedback_criteria=["concise"])
+                    max_correction_chars=200, extra_feedback_criteria=["concise"])
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,12 @@ def test_models_lists_the_base_model(server):
         ({"type": "ranking", "ranking": [2, 1, 0], "criterion": "Honest"}, 422, "criterion"),
         ({"score": 11}, 422, "score"),
         ({"score": 0}, 422, "score"),
+        ({"type": "score", "value": None}, 422, "score"),  # a score without its score
+        ({"type": "score", "value": None, "score": 7, "choice": 5}, 422, "choice"),
+        ({"type": "correction", "value": None}, 422, "correction"),
+        ({"type": "correction", "value": None, "correction": "  \n"}, 422, "correction"),
+        ({"type": "correction", "value": None, "correction": "x" * 201}, 413, "correction"),
+        ({"type": "correction", "correction": "better"}, 422, "value"),  # no thumb on it
     ],
 )
 def test_bad_feedback_gets_its_status_and_error_body_and_changes_nothing(
@@ -92,6 +98,7 @@ def test_bad_feedback_gets_its_status_and_error_body_and_changes_nothing(
     body = {"completion_id": out.id, "type": "thumbs", "choice": 0, "value": "up", **change}
     if body["type"] == "ranking":
         body.pop("choice"), body.pop("value")
+    body = {k: v for k, v in body.items() if v is not None}
     before = redis_snapshot(redis_client)
     response = post_feedback(server, body)
     assert response.status_code == status, response.text
@@ -120,6 +127,26 @@ def test_a_judgment_names_its_criterion_and_a_thumb_may_carry_a_score(
     # the same thumb about another criterion is another judgment, not a duplicate
     assert post_feedback(server, {**thumb, "criterion": "harmless"}).status_code == 201
     assert post_feedback(server, thumb).status_code == 200
+
+
+def test_a_score_alone_and_a_correction_are_judgments_of_their_own(client, server, redis_client):
+    out = ask(client, "alice", n=2)
+    score = {"completion_id": out.id, "type": "score", "choice": 0, "score": 3}
+    correction = {"completion_id": out.id, "type": "correction", "choice": 1,
+                  "correction": "Boil it for 7 minutes, then cool it in cold water.",
+                  "criterion": "honest", "comment": "the time was wrong"}
+    assert [post_feedback(server, body).status_code for body in (score, correction)] == [201, 201]
+    events = [fields for _, fields in redis_client.xrange(FEEDBACK_STREAM)]
+    assert events[0][b"type"] == b"score" and events[0][b"score"] == b"3"
+    assert b"value" not in events[0]
+    assert events[1][b"type"] == b"correction" and events[1][b"choice"] == b"1"
+    assert events[1][b"correction"].decode() == correction["correction"]
+    feedback = httpx.get(f"{server}/v1/users/alice", headers=ALICE).json()["feedback"]
+    assert (feedback["scores"], feedback["corrections"], feedback["total"]) == (1, 1, 2)
+    assert feedback["by_criterion"] == {"helpful": 1, "honest": 1}
+    # sent again (a client retrying): recorded once; another correction is another judgment
+    assert post_feedback(server, correction).status_code == 200
+    assert post_feedback(server, {**correction, "correction": "Boil it 9 minutes."}).status_code == 201
 
 
 def test_feedback_on_another_users_completion_is_forbidden(client, server, redis_client):
@@ -184,8 +211,8 @@ def test_user_view_and_forgetting_a_user(client, server, settings, redis_client,
     version = publish_adapter(AdapterStore(settings.adapter_store_uri), registry, "alice", adapter_dirs[0])
     view = httpx.get(f"{server}/v1/users/alice", headers=ALICE).json()
     assert view["adapter_version"] == version
-    assert view["feedback"] == {"thumbs_up": 0, "thumbs_down": 1, "rankings": 1, "total": 2,
-                                "by_criterion": {"helpful": 2}}
+    assert view["feedback"] == {"thumbs_up": 0, "thumbs_down": 1, "rankings": 1, "scores": 0,
+                                "corrections": 0, "total": 2, "by_criterion": {"helpful": 2}}
     assert httpx.get(f"{server}/v1/users/alice", headers={"X-User-Id": "bob"}).status_code == 403
 
     assert httpx.delete(f"{server}/v1/users/alice", headers=ALICE).status_code == 200

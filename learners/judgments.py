@@ -1,0 +1,50 @@
+"""How each kind of judgment teaches the user's reward model.
+
+A user's `TrainingExample`s become reward-model events (`learners.reward_data`):
+
+- thumbs: a label on the rated choice, 1 up, 0 down;
+- a score without a thumb: a graded label on the choice (`score_label`: 1 → 0, 10 → 1);
+- scores on choices of one completion (with or without thumbs): the higher-scored
+  choice preferred over the lower, as Bradley–Terry pairs that together weigh one
+  ranking — so a user who only gives thumbs-up with scores still says which liked
+  answer they like most. A choice's last score counts; equal scores give no pair;
+- ranking: its pairs, best first;
+- correction: the text the user wrote preferred over the choice it corrects.
+
+Every criterion trains the user's reward for now; the example keeps its criterion
+so that honesty and harmlessness can be learned apart from taste.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import numpy as np
+import torch
+
+from learners.reward_data import RankingEvent, RewardEvent, ThumbEvent, score_label
+from learners.training_data import TrainingExample
+
+
+def reward_events(user_id: str, examples: list[TrainingExample]) -> list[RewardEvent]:
+    events: list[RewardEvent] = []
+    scored: dict[str, dict[int, tuple[int, torch.Tensor]]] = {}  # completion → choice → score
+    for example in examples:
+        features = torch.from_numpy(np.array(example.features))
+        if example.kind == "thumbs":
+            events.append(ThumbEvent(user_id, features[example.choice], float(example.label)))
+        elif example.kind == "score":
+            events.append(ThumbEvent(user_id, features[example.choice], score_label(example.score)))
+        else:  # ranking, correction
+            events.append(RankingEvent(user_id, example.completion_id, features[example.ranking]))
+        if example.score is not None:
+            scored.setdefault(example.completion_id, {})[example.choice] = (
+                example.score, features[example.choice])
+    for completion_id, by_choice in scored.items():
+        for (score_a, a), (score_b, b) in combinations(by_choice.values(), 2):
+            if score_a != score_b:
+                better, worse = (a, b) if score_a > score_b else (b, a)
+                # one group per completion: its pairs share one ranking's weight
+                events.append(RankingEvent(user_id, f"scores:{completion_id}",
+                                           torch.stack([better, worse])))
+    return events
