@@ -1,0 +1,168 @@
+"""How reliable each rater is, learned together with a shared head: learning from crowds.
+
+Honesty and harmlessness are not matters of taste: an answer is harmful or not,
+whoever rates it. Raters disagree because some are careless (labels near random)
+and some adversarial (calling harmful answers harmless). We estimate, for each
+rater, a two-coin Dawid–Skene confusion — sensitivity α = P(says "ok" | the answer
+is ok) and specificity β = P(says "bad" | the answer is bad) — jointly with a
+logistic head on the answers' features that predicts the truth, by EM (Raykar et
+al., "Learning From Crowds", JMLR 2010: Dawid–Skene whose prior on each item's
+truth is a classifier on its features).
+
+Why this model: in Tailor each user mostly judges their own answers, so few items
+are rated by several raters and plain Dawid–Skene (which needs overlap) has
+little to go on. The head carries the consensus across items: a rater is judged
+against what the head, trained on everyone, predicts for the answers that rater
+rated. Two coins, not one, because the adversarial rater's failure is one-sided
+(it calls everything harmless: α ≈ 1, β ≈ 0).
+
+A rater must not vouch for themselves: when an answer was rated only by the
+rater being scored, the posterior used to score them leaves their own label out
+(leave-one-rater-out E-step); otherwise a rater who alone rated an item would
+always look right about it.
+
+Raters' labels enter the head's targets through the posterior, so a random
+rater's labels (α = β = 0.5, a likelihood ratio of 1) change nothing and an
+adversarial rater's are discounted — or, with ``clamp_adversarial``, ignored
+rather than read backwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class CrowdLabels:
+    """Binary judgments of one criterion: label 1 = the answer is fine, 0 = it is not."""
+
+    features: torch.Tensor  # (I, D) float32, one row per judged answer
+    item: torch.Tensor  # (L,) int64, the judged answer's row
+    rater: torch.Tensor  # (L,) int64, index into rater_ids
+    label: torch.Tensor  # (L,) float32 in {0, 1}
+    rater_ids: list[str]
+    # (I,) log-odds a prior gives each answer (a head trained on written principles, or
+    # the model's built-in guard); the learned head corrects it, and with no labels
+    # (ridge-penalised to zero) leaves it as it is. None: no prior.
+    prior_logits: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class CrowdConfig:
+    iterations: int = 30  # EM rounds
+    newton_steps: int = 4  # of the head's penalised logistic regression, per M-step
+    l2: float = 1.0  # the head's ridge penalty (on standardised features)
+    # Beta(prior_right, prior_wrong) pseudo-counts on α and β: a new rater starts as
+    # somewhat reliable (2 / 3) and a few dozen judgments outweigh that. Stronger
+    # (8, 2) held a credulous rater's β = 0.3 at 0.47 after 60 judgments.
+    prior_right: float = 2.0
+    prior_wrong: float = 1.0
+    clamp_adversarial: bool = True  # a rater worse than chance is ignored, not inverted
+    seed: int = 0
+
+
+@dataclass
+class CrowdFit:
+    head_weight: torch.Tensor  # (D,)
+    head_bias: torch.Tensor  # ()
+    sensitivity: torch.Tensor  # (R,) α
+    specificity: torch.Tensor  # (R,) β
+    posterior: torch.Tensor  # (I,) P(answer is fine | everything)
+    rater_ids: list[str]
+    mean: torch.Tensor  # (D,) feature standardisation
+    scale: torch.Tensor  # (D,)
+
+    def logits(self, features: torch.Tensor, prior_logits: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """The head's log-odds that each answer (N, D) is fine (on top of its prior's)."""
+        learned = ((features - self.mean) / self.scale) @ self.head_weight + self.head_bias
+        return learned if prior_logits is None else learned + prior_logits
+
+    def reliability(self) -> dict[str, float]:
+        """Balanced accuracy (α + β) / 2 per rater: 0.5 random, below 0.5 adversarial."""
+        balanced = (self.sensitivity + self.specificity) / 2
+        return dict(zip(self.rater_ids, balanced.tolist(), strict=True))
+
+
+def fit_crowd(labels: CrowdLabels, config: CrowdConfig = CrowdConfig()) -> CrowdFit:
+    features = labels.features.float()
+    mean, scale = features.mean(0), features.std(0).clamp(min=1e-6)
+    x = (features - mean) / scale
+    num_items, num_raters = features.shape[0], len(labels.rater_ids)
+    generator = torch.Generator().manual_seed(config.seed)
+    weight = torch.randn(x.shape[1], generator=generator) * 0.01
+    bias = torch.zeros(())
+    # Start from the raters taken at their word (every label weighs one).
+    target = _mean_label(labels, num_items)
+    rated = torch.zeros(num_items, dtype=torch.bool)
+    rated[labels.item] = True
+    alpha = torch.full((num_raters,), 0.8)
+    beta = torch.full((num_raters,), 0.8)
+    offset = (torch.zeros(num_items) if labels.prior_logits is None
+              else labels.prior_logits.float())
+    for _ in range(config.iterations):
+        weight, bias = _fit_head(x, offset, target, rated, weight, bias, config)
+        prior = torch.sigmoid(x @ weight + bias + offset).clamp(1e-4, 1 - 1e-4)
+        # E-step: each label's log-likelihood ratio "fine" vs "not fine"
+        ratio = _label_log_ratio(labels, alpha, beta, config.clamp_adversarial)
+        per_item = torch.zeros(num_items).index_add_(0, labels.item, ratio)
+        posterior = torch.sigmoid(torch.logit(prior) + per_item)
+        # leave-one-rater-out: the posterior each label is scored against lacks that label
+        held_out = torch.sigmoid(torch.logit(prior)[labels.item] + per_item[labels.item] - ratio)
+        alpha, beta = _confusions(labels, held_out, num_raters, config)
+        target = posterior
+    return CrowdFit(weight, bias, alpha, beta, posterior, list(labels.rater_ids), mean, scale)
+
+
+def _mean_label(labels: CrowdLabels, num_items: int) -> torch.Tensor:
+    total = torch.zeros(num_items).index_add_(0, labels.item, labels.label.float())
+    count = torch.zeros(num_items).index_add_(0, labels.item, torch.ones_like(labels.label))
+    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, 0.5))
+
+
+def _label_log_ratio(labels: CrowdLabels, alpha: torch.Tensor, beta: torch.Tensor,
+                     clamp_adversarial: bool) -> torch.Tensor:
+    """log P(label | fine) − log P(label | not fine), per label."""
+    a, b = alpha[labels.rater], beta[labels.rater]
+    y = labels.label.float()
+    ratio = y * (torch.log(a) - torch.log(1 - b)) + (1 - y) * (torch.log(1 - a) - torch.log(b))
+    if clamp_adversarial:
+        worse_than_chance = (a + b) < 1.0  # its labels anti-correlate with the truth
+        ratio = torch.where(worse_than_chance, torch.zeros_like(ratio), ratio)
+    return ratio
+
+
+def _confusions(labels: CrowdLabels, truth: torch.Tensor, num_raters: int,
+                config: CrowdConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """α, β per rater from soft truths, with Beta pseudo-counts."""
+    y = labels.label.float()
+
+    def per_rater(values: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(num_raters).index_add_(0, labels.rater, values)
+
+    right, wrong = config.prior_right, config.prior_wrong
+    alpha = (per_rater(truth * y) + right) / (per_rater(truth) + right + wrong)
+    beta = (per_rater((1 - truth) * (1 - y)) + right) / (per_rater(1 - truth) + right + wrong)
+    return alpha.clamp(1e-3, 1 - 1e-3), beta.clamp(1e-3, 1 - 1e-3)
+
+
+def _fit_head(x: torch.Tensor, offset: torch.Tensor, target: torch.Tensor, rated: torch.Tensor,
+              weight: torch.Tensor, bias: torch.Tensor, config: CrowdConfig
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ridge logistic regression of the rated answers' soft targets on their features, on
+    top of the prior's log-odds (``offset``): Newton steps (IRLS) from the last round's
+    head. The bias is not penalised; with no rated answer nothing moves."""
+    design = torch.cat([x, torch.ones(x.shape[0], 1)], dim=1).double()  # (I, D + 1)
+    theta = torch.cat([weight, bias.reshape(1)]).double()
+    penalty = torch.full((design.shape[1],), config.l2, dtype=torch.float64)
+    penalty[-1] = 0.0
+    target, offset, rated = target.double(), offset.double(), rated.double()
+    for _ in range(config.newton_steps):
+        p = torch.sigmoid(design @ theta + offset)
+        gradient = design.T @ (rated * (p - target)) + penalty * theta
+        hessian = (design.T * (rated * p * (1 - p))) @ design + torch.diag(penalty + 1e-6)
+        theta = theta - torch.linalg.solve(hessian, gradient)
+    theta = theta.float()
+    return theta[:-1], theta[-1]
