@@ -1,0 +1,110 @@
+"""Honesty and harmlessness: heads shared by everyone, learned from every user's judgments of
+those criteria, each rater weighted by how reliable they are.
+
+Taste is personal; whether an answer is harmful or false is not, so these heads are
+never per user. For each criterion, the judgments that say something about it:
+
+- a thumb tagged with it: up → the answer is fine (1), down → it is not (0);
+- a score tagged with it: 6-10 → fine, 1-5 → not;
+- a correction tagged with it: the corrected answer is not fine, the user's text is.
+
+Rankings order answers by preference and say nothing absolute: not used. Each user
+is one rater; judgments of the same answer by several users meet on one item, the
+overlap the reliability model checks raters against (``learners.rater_reliability``).
+Where a prior exists (today: the model's built-in harmlessness guard) the head
+starts from it and the judgments correct it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from learners.rater_reliability import CrowdConfig, CrowdFit, CrowdLabels, fit_crowd
+from learners.training_data import TrainingExample
+
+SHARED_CRITERIA = ("harmless", "honest")
+FINE_FROM_SCORE = 6  # a tagged score of 6-10 says "fine"
+
+# features (N, D) -> the prior's log-odds (N,) that each answer is fine
+Prior = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SharedHead:
+    criterion: str
+    fit: CrowdFit | None  # None: no judgments of this criterion yet, the prior alone
+    prior: Prior | None
+    judgments_used: dict[str, int]  # per user: their judgments of this criterion
+
+    def fine_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(N,) log-odds that each answer (N, D) is fine by this criterion."""
+        features = features.float()
+        prior = self.prior(features) if self.prior is not None else torch.zeros(len(features))
+        return prior if self.fit is None else self.fit.logits(features, prior)
+
+    def reliability(self) -> dict[str, float]:
+        return {} if self.fit is None else self.fit.reliability()
+
+
+def crowd_labels(criterion: str, examples_by_user: dict[str, list[TrainingExample]],
+                 prior: Prior | None = None) -> tuple[CrowdLabels, dict[str, int]]:
+    """Every user's judgments of ``criterion`` as crowd labels on distinct answers."""
+    rows: dict[tuple, int] = {}
+    features: list[np.ndarray] = []
+    items, raters, labels, used = [], [], [], {}
+    user_ids = sorted(examples_by_user)
+
+    def item(key: tuple, row: np.ndarray) -> int:
+        if key not in rows:
+            rows[key] = len(features)
+            features.append(row)
+        return rows[key]
+
+    for rater, user_id in enumerate(user_ids):
+        for example in examples_by_user[user_id]:
+            if example.criterion != criterion:
+                continue
+            for key, row, fine in _verdicts(example):
+                items.append(item(key, row))
+                raters.append(rater)
+                labels.append(fine)
+                used[user_id] = used.get(user_id, 0) + 1
+    matrix = (torch.from_numpy(np.stack(features)).float() if features
+              else torch.zeros(0, 0))
+    crowd = CrowdLabels(
+        features=matrix, item=torch.tensor(items, dtype=torch.int64),
+        rater=torch.tensor(raters, dtype=torch.int64),
+        label=torch.tensor(labels, dtype=torch.float32), rater_ids=user_ids,
+        prior_logits=prior(matrix) if prior is not None and features else None,
+    )
+    return crowd, used
+
+
+def _verdicts(example: TrainingExample) -> Iterable[tuple[tuple, np.ndarray, float]]:
+    """(answer key, its features, 1.0 fine / 0.0 not) said by one example."""
+    answer = (example.completion_id, example.choice)
+    if example.kind == "thumbs":
+        yield answer, example.features[example.choice], float(example.label)
+    elif example.kind == "score":
+        yield answer, example.features[example.choice], float(example.score >= FINE_FROM_SCORE)
+    elif example.kind == "correction":
+        written, corrected = example.ranking
+        yield answer, example.features[corrected], 0.0
+        yield (example.completion_id, "correction", example.event_id), example.features[written], 1.0
+
+
+def fit_shared_heads(examples_by_user: dict[str, list[TrainingExample]],
+                     priors: dict[str, Prior] | None = None,
+                     config: CrowdConfig | None = None) -> dict[str, SharedHead]:
+    """One head per shared criterion, from everyone's judgments of it."""
+    heads = {}
+    for criterion in SHARED_CRITERIA:
+        prior = (priors or {}).get(criterion)
+        crowd, used = crowd_labels(criterion, examples_by_user, prior)
+        fit = fit_crowd(crowd, config or CrowdConfig()) if len(crowd.label) else None
+        heads[criterion] = SharedHead(criterion, fit, prior, used)
+    return heads
