@@ -28,10 +28,18 @@ redis-server:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q redis-server; }
 
+# The end users' page is tested in a real browser: Debian's chromium, driven by
+# Playwright with executable_path (tests/service/test_page.py).
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
 run: setup
 	$(VENV)/bin/tailor up
 
-test: setup
+test: setup chromium
 	$(PY) -m pytest tests
 
 bench-serve: setup
@@ -43,5 +51,23 @@ bench-learn: setup
 demo: setup
 	$(VENV)/bin/tailor demo
 
+# The real Open WebUI rates a Tailor answer and the rating arrives in Tailor (README,
+# "Use it with Open WebUI"). Not in `make test`: Open WebUI is ~260 packages (~3 GB)
+# in a venv of its own, torch==2.13.0 first for the same reason as above.
+OPENWEBUI_VENV := .openwebui-venv
+OPENWEBUI_VERSION := 0.12.4
+OPENWEBUI_STAMP := $(OPENWEBUI_VENV)/.installed-$(OPENWEBUI_VERSION)
+
+$(OPENWEBUI_STAMP):
+	test -x $(OPENWEBUI_VENV)/bin/python || $(PYTHON) -m venv $(OPENWEBUI_VENV)
+	$(OPENWEBUI_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OPENWEBUI_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(OPENWEBUI_VENV)/bin/python -m pip install -q open-webui==$(OPENWEBUI_VERSION)
+	touch $(OPENWEBUI_STAMP)
+
+.PHONY: check-openwebui
+check-openwebui: setup $(OPENWEBUI_STAMP)
+	$(PY) -m commands.check_openwebui --open-webui $(OPENWEBUI_VENV)/bin/open-webui
+
 clean:
-	rm -rf $(VENV) .tailor
+	rm -rf $(VENV) $(OPENWEBUI_VENV) .tailor

@@ -8,6 +8,8 @@ so the two halves never disagree on where a thing lives.
     tailor:user:{user_id}                hash: feedback counters, adapter metrics
     tailor:user:{user_id}:completions    set of the user's completion ids (for forgetting)
     tailor:user:{user_id}:prompts        the user's recent prompts, token ids (PPO rollouts)
+    tailor:user:{user_id}:history        hash: hour (unix seconds) -> judgments accepted in it
+    tailor:user:{user_id}:openwebui:{id}  completion id of an Open WebUI message, TTL (its ratings)
     tailor:user:{user_id}:examples       list of training examples, in the order applied
     tailor:user:{user_id}:applied        set of feedback event ids already applied
     tailor:user:{user_id}:value_head     the PPO value head of the user's adapter
@@ -69,6 +71,20 @@ def user_completions_key(user_id: str) -> str:
 def user_prompts_key(user_id: str) -> str:
     """The user's recent prompts (token ids, newest first): PPO's rollout prompts."""
     return f"{PREFIX}:user:{user_id}:prompts"
+
+
+def openwebui_message_key(user_id: str, message_id: str) -> str:
+    """The completion that answered one of the user's Open WebUI messages (its id there).
+
+    Open WebUI's ratings name the message, not the completion; under the user's own
+    prefix, so forgetting the user deletes it and a user can only reach their own.
+    """
+    return f"{PREFIX}:user:{user_id}:openwebui:{message_id}"
+
+
+def user_history_key(user_id: str) -> str:
+    """Judgments the user gave per hour: field = the hour's start (unix seconds)."""
+    return f"{PREFIX}:user:{user_id}:history"
 
 
 def examples_key(user_id: str) -> str:

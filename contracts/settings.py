@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         "redis-server on `redis_port` with data under `data_dir/redis`.",
     )
     redis_port: int = Field(6390, ge=1, le=65535, description="Port of the embedded redis-server.")
+    redis_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait for Redis to connect or answer a command; "
+        "past it the request gets 503 with Retry-After.")
     redis_fsync: Literal["always", "everysec"] = Field(
         "everysec",
         description="AOF fsync policy of the embedded redis-server: `always` loses no "
@@ -125,6 +128,13 @@ class Settings(BaseSettings):
         description="Without keys: accept X-User-Id / X-OpenWebUI-User-Id from a trusted "
         "gateway. Turn off when clients reach the server directly.",
     )
+    openwebui_secret: str = Field(
+        "",
+        description="Shared secret of Open WebUI's Tailor function: it sends Open WebUI's "
+        "rating events to POST /v1/integrations/openwebui/events with `Authorization: Bearer "
+        "<secret>` (a gateway key is accepted there too). Empty: only gateway keys; no keys "
+        "at all: the route refuses every event.",
+    )
 
     # --- learners ----------------------------------------------------------------
     # Two half-CPU learners by default: between requests the Generator idles, and on
@@ -191,6 +201,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{len(shared)} key(s) are in both TAILOR_API_KEYS and TAILOR_GATEWAY_KEYS; a "
                 "key is either one user's or a gateway's: remove it from one of them"
+            )
+        if self.openwebui_secret and len(self.openwebui_secret) < 16:
+            raise ValueError(
+                "TAILOR_OPENWEBUI_SECRET is shorter than 16 characters; use a long random one "
+                "(python -c 'import secrets; print(secrets.token_hex(32))')"
+            )
+        if self.openwebui_secret and self.openwebui_secret in self.api_keys:
+            raise ValueError(
+                "TAILOR_OPENWEBUI_SECRET is also a user's key in TAILOR_API_KEYS: that user "
+                "could send ratings for everyone; give the Open WebUI function a secret of its own"
             )
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError(

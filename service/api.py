@@ -19,7 +19,7 @@ from service.deps import GenerationBackend
 from service.errors import install_error_handlers
 from service.feedback_store import FeedbackStore
 from service.metrics import IngressMetrics
-from service.routes import chat, feedback, operations, users
+from service.routes import chat, feedback, openwebui, operations, page, users
 
 
 def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackStore) -> FastAPI:
@@ -40,6 +40,6 @@ def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackSt
             route=getattr(route, "path", "other"), status=response.status_code).inc()
         return response
 
-    for area in (chat, feedback, users, operations):
+    for area in (chat, feedback, users, operations, page, openwebui):
         app.include_router(area.router)
     return app

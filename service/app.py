@@ -79,7 +79,8 @@ class HandleBackend:
 @serve.ingress()
 class Ingress:
     def __init__(self, generator: DeploymentHandle, settings: Settings) -> None:
-        store = FeedbackStore.from_url(settings.effective_redis_url, settings.completion_ttl_s)
+        store = FeedbackStore.from_url(settings.effective_redis_url, settings.completion_ttl_s,
+                                       settings.redis_timeout_s)
         self.api = create_api(settings, HandleBackend(generator), store)
 
     def __serve_build_asgi_app__(self):

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+# What a client is told to wait before retrying when Redis is unreachable: a
+# restarting redis-server (AOF replay of a small data set) is back within seconds.
+STORE_RETRY_AFTER_S = 5
 
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -46,6 +55,12 @@ def error_response(err: APIError) -> JSONResponse:
     return JSONResponse(error_body(err.status, err.message, err.param, err.code), err.status)
 
 
+def store_unavailable() -> JSONResponse:
+    body = error_body(503, "the feedback store (Redis) is unreachable; nothing was recorded. "
+                      f"Retry in {STORE_RETRY_AFTER_S} s", code="store_unavailable")
+    return JSONResponse(body, 503, headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
+
+
 def _validation_status(request: Request) -> int:
     # OpenAI answers malformed chat requests with 400; our own feedback API uses
     # 422 (the body parsed but is not a valid judgment).
@@ -72,6 +87,14 @@ def install_error_handlers(app: FastAPI) -> None:
         message = f"{param}: {first['msg']}" if param else first["msg"]
         status = _validation_status(request)
         return JSONResponse(error_body(status, message, param, "invalid_value"), status)
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _store_down(request: Request, err: Exception) -> JSONResponse:
+        # Nothing was acknowledged: the Lua script that records a judgment is atomic,
+        # so the client's retry (same Idempotency-Key) records it once.
+        log.error("%s %s: Redis unreachable: %s", request.method, request.url.path, err)
+        return store_unavailable()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:

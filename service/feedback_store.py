@@ -26,28 +26,32 @@ from contracts.keys import (
     completion_key,
     forgotten_key,
     idempotency_key,
+    openwebui_message_key,
     user_completions_key,
     user_data_pattern,
+    user_history_key,
     user_key,
     user_prompts_key,
 )
 from contracts.records import CompletionRecord, FeedbackEvent
 
-# KEYS: completion, idempotency, stream, user hash, users set
-# ARGV: idempotency ttl, counter field, user id, criterion counter field, then stream
-# field/value pairs
+# KEYS: completion, idempotency, stream, user hash, users set, user history
+# ARGV: idempotency ttl, counter field, user id, criterion counter field, history hour,
+# then stream field/value pairs
 _APPEND_FEEDBACK = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
 local existing = redis.call('GET', KEYS[2])
 if existing then return {0, existing} end
-local id = redis.call('XADD', KEYS[3], '*', unpack(ARGV, 5))
+local id = redis.call('XADD', KEYS[3], '*', unpack(ARGV, 6))
 redis.call('SET', KEYS[2], id, 'EX', tonumber(ARGV[1]))
 redis.call('HINCRBY', KEYS[4], ARGV[2], 1)
 redis.call('HINCRBY', KEYS[4], 'feedback_events', 1)
 redis.call('HINCRBY', KEYS[4], ARGV[4], 1)
 redis.call('SADD', KEYS[5], ARGV[3])
+redis.call('HINCRBY', KEYS[6], ARGV[5], 1)
 return {1, id}
 """
+HOUR_S = 3600
 
 
 class CompletionExpired(LookupError):
@@ -69,13 +73,21 @@ class FeedbackStore:
         self._append = client.register_script(_APPEND_FEEDBACK)
 
     @classmethod
-    def from_url(cls, url: str, completion_ttl_s: int) -> FeedbackStore:
-        return cls(aioredis.Redis.from_url(url), completion_ttl_s)
+    def from_url(cls, url: str, completion_ttl_s: int, timeout_s: float = 5.0) -> FeedbackStore:
+        """``timeout_s`` bounds connecting and each command: a Redis that hangs is
+        answered as one that is down (503), not by a request that never returns."""
+        client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout_s,
+                                         socket_timeout=timeout_s)
+        return cls(client, completion_ttl_s)
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())
 
-    async def save_completion(self, record: CompletionRecord) -> None:
+    async def save_completion(
+        self, record: CompletionRecord, openwebui_message_id: str | None = None
+    ) -> None:
+        """Keep ``record`` for rating; ``openwebui_message_id``: the Open WebUI message it
+        answered (its ratings name the message), kept as long as the completion."""
         key = completion_key(record.completion_id)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=record.to_redis())
@@ -89,7 +101,15 @@ class FeedbackStore:
                 prompts = user_prompts_key(record.user_id)
                 pipe.lpush(prompts, json.dumps(record.prompt_token_ids))
                 pipe.ltrim(prompts, 0, RECENT_PROMPTS - 1)
+                if openwebui_message_id:
+                    pipe.set(openwebui_message_key(record.user_id, openwebui_message_id),
+                             record.completion_id, ex=self.completion_ttl_s)
             await pipe.execute()
+
+    async def openwebui_completion(self, user_id: str, message_id: str) -> str | None:
+        """The completion id that answered the user's Open WebUI message, if still kept."""
+        completion_id = await self.client.get(openwebui_message_key(user_id, message_id))
+        return completion_id.decode() if completion_id else None
 
     async def load_completion(self, completion_id: str) -> CompletionRecord:
         raw = await self.client.hgetall(completion_key(completion_id))
@@ -109,9 +129,10 @@ class FeedbackStore:
                 FEEDBACK_STREAM,
                 user_key(event.user_id),
                 USERS_SET,
+                user_history_key(event.user_id),
             ],
             args=[IDEMPOTENCY_TTL_S, event.counter_field, event.user_id, event.criterion_field,
-                  *flat],
+                  int(event.accepted_at // HOUR_S * HOUR_S), *flat],
         )
         if status == -1:
             raise CompletionExpired(event.completion_id)
@@ -128,6 +149,11 @@ class FeedbackStore:
         if not raw and not known:
             return None
         return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def user_history(self, user_id: str) -> dict[int, int]:
+        """Judgments the user gave per hour (the hour's start, unix seconds), oldest first."""
+        raw = await self.client.hgetall(user_history_key(user_id))
+        return dict(sorted((int(hour), int(count)) for hour, count in raw.items()))
 
     async def forget_user(self, user_id: str) -> int:
         """Delete everything Tailor holds on ``user_id`` in Redis; returns keys deleted.

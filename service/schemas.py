@@ -223,10 +223,25 @@ class FeedbackCounts(BaseModel):
         default_factory=dict, description="Judgments per criterion (helpful, honest, ...).")
 
 
+class TrainingStatus(BaseModel):
+    pending: int = Field(description="Judgments the learners have not trained on yet.")
+    until_next_update: int = Field(
+        description="Judgments still needed before the learners update the adapter (0: due "
+        "now, waiting for a learner).")
+
+
+class JudgmentsInHour(BaseModel):
+    hour: int = Field(description="The hour's start, unix seconds (UTC).")
+    judgments: int
+
+
 class UserView(BaseModel):
     user_id: str
     adapter_version: str | None
     feedback: FeedbackCounts
+    training: TrainingStatus
+    history: list[JudgmentsInHour] = Field(
+        default_factory=list, description="Judgments accepted per hour, oldest first.")
     learner: dict[str, float | str] = Field(
         default_factory=dict, description="Latest learner metrics (reward, KL, losses, lag)."
     )

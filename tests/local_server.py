@@ -39,7 +39,8 @@ def local_server(
     def run() -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
-        store = FeedbackStore.from_url(settings.effective_redis_url, settings.completion_ttl_s)
+        store = FeedbackStore.from_url(settings.effective_redis_url, settings.completion_ttl_s,
+                                       settings.redis_timeout_s)
         api = create_api(settings, core, store)
         config = uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", loop="asyncio")
         server = uvicorn.Server(config)

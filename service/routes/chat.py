@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sse_starlette.sse import EventSourceResponse
 
 from contracts.records import CompletionRecord
@@ -28,6 +31,7 @@ from service.errors import APIError
 from service.feedback_store import FeedbackStore
 from service.identity import validate_user_id
 from service.metrics import IngressMetrics
+from service.openwebui_message import OpenWebUIMessageDep
 from service.schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -42,6 +46,7 @@ from service.schemas import (
     completion_id,
 )
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["chat"])
 
 
@@ -59,6 +64,7 @@ async def chat_completions(
     backend: BackendDep,
     store: StoreDep,
     metrics: MetricsDep,
+    openwebui_message: OpenWebUIMessageDep,
 ) -> ChatCompletion | EventSourceResponse:
     started = time.perf_counter()
     user_id = caller
@@ -86,14 +92,15 @@ async def chat_completions(
         if isinstance(first, GenerationFailure):
             raise APIError(first.status, first.message, first.param, first.code)
         return EventSourceResponse(
-            stream_chunks(body, header, first, events, store, metrics, started), ping=15,
+            stream_chunks(body, header, first, events, store, metrics, started,
+                          openwebui_message), ping=15,
         )
     async for event in events:
         if isinstance(event, GenerationFailure):
             raise APIError(event.status, event.message, event.param, event.code)
         if isinstance(event, GenerationResult):
             result = event
-    await store.save_completion(recorded(header, result))
+    await store.save_completion(recorded(header, result), openwebui_message)
     observe_completion(metrics, result, started, stream=False)
     return ChatCompletion(
         id=header.completion_id,
@@ -171,6 +178,7 @@ async def stream_chunks(
     store: FeedbackStore,
     metrics: IngressMetrics,
     started: float,
+    openwebui_message: str | None = None,
 ) -> AsyncIterator[str]:
     """SSE data lines of a streamed completion, ending with ``[DONE]``."""
     fp = fingerprint(header.adapter_version)
@@ -195,9 +203,16 @@ async def stream_chunks(
         elif isinstance(event, GenerationFailure):
             yield json.dumps({"error": {"message": event.message, "type": "server_error",
                                         "param": event.param, "code": event.code}})
+            yield "[DONE]"
             return
         elif isinstance(event, GenerationResult):
-            await store.save_completion(recorded(header, event))
+            try:
+                await store.save_completion(recorded(header, event), openwebui_message)
+            except (RedisConnectionError, RedisTimeoutError) as err:
+                # The client has the whole text already: end the answer normally; only
+                # rating it is lost (its feedback will get 404), so say so in the log.
+                log.error("completion %s streamed but not kept for rating: %s",
+                          header.completion_id, err)
             observe_completion(metrics, event, started, stream=True)
             yield chunk([ChunkChoice(index=i, delta=DeltaMessage(),
                                      finish_reason=choice.finish_reason)

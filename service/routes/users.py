@@ -7,22 +7,33 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import AdapterStoreDep, CallerDep, StoreDep
+from service.deps import AdapterStoreDep, CallerDep, SettingsDep, StoreDep
 from service.errors import APIError
 from service.identity import validate_user_id
-from service.schemas import FeedbackCounts, UserForgotten, UserView
+from service.schemas import (
+    FeedbackCounts,
+    JudgmentsInHour,
+    TrainingStatus,
+    UserForgotten,
+    UserView,
+)
 
 router = APIRouter(tags=["users"])
 
 
 @router.get("/v1/users/{user_id}")
-async def get_user(user_id: str, caller: CallerDep, store: StoreDep) -> UserView:
+async def get_user(user_id: str, caller: CallerDep, store: StoreDep,
+                   settings: SettingsDep) -> UserView:
     own_user(user_id, caller)
     summary = await store.user_summary(user_id)
     if summary is None:
         raise APIError(404, f"no data for user {user_id!r}", param="user_id",
                        code="user_not_found")
-    return user_view(user_id, summary, await store.adapter_version(user_id))
+    view = user_view(user_id, summary, await store.adapter_version(user_id),
+                     settings.learner_min_feedback)
+    view.history = [JudgmentsInHour(hour=hour, judgments=count)
+                    for hour, count in (await store.user_history(user_id)).items()]
+    return view
 
 
 @router.delete("/v1/users/{user_id}")
@@ -43,7 +54,8 @@ def own_user(user_id: str, caller: str | None) -> None:
         raise APIError(403, "you can only see or forget your own user", code="not_your_user")
 
 
-def user_view(user_id: str, summary: dict[str, str], adapter_version: str | None) -> UserView:
+def user_view(user_id: str, summary: dict[str, str], adapter_version: str | None,
+              min_feedback: int) -> UserView:
     counts = FeedbackCounts(
         thumbs_up=int(summary.get("thumbs_up", 0)),
         thumbs_down=int(summary.get("thumbs_down", 0)),
@@ -58,8 +70,12 @@ def user_view(user_id: str, summary: dict[str, str], adapter_version: str | None
         k.removeprefix("learner_"): _number(v)
         for k, v in summary.items() if k.startswith("learner_")
     }
+    # Each judgment becomes one training example; the learners update a user once
+    # min_feedback of them are untrained (learners.scheduler).
+    pending = max(0, counts.total - int(summary.get("learner_examples_trained", 0)))
+    training = TrainingStatus(pending=pending, until_next_update=max(0, min_feedback - pending))
     return UserView(user_id=user_id, adapter_version=adapter_version, feedback=counts,
-                    learner=learner)
+                    training=training, learner=learner)
 
 
 def _number(value: str) -> float | str:

@@ -1,5 +1,6 @@
 """The HTTP API over a real socket (uvicorn, in-process generator) and a real Redis."""
 
+import time
 from pathlib import Path
 
 import httpx
@@ -213,6 +214,10 @@ def test_user_view_and_forgetting_a_user(client, server, settings, redis_client,
     assert view["adapter_version"] == version
     assert view["feedback"] == {"thumbs_up": 0, "thumbs_down": 1, "rankings": 1, "scores": 0,
                                 "corrections": 0, "total": 2, "by_criterion": {"helpful": 2}}
+    # nothing trained yet: 2 pending, 6 more before the learners update (min_feedback 8)
+    assert view["training"] == {"pending": 2, "until_next_update": 6}
+    (hour,) = view["history"]  # both judgments in this hour
+    assert hour["judgments"] == 2 and 0 <= time.time() - hour["hour"] < 3600
     assert httpx.get(f"{server}/v1/users/alice", headers={"X-User-Id": "bob"}).status_code == 403
 
     assert httpx.delete(f"{server}/v1/users/alice", headers=ALICE).status_code == 200

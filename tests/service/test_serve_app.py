@@ -56,6 +56,13 @@ def test_openai_client_plain(client):
     assert out.system_fingerprint == "tailor-base"
 
 
+def test_the_end_users_page_is_served_through_serve(serve_app):
+    page = httpx.get(serve_app["url"] + "/")
+    assert page.status_code == 200 and '<script src="/page/tailor.js"' in page.text
+    script = httpx.get(serve_app["url"] + "/page/tailor.js")
+    assert script.status_code == 200 and "textContent" in script.text  # the installed files
+
+
 def test_openai_client_n3(client):
     out = client.chat.completions.create(model="tailor-base", messages=PROMPT, n=3, max_tokens=5,
                                          seed=3, extra_headers={"X-User-Id": "carol"})
