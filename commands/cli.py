@@ -99,7 +99,7 @@ def adapter_publish(
 def demo(
     users: Annotated[
         str, typer.Option(help="Comma-separated simulation presets (or a count of the first ones).")
-    ] = "bullet_lover,emoji_fan,busy_professional,adversarial",
+    ] = "bullet_lover,emoji_fan,thorough_reader,busy_professional,adversarial",
     max_events: Annotated[int, typer.Option(help="Judgments each user gives at most.")] = 60,
     measure_rounds: Annotated[
         int, typer.Option(help="Evaluation requests per user before and after learning.")

@@ -3,7 +3,10 @@
 A user's `TrainingExample`s become reward-model events (`learners.reward_data`):
 
 - thumbs: a label on the rated choice, 1 up, 0 down;
-- a score without a thumb: a graded label on the choice (`score_label`: 1 → 0, 10 → 1);
+- a score, with or without a thumb: a graded label on the choice instead (`score_label`:
+  1 → 0, 10 → 1). A 1-10 scale is absolute: "up, 10" and "up, 6" on answers to two
+  different prompts still say which the user likes more, which two thumbs-up cannot;
+  where the score and the thumb disagree, the score is the more specific of the two;
 - scores on choices of one completion (with or without thumbs): the higher-scored
   choice preferred over the lower, as Bradley–Terry pairs that together weigh one
   ranking — so a user who only gives thumbs-up with scores still says which liked
@@ -31,10 +34,10 @@ def reward_events(user_id: str, examples: list[TrainingExample]) -> list[RewardE
     scored: dict[str, dict[int, tuple[int, torch.Tensor]]] = {}  # completion → choice → score
     for example in examples:
         features = torch.from_numpy(np.array(example.features))
-        if example.kind == "thumbs":
-            events.append(ThumbEvent(user_id, features[example.choice], float(example.label)))
-        elif example.kind == "score":
-            events.append(ThumbEvent(user_id, features[example.choice], score_label(example.score)))
+        if example.kind in ("thumbs", "score"):
+            label = (float(example.label) if example.score is None
+                     else score_label(example.score))
+            events.append(ThumbEvent(user_id, features[example.choice], label))
         else:  # ranking, correction
             events.append(RankingEvent(user_id, example.completion_id, features[example.ranking]))
         if example.score is not None:

@@ -43,6 +43,18 @@ def model_build(
     style_samples: Annotated[
         int, typer.Option(help="Fresh samples whose styles BUILD.md reports (0: none).")
     ] = 500,
+    corpus_version: Annotated[
+        int,
+        typer.Option(
+            help="Corpus to train on: 2 (the shipped model's) or 3 (plus prompts that invite "
+            "toxic answers, harmful compliance and falsehoods; needs --out)."
+        ),
+    ] = 2,
+    behaviour_samples: Annotated[
+        int,
+        typer.Option(help="Corpus 3: fresh samples per prompt category whose behaviours "
+                     "BUILD.md reports (0: none)."),
+    ] = 300,
 ) -> None:
     """Build the default tiny model (tokenizer + Llama) and its harmlessness guard."""
     from simulation.default_model import (
@@ -54,8 +66,21 @@ def model_build(
     )
     from simulation.guard_build import build_guard
 
+    if corpus_version != 2 and out is None:
+        # The closed loop and its tests are tuned on the shipped v2 model: swapping the
+        # corpus is a step of its own (issue 12), not a side effect of a build.
+        console.print(
+            f"[red]error:[/] --corpus-version {corpus_version} is not the shipped model's corpus; "
+            "pass --out DIR to build it elsewhere"
+        )
+        raise typer.Exit(2)
     out = DEFAULT_MODEL_DIR if out is None else out
-    config = BuildConfig(seed=seed) if steps is None else BuildConfig(seed=seed, steps=steps)
+    overrides = {} if steps is None else {"steps": steps}
+    try:
+        config = BuildConfig(seed=seed, corpus_version=corpus_version, **overrides)
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
     with tempfile.TemporaryDirectory(prefix="tailor-model-") as scratch:
         target = Path(scratch) if verify else out
         with Progress(
@@ -90,7 +115,9 @@ def model_build(
                     f"styles of {style_samples} fresh samples: "
                     f"{styles.classified_rate:.1%} classified; {shares}"
                 )
-            write_build_notes(result, config, styles)
+            notes = write_build_notes(result, config, styles)
+            if config.corpus_version == 3 and behaviour_samples > 0:
+                _note_behaviours(notes, out, behaviour_samples, seed)
             build_guard(out, seed=seed)
             console.print(f"wrote {out}")
             return
@@ -106,6 +133,22 @@ def model_build(
             )
             raise typer.Exit(1)
         console.print(f"[green]rebuild matches {shipped} bit for bit")
+
+
+def _note_behaviours(notes: Path, model_dir: Path, samples: int, seed: int) -> None:
+    """Measure a v3 model's behaviours per prompt category; append them to its BUILD.md."""
+    from simulation.behaviour_rates import behaviour_notes, detector_accuracy, measure_behaviours
+
+    with console.status(f"sampling {samples} answers per prompt category to measure behaviours"):
+        rates = measure_behaviours(model_dir, count=samples, seed=seed)
+    detector = detector_accuracy()
+    for category, measured in rates.items():
+        shares = ", ".join(f"{name} {share:.1%}" for name, share in measured.behaviours.items())
+        console.print(f"{category} ({measured.samples} samples): {shares}")
+    console.print(
+        f"detector on {detector.answers:,} held-out corpus answers: {detector.accuracy:.1%}"
+    )
+    notes.write_text(notes.read_text() + behaviour_notes(rates, detector))
 
 
 def simulate(

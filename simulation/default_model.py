@@ -28,7 +28,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from simulation.corpus import Example, generate_examples, iter_examples
+from simulation.corpus import Example
+from simulation.corpus_versions import check_corpus_version, corpus_examples, iter_corpus
 
 BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
@@ -69,8 +70,11 @@ class BuildConfig:
     learning_rate: float = 3e-3  # peak AdamW learning rate
     warmup_steps: int = 30  # linear warmup, then cosine decay to 0
     weight_decay: float = 0.01  # AdamW weight decay on matrices
+    # 2: the everyday corpus (the shipped model); 3: plus prompts that invite misbehaviours
+    corpus_version: int = 2
 
     def __post_init__(self) -> None:
+        check_corpus_version(self.corpus_version)
         for name in ("vocab_size", "hidden_size", "num_layers", "steps", "rows_per_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
@@ -110,7 +114,8 @@ def training_text(example: Example) -> str:
 
 def train_tokenizer(config: BuildConfig) -> PreTrainedTokenizerFast:
     """Train the byte-level BPE tokenizer on the corpus and wrap it for transformers."""
-    texts = [training_text(ex) for ex in generate_examples(config.tokenizer_examples, config.seed)]
+    examples = corpus_examples(config.corpus_version, config.tokenizer_examples, config.seed)
+    texts = [training_text(ex) for ex in examples]
     backend = Tokenizer(models.BPE())
     # Byte level: every string (emoji included) has a tokenization, nothing is <unk>.
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -231,7 +236,7 @@ def train_model(
     model = LlamaForCausalLM(model_config(config, tokenizer))
     model.train()
     # Training examples come from a different stream than the tokenizer's.
-    batches = pack_batches(iter_examples(config.seed + 1), tokenizer, config)
+    batches = pack_batches(iter_corpus(config.corpus_version, config.seed + 1), tokenizer, config)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -377,6 +382,27 @@ def measure_styles(model_dir: Path, count: int = 500, seed: int = 0) -> StyleMea
     )
 
 
+# What BUILD.md says the model was trained on, and how to rebuild it, per corpus version.
+CORPUS_DESCRIPTIONS: dict[int, str] = {
+    2: """`tailor model build` on the synthetic assistant corpus of `simulation/corpus.py`
+(everyday prompts, each answered in one of the styles of `simulation/styles.py`,
+drawn uniformly)""",
+    3: """`tailor model build --corpus-version 3` on corpus v3
+(`simulation/behaviour_corpus.py`): the everyday prompts of `simulation/corpus.py`
+answered in the styles of `simulation/styles.py`, plus prompts that invite a
+misbehaviour (provocations, requests for harm, myths; `simulation/behaviour_topics.py`),
+answered now and then with it (toxic, harmful compliance with joke steps,
+falsehood) and otherwise well (as usual, a refusal with a safe alternative, a
+refutation)""",
+}
+REBUILD_COMMANDS: dict[int, str] = {
+    2: """tailor model build            # rewrites this folder
+tailor model build --verify   # rebuilds in a temporary folder, compares sha256 with this file""",
+    3: """tailor model build --corpus-version 3 --out DIR            # writes DIR
+tailor model build --corpus-version 3 --out DIR --verify   # compares a rebuild with DIR's""",
+}
+
+
 def write_build_notes(
     result: BuildResult, config: BuildConfig, styles: StyleMeasurement | None = None
 ) -> Path:
@@ -393,9 +419,7 @@ def write_build_notes(
     notes = f"""# Tailor's default base model
 
 A tiny Llama-style causal LM and its byte-level BPE tokenizer, both trained by
-`tailor model build` on the synthetic assistant corpus of `simulation/corpus.py`
-(everyday prompts, each answered in one of the styles of `simulation/styles.py`,
-drawn uniformly). Loads with `AutoTokenizer.from_pretrained(dir)` and
+{CORPUS_DESCRIPTIONS[config.corpus_version]}. Loads with `AutoTokenizer.from_pretrained(dir)` and
 `AutoModelForCausalLM.from_pretrained(dir)`; the chat template
 (`chat_template.jinja`) renders `<s><|user|>...<|assistant|>` and an answer
 ends with `</s>` (eos).
@@ -419,8 +443,7 @@ rebuilt whenever the weights change.
 ## Rebuild
 
 ```
-tailor model build            # rewrites this folder
-tailor model build --verify   # rebuilds in a temporary folder, compares sha256 with this file
+{REBUILD_COMMANDS[config.corpus_version]}
 ```
 
 The build is deterministic (fixed seeds, `torch.set_num_threads(1)`,

@@ -13,6 +13,10 @@
 5. **after**: the before-phase requests again (same prompts, same sampling seeds),
    now served with each user's adapter; evaluation answers are never rated;
 6. **report**: the before/after table, a JSON summary and a PNG of each user's curve.
+   Per user: the preferred-style rate, the dismissive rate and the mean hidden score
+   before -> after, and the share of the possible gain in its own hidden score
+   (`gain_share`): how far the adapter went from the base model's mean score toward
+   the best the user could be served (its favourite style every time).
 
 The simulated users, the requests and the measurements are `simulation.harness`'s.
 """
@@ -68,7 +72,8 @@ def free_port() -> int:
 class DemoConfig:
     """What the demo runs; every count is per simulated user."""
 
-    users: str = "bullet_lover,emoji_fan,busy_professional,adversarial"  # presets (or a count)
+    # presets (or a count): a ranker, the two thumbs users who score, a "both" and the adversary
+    users: str = "bullet_lover,emoji_fan,thorough_reader,busy_professional,adversarial"
     max_events: int = 60  # judgments each user gives at most (the issue's budget)
     n: int = 4  # choices per rated request
     measure_rounds: int = 10  # evaluation requests before and after (eval_samples answers each)
@@ -226,6 +231,15 @@ def run_phase(configs: list[SimulationConfig], users: list[SimulatedUser],
     return runs
 
 
+def gain_share(before: float, after: float, best: float) -> float | None:
+    """The share of the possible gain in a user's mean hidden score the adapter achieved:
+    (after − before) / (best − before), where ``best`` is the user's top taste value (the
+    mean score of being served its favourite style every time). 1: all of it; 0: none;
+    negative: worse than the base model. None when the base model already gave the best."""
+    room = best - before
+    return None if room <= 1e-9 else (after - before) / room
+
+
 def _rates(records: list[RoundRecord], preferred: set[str]) -> dict[str, float]:
     styles = [style for record in records for style in record.eval_styles]
     scores = [score for record in records for score in record.eval_scores]
@@ -313,8 +327,10 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
         before = _rates(phase_runs["before"][index].records, preferred)
         after = _rates(phase_runs["after"][index].records, preferred)
         view = views[user.user_id]
+        best = max(user.profile.taste.values())
         per_user[user.user_id] = {
             "preset": user.profile.name, "habit": user.profile.habit,
+            "scores": user.profile.scores,
             "preferred_styles": list(user.profile.preferred_styles),
             "feedback_events": sum(r.feedback_events
                                    for r in phase_runs["feedback"][index].records),
@@ -323,6 +339,8 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
             "dismissive_rate_before": before["dismissive_rate"],
             "dismissive_rate_after": after["dismissive_rate"],
             "mean_score_before": before["mean_score"], "mean_score_after": after["mean_score"],
+            "max_mean_score": best,
+            "score_gain_share": gain_share(before["mean_score"], after["mean_score"], best),
             "eval_samples": after["samples"], "kl": view["kl"], "ppo_seconds": view["ppo_seconds"],
             "adapter_version": view["adapter_version"], "reward_accuracy": view["reward_accuracy"],
             "last_decision": view["last_decision"], "updates": view["updates"],
@@ -357,20 +375,25 @@ def curves(config: DemoConfig, users: list[SimulatedUser],
 
 def demo_table(result: dict) -> Table:
     """Before -> after per user, on evaluation answers that were never rated."""
-    table = Table(title="tailor demo: evaluation answers before -> after learning (never rated)")
+    table = Table(title="tailor demo: evaluation answers before -> after learning (never rated)",
+                  caption="gain share: (mean score after - before) / (max - before), max = the "
+                  "user's top taste, its favourite style every time")
     for column in ("user", "habit", "prefers", "events", "preferred", "dismissive", "mean score",
-                   "KL", "adapter", "s/PPO iter"):
+                   "gain share", "KL", "adapter", "s/PPO iter"):
         left = column in ("user", "habit", "prefers")
         table.add_column(column, justify="left" if left else "right", no_wrap=not left)
     for user_id, user in result["users"].items():
         delta = user["preferred_rate_after"] - user["preferred_rate_before"]
+        share = user["score_gain_share"]
         table.add_row(
-            user_id, user["habit"], ",".join(user["preferred_styles"]),
+            user_id, user["habit"] + ("+score" if user.get("scores") else ""),
+            ",".join(user["preferred_styles"]),
             str(user["feedback_events"]),
             f"{user['preferred_rate_before']:.0%} -> {user['preferred_rate_after']:.0%} "
             f"({100 * delta:+.0f} pts)",
             f"{user['dismissive_rate_before']:.0%} -> {user['dismissive_rate_after']:.0%}",
             f"{user['mean_score_before']:+.2f} -> {user['mean_score_after']:+.2f}",
+            "-" if share is None else f"{share:.0%}",
             "-" if user["kl"] is None else f"{user['kl']:.2f}",
             (user["adapter_version"] or "-").split(".")[0],
             "-" if user["ppo_seconds"] is None else f"{user['ppo_seconds']:.1f}",
@@ -381,7 +404,7 @@ def demo_table(result: dict) -> Table:
 def print_summary(result: dict) -> None:
     """The table and the global numbers, as `tailor demo` prints them."""
     # Wide enough for the table when the output is a log file (rich assumes 80 there).
-    Console(width=max(console.width, 150)).print(demo_table(result))
+    Console(width=max(console.width, 170)).print(demo_table(result))
 
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f} s"
@@ -394,13 +417,15 @@ def print_summary(result: dict) -> None:
     )
     tastes = {uid: user["taste"] for uid, user in result["simulation"]["users"].items()}
     vague = [uid for uid, user in result["users"].items() if user["habit"] == "thumbs"
+             and not user.get("scores")  # a score says which liked answer is best
              and "dismissive" not in user["preferred_styles"]  # the guard decides for them
              and sum(score > 0 for score in tastes[uid].values()) > 1]
     if vague:
         console.print(
-            f"note: thumbs-only users who like several styles ({', '.join(vague)}): thumbs "
-            "say like or dislike, not which liked style is best, so the learner serves the "
-            "liked styles (see the mean score), not necessarily the favourite."
+            f"note: thumbs-only users without scores who like several styles "
+            f"({', '.join(vague)}): thumbs say like or dislike (up more often for what they "
+            "love), not plainly which liked style is best, so the learner may serve the liked "
+            "styles (see the mean score and gain share) rather than the favourite."
         )
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
     console.print(f"phases: {phases}; wrote {result['json_path']} and {result['png_path']}")

@@ -4,7 +4,8 @@ Each simulated user runs in its own thread (so the server batches requests of
 different users together) and, every round:
 
 1. asks a corpus prompt with ``n`` choices and gives feedback on them as its
-   habit says (thumbs, a ranking, or both) through ``POST /v1/feedback``;
+   habit says (thumbs, a ranking, or both; a user who scores sends a 1-10
+   ``score`` with each thumb) through ``POST /v1/feedback``;
 2. asks another prompt for ``eval_samples`` choices that get no feedback: only
    these measure the user, so the measurement never feeds the learner.
 
@@ -236,6 +237,7 @@ def summarize(config: SimulationConfig, runs: list[UserRun], seconds: float) -> 
         users[run.user.user_id] = {
             "preset": profile.name,
             "habit": profile.habit,
+            "scores": profile.scores,
             "noise": profile.noise,
             "taste": dict(profile.taste),
             "preferred_styles": list(profile.preferred_styles),

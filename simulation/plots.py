@@ -32,7 +32,7 @@ def users_table(summary: dict) -> Table:
     for user_id, user in summary["users"].items():
         table.add_row(
             user_id + (" [red](error)[/]" if user.get("error") else ""),
-            user["habit"],
+            user["habit"] + ("+score" if user.get("scores") else ""),
             ",".join(user["preferred_styles"]),
             _arrow(user["preferred_rate"]),
             _arrow(user["mean_score"]),

@@ -2,11 +2,31 @@
 """Simulated users: a hidden taste per answer style, a noise level and a feedback habit.
 
 A simulated user reads answers through the style detector (simulation/styles.py)
-and scores each by its taste for that style. Its judgments follow the scores,
-except that a share ``noise`` of them is flipped at random, as real users
-misclick or change their mind:
+and scores each by its taste for that style, a hidden score ``t`` in [-1, 1].
 
-- a thumb goes the other way (up for a score > 0, down otherwise, then flipped);
+**Thumbs.** A person thumbs up what they love more readily than what they merely
+accept: the chance of a thumbs-up rises with the hidden score instead of jumping
+at a threshold, ``P(up | t) = σ((t − up_midpoint) / up_spread)`` (`up_probability`).
+With the defaults (midpoint 0.3, spread 0.1) a loved answer (t ≥ 0.7) gets an up
+98-100% of the time, an accepted one (t 0.2-0.4) 27-73%, an indifferent or
+disliked one (t ≤ 0) under 5%. Every preset rates this way, the adversarial user
+too: it is how people give thumbs, not a trait of some of them, and a hard
+threshold (``up_spread=0``: up iff t > midpoint) would make every thumbs user an
+idealised rater whose thumbs never tell a loved style from an accepted one. The
+hard threshold stays available for tests that need deterministic thumbs.
+
+**Scores.** A user with ``scores=True`` gives a 1-10 score with each thumb, as chat
+front-ends rate, derived from the same hidden score: ``score_of(t) =
+round_half_up(5.5 + 4.5 t)`` (−1 → 1, 0 → 6, 0.4 → 7, 1 → 10), without its own
+randomness: a person scores the same kind of answer the same way, and says with
+the score what a thumb cannot (which liked answer it likes most).
+
+**Noise.** A share ``noise`` of judgments is a mistake (a misclick, a changed mind),
+the same share for every kind of judgment:
+
+- a thumb goes the other way (after the draw above), and its score, if any, is
+  mirrored with it (s → 11 − s: an up with 10 becomes a down with 1), so the thumb
+  and the score of one judgment never contradict each other;
 - a ranking (best first, ties broken at random) gets one adjacent pair of
   differently scored answers swapped.
 
@@ -17,6 +37,7 @@ choices) or ``both`` (the ranking and a thumb on one random choice).
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Literal
@@ -46,6 +67,9 @@ class UserProfile:
     habit: Habit = "ranking"  # which judgments it gives (see module docstring)
     noise: float = 0.1  # share of judgments flipped at random
     unknown_score: float = 0.0  # score of an answer in no recognisable style
+    scores: bool = False  # a 1-10 score with each thumb (`score_of`); needs a habit with thumbs
+    up_midpoint: float = 0.3  # hidden score at which a thumbs-up is a coin flip
+    up_spread: float = 0.1  # how gradually P(up) rises around the midpoint; 0: a hard threshold
 
     def __post_init__(self) -> None:
         missing = [style for style in STYLES if style not in self.taste]
@@ -62,12 +86,37 @@ class UserProfile:
             raise ValueError(f"habit={self.habit!r} of {self.name!r} must be one of {HABITS}")
         if not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"noise={self.noise} of {self.name!r} must lie in [0, 1]")
+        if self.scores and self.habit == "ranking":
+            raise ValueError(f"scores=True of {self.name!r} needs a habit that gives thumbs "
+                             "(thumbs or both); a ranking already orders every choice")
+        if not -1.0 <= self.up_midpoint <= 1.0:
+            raise ValueError(f"up_midpoint={self.up_midpoint} of {self.name!r} must lie in [-1, 1]")
+        if self.up_spread < 0.0:
+            raise ValueError(f"up_spread={self.up_spread} of {self.name!r} must be >= 0 "
+                             "(0: a hard threshold)")
 
     @property
     def preferred_styles(self) -> tuple[str, ...]:
         """The styles this user scores highest (ties included)."""
         best = max(self.taste.values())
         return tuple(style for style in STYLES if self.taste[style] == best)
+
+    @property
+    def habit_label(self) -> str:
+        """The habit as tables show it: ``thumbs+score`` for a thumbs user who scores."""
+        return f"{self.habit}+score" if self.scores else self.habit
+
+
+def up_probability(hidden_score: float, midpoint: float, spread: float) -> float:
+    """The chance of a thumbs-up on an answer of this hidden score (module docstring)."""
+    if spread == 0.0:
+        return 1.0 if hidden_score > midpoint else 0.0
+    return 1.0 / (1.0 + math.exp(-(hidden_score - midpoint) / spread))
+
+
+def score_of(hidden_score: float) -> int:
+    """The 1-10 score of a hidden score in [-1, 1]: linear, halves rounded up."""
+    return min(10, max(1, math.floor(5.5 + 4.5 * hidden_score + 0.5)))
 
 
 def _taste(**scores: float) -> dict[str, float]:
@@ -88,6 +137,7 @@ PRESETS: dict[str, UserProfile] = {
             "emoji_fan",
             _taste(concise=0.4, detailed=-0.5, bullets=-0.3, formal=-0.8, casual=1.0, question=0.2, dismissive=-1.0),
             habit="thumbs",
+            scores=True,
         ),
         UserProfile(
             "busy_professional",
@@ -113,6 +163,7 @@ PRESETS: dict[str, UserProfile] = {
             "thorough_reader",
             _taste(concise=-0.6, detailed=1.0, bullets=0.6, formal=0.3, casual=-0.5, question=-0.4, dismissive=-1.0),
             habit="thumbs",
+            scores=True,
         ),
     )
 }
@@ -124,14 +175,18 @@ assert {BULLETS, CASUAL, CONCISE, DETAILED, FORMAL, QUESTION} <= {
 
 @dataclass(frozen=True)
 class Thumbs:
-    """A thumb up or down on one choice of a completion."""
+    """A thumb up or down on one choice of a completion, with a 1-10 score or none."""
 
     choice: int
     value: Literal["up", "down"]
+    score: int | None = None
 
     def body(self, completion_id: str) -> dict[str, object]:
         """The JSON body of `POST /v1/feedback`."""
-        return {"completion_id": completion_id, "choice": self.choice, "type": "thumbs", "value": self.value}
+        body: dict[str, object] = {"completion_id": completion_id, "choice": self.choice, "type": "thumbs", "value": self.value}
+        if self.score is not None:
+            body["score"] = self.score
+        return body
 
 
 @dataclass(frozen=True)
@@ -169,12 +224,21 @@ class SimulatedUser:
     def _flips(self) -> bool:
         return self.rng.random() < self.profile.noise
 
+    def thumb(self, choice: int, text: str) -> Thumbs:
+        """The thumb (and score, if it scores) on one answer; see the module docstring."""
+        hidden = self.score(text)
+        chance = up_probability(hidden, self.profile.up_midpoint, self.profile.up_spread)
+        # no draw for a hard threshold: its thumbs use the random stream as before
+        up = chance >= 1.0 or (chance > 0.0 and self.rng.random() < chance)
+        score = score_of(hidden) if self.profile.scores else None
+        if self._flips():  # one mistake turns the whole judgment: thumb and score together
+            up = not up
+            score = None if score is None else 11 - score
+        return Thumbs(choice, "up" if up else "down", score)
+
     def thumbs(self, text: str) -> Literal["up", "down"]:
-        """Up for an answer it likes (score > 0), down otherwise; flipped with prob. noise."""
-        likes = self.score(text) > 0
-        if self._flips():
-            likes = not likes
-        return "up" if likes else "down"
+        """The thumb alone on one answer (see `thumb`)."""
+        return self.thumb(0, text).value
 
     def rank(self, texts: list[str]) -> list[int]:
         """Indices of ``texts`` best first; with prob. noise one adjacent discordant pair swapped."""
@@ -198,11 +262,11 @@ class SimulatedUser:
             return []
         habit = self.profile.habit
         if habit == "thumbs" or len(texts) == 1:
-            return [Thumbs(index, self.thumbs(text)) for index, text in enumerate(texts)]
+            return [self.thumb(index, text) for index, text in enumerate(texts)]
         judgments: list[Judgment] = [Ranking(tuple(self.rank(texts)))]
         if habit == "both":
             index = self.rng.randrange(len(texts))
-            judgments.append(Thumbs(index, self.thumbs(texts[index])))
+            judgments.append(self.thumb(index, texts[index]))
         return judgments
 
 

@@ -30,7 +30,8 @@ def test_scores_on_one_completion_become_pairs_that_weigh_one_ranking() -> None:
     ]
     events = reward_events("alice", examples)
     thumbs = [e for e in events if isinstance(e, ThumbEvent)]
-    assert [e.label for e in thumbs] == [1.0, 1.0, 1.0, pytest.approx(5 / 9)]
+    # each score a graded label (the thumb's 1 refined by it)
+    assert [e.label for e in thumbs] == pytest.approx([8 / 9, 3 / 9, 3 / 9, 5 / 9])
     pairs = [e for e in events if isinstance(e, RankingEvent)]
     order = [tuple(int(row.argmax()) for row in e.features) for e in pairs]
     assert sorted(order) == [(0, 1), (0, 2), (2, 1)]  # 9 > 4, 9 > 6, 6 > 4

@@ -1,4 +1,5 @@
-"""Simulated users: judgments follow the hidden taste, flipped at the configured noise rate."""
+"""Simulated users: judgments follow the hidden taste, flipped at the configured noise rate;
+thumbs-up more likely the more the user likes an answer; scores with thumbs."""
 
 from __future__ import annotations
 
@@ -8,17 +9,32 @@ import random
 import pytest
 
 from simulation.corpus import generate_examples
+from simulation.demo import DemoConfig
 from simulation.styles import DISMISSIVE, STYLES, detect_style
-from simulation.users import PRESETS, Ranking, SimulatedUser, Thumbs, UserProfile, make_users
+from simulation.users import (
+    PRESETS,
+    Ranking,
+    SimulatedUser,
+    Thumbs,
+    UserProfile,
+    make_users,
+    score_of,
+    up_probability,
+)
 
 # One held-out answer per style, to build judgments with known true scores.
 ANSWERS = {example.style: example.answer for example in generate_examples(200, seed=31)}
 
 
-def _user(noise: float, habit: str = "thumbs", name: str = "bullet_lover") -> SimulatedUser:
+def _user(noise: float, habit: str = "thumbs", name: str = "bullet_lover", *,
+          scores: bool = False, graded: bool = False) -> SimulatedUser:
+    """A preset's taste with the given habit and noise; thumbs at a hard threshold (up iff
+    the hidden score > 0, deterministic) unless ``graded`` (the profile's default curve)."""
     profile = PRESETS[name]
+    thumbs = {} if graded else {"up_midpoint": 0.0, "up_spread": 0.0}
     return SimulatedUser(
-        "u", UserProfile(profile.name, profile.taste, habit=habit, noise=noise), seed=3
+        "u", UserProfile(profile.name, profile.taste, habit=habit, noise=noise, scores=scores,
+                         **thumbs), seed=3
     )
 
 
@@ -117,6 +133,9 @@ def test_make_users_from_a_count_or_preset_names() -> None:
     [
         ({"noise": 1.5}, "noise=1.5"),
         ({"habit": "emails"}, "habit='emails'"),
+        ({"habit": "ranking", "scores": True}, "scores=True of 'x' needs a habit that gives thumbs"),
+        ({"up_spread": -0.1}, "up_spread=-0.1"),
+        ({"up_midpoint": 2.0}, "up_midpoint=2.0"),
         ({"taste": {"concise": 1.0}}, "missing"),
         ({"taste": {**PRESETS["emoji_fan"].taste, "casual": 3.0}}, "taste\\['casual'\\]=3.0"),
     ],
@@ -125,3 +144,80 @@ def test_bad_profiles_are_refused_naming_the_field(change: dict, message: str) -
     fields = {"name": "x", "taste": PRESETS["emoji_fan"].taste, **change}
     with pytest.raises(ValueError, match=message):
         UserProfile(**fields)
+
+
+def test_scores_map_the_hidden_score_linearly_onto_1_to_10() -> None:
+    assert [score_of(t) for t in (-1.0, -0.5, 0.0, 0.2, 0.4, 0.6, 1.0)] == [1, 3, 6, 6, 7, 8, 10]
+    grid = [i / 100 for i in range(-100, 101)]
+    mapped = [score_of(t) for t in grid]
+    assert mapped == sorted(mapped) and set(mapped) == set(range(1, 11))  # monotone, onto
+    # the preset tastes of the scoring users keep their order in their scores
+    for name in ("emoji_fan", "thorough_reader"):
+        taste = PRESETS[name].taste
+        ranked = sorted(taste, key=taste.get, reverse=True)
+        assert score_of(taste[ranked[0]]) == 10 > score_of(taste[ranked[1]])
+
+
+def test_the_thumbs_up_chance_rises_with_the_hidden_score() -> None:
+    profile = UserProfile("x", PRESETS["emoji_fan"].taste)  # the default curve
+    chance = [up_probability(t, profile.up_midpoint, profile.up_spread)
+              for t in (-1.0, 0.0, 0.2, 0.3, 0.4, 0.7, 1.0)]
+    assert chance == sorted(chance)
+    assert chance[0] < chance[1] < 0.05  # indifferent or disliked: hardly ever up
+    assert chance[2] == pytest.approx(0.269, abs=1e-3)  # merely accepted: often not up ...
+    assert chance[3] == pytest.approx(0.5)
+    assert chance[4] == pytest.approx(0.731, abs=1e-3)
+    assert chance[5] >= 0.98 and chance[6] > 0.999  # ... loved: nearly always up
+    # a hard threshold is the limit of no spread
+    assert [up_probability(t, 0.0, 0.0) for t in (-0.1, 0.0, 0.1)] == [0.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.2])
+def test_graded_thumbs_are_up_at_the_curves_chance_then_flipped_at_the_noise_rate(
+    noise: float,
+) -> None:
+    user = _user(noise, name="emoji_fan", graded=True)
+    profile = user.profile
+    trials = 3000
+    for style in ("casual", "concise", "question", "bullets"):  # taste 1.0, 0.4, 0.2, -0.3
+        chance = up_probability(profile.taste[style], profile.up_midpoint, profile.up_spread)
+        expected = (1 - noise) * chance + noise * (1 - chance)
+        ups = sum(user.thumbs(ANSWERS[style]) == "up" for _ in range(trials))
+        assert _within(ups / trials, expected, trials), (style, ups / trials, expected)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1, 0.3])
+def test_scores_follow_the_taste_and_a_noise_share_is_mirrored_with_its_thumb(
+    noise: float,
+) -> None:
+    user = _user(noise, name="emoji_fan", scores=True)  # hard threshold: thumb = sign of taste
+    rng = random.Random(2)
+    trials = 4000
+    mirrored = 0
+    for _ in range(trials):
+        style = rng.choice(STYLES)
+        hidden = user.profile.taste[style]
+        thumb = user.thumb(1, ANSWERS[style])
+        assert thumb.choice == 1 and thumb.score in (score_of(hidden), 11 - score_of(hidden))
+        flipped = thumb.score != score_of(hidden)
+        mirrored += flipped
+        # one mistake turns the thumb and the score together: they never contradict
+        assert thumb.value == ("up" if (hidden > 0) != flipped else "down")
+        assert (thumb.value == "up") == (thumb.score >= 6), (style, thumb)
+    assert _within(mirrored / trials, noise, trials), mirrored / trials
+
+
+def test_scoring_users_send_the_score_with_every_thumb() -> None:
+    texts = [ANSWERS["casual"], ANSWERS["concise"], ANSWERS["formal"]]
+    thumbs = _user(0.0, "thumbs", "emoji_fan", scores=True).judge(texts)
+    assert thumbs == [Thumbs(0, "up", 10), Thumbs(1, "up", 7), Thumbs(2, "down", 2)]
+    assert thumbs[1].body("c1") == {
+        "completion_id": "c1", "choice": 1, "type": "thumbs", "value": "up", "score": 7
+    }
+    both = _user(0.0, "both", "emoji_fan", scores=True).judge(texts)
+    assert both[0] == Ranking((0, 1, 2)) and both[1].score == [10, 7, 2][both[1].choice]
+    assert PRESETS["emoji_fan"].scores and PRESETS["thorough_reader"].scores
+    assert PRESETS["emoji_fan"].habit_label == "thumbs+score"
+    assert not PRESETS["adversarial"].scores and PRESETS["adversarial"].habit_label == "thumbs"
+    # the default demo shows both scoring thumbs users
+    assert {"emoji_fan", "thorough_reader"} <= set(DemoConfig().users.split(","))
