@@ -57,6 +57,11 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # Out of the terminal's process group: Ctrl-C signals the whole foreground
+            # group, and Redis must outlive the Serve app and the learners (stop()
+            # ends it last); in the group it died first and the Generator's adapter
+            # listener logged "Connection refused; resubscribing" until it was killed.
+            start_new_session=True,
         )
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout_s
