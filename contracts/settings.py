@@ -86,6 +86,9 @@ class Settings(BaseSettings):
         1, ge=1, description="torch threads per replica and learner (keep within their CPUs)."
     )
     max_batch_size: int = Field(16, ge=1, le=256, description="Rows (choices) decoding at once.")
+    max_queued_rows: int = Field(
+        256, ge=1, description="Rows (choices) a replica lets wait for the batch; a request "
+        "beyond it gets 429 with Retry-After at once instead of waiting without bound.")
     batch_wait_ms: float = Field(
         5.0, ge=0, description="How long an idle engine waits for more requests before it starts."
     )

@@ -26,6 +26,10 @@ from service.engine import Engine, EngineRequest
 from service.engine_interface import GenerationResult, TextDelta
 
 
+class QueueFull(Exception):
+    """More rows wait than the replica lets wait (``max_queued_rows``)."""
+
+
 @dataclass
 class _Pending:
     request: EngineRequest
@@ -39,10 +43,11 @@ class _Pending:
 class Batcher:
     def __init__(
         self, engine: Engine, max_batch_size: int, batch_wait_ms: float, observer=None,
-        continuous: bool = True,
+        continuous: bool = True, max_queued_rows: int | None = None,
     ) -> None:
         self.engine = engine
         self.max_batch_size = max_batch_size
+        self.max_queued_rows = max_queued_rows  # None: no bound
         self.batch_wait_s = batch_wait_ms / 1000
         self.continuous = continuous
         # Called from the engine thread with (rows, requests) running after each
@@ -64,6 +69,11 @@ class Batcher:
         """Yield text deltas as they appear (if streamed), then the final result."""
         if request.n > self.max_batch_size:
             raise ValueError(f"n={request.n} exceeds the batch size {self.max_batch_size}")
+        queued = self._rows_queued()
+        if self.max_queued_rows is not None and queued + request.n > self.max_queued_rows:
+            # Refuse now: waiting behind a queue this long would only raise everyone's latency.
+            raise QueueFull(f"{queued} rows already wait for this replica (limit "
+                            f"{self.max_queued_rows})")
         self.start()
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()

@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 
 from contracts.adapter_store import AdapterError
 from contracts.settings import Settings
-from service.batcher import Batcher
+from service.batcher import Batcher, QueueFull
 from service.engine import Engine, EngineRequest
 from service.engine_interface import (
     GenerationEvent,
@@ -25,6 +25,8 @@ from service.engine_interface import (
 from service.metrics import GeneratorMetrics
 
 log = logging.getLogger(__name__)
+# A full queue drains within a few decode steps' time: a second is a fair first wait.
+QUEUE_RETRY_AFTER_S = 1
 
 
 class BatchingEngine:
@@ -40,6 +42,7 @@ class BatchingEngine:
         self.batcher = Batcher(
             self.engine, self.settings.max_batch_size, self.settings.batch_wait_ms, self._observe,
             continuous=self.settings.continuous_batching,
+            max_queued_rows=self.settings.max_queued_rows,
         )
 
     def check_health(self) -> bool:
@@ -81,6 +84,10 @@ class BatchingEngine:
         except AdapterError as err:  # the Batcher raises it in the request's task
             log.error("adapter %s/%s: %s", request.user_id, request.adapter_version, err)
             yield GenerationFailure(503, f"the user's adapter could not be loaded: {err}")
+        except QueueFull as err:
+            self.metrics.queue_full.inc()
+            yield GenerationFailure(429, f"the server is busy: {err}; retry shortly",
+                                    code="rate_limit_exceeded", retry_after_s=QUEUE_RETRY_AFTER_S)
         except ValueError as err:  # n above the batch size
             yield GenerationFailure(400, str(err), param="n")
 

@@ -76,6 +76,7 @@ class GenerationFailure:
     message: str
     param: str | None = None
     code: str | None = None
+    retry_after_s: int | None = None  # a 429 or 503 the client may retry: when
 
 
 GenerationEvent = TextDelta | GenerationResult | GenerationFailure

@@ -31,13 +31,15 @@ _TYPE_BY_STATUS = {
 
 class APIError(Exception):
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
+        self, status: int, message: str, param: str | None = None, code: str | None = None,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.retry_after_s = retry_after_s
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
@@ -52,7 +54,9 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
 
 
 def error_response(err: APIError) -> JSONResponse:
-    return JSONResponse(error_body(err.status, err.message, err.param, err.code), err.status)
+    headers = None if err.retry_after_s is None else {"Retry-After": str(err.retry_after_s)}
+    return JSONResponse(error_body(err.status, err.message, err.param, err.code), err.status,
+                        headers=headers)
 
 
 def store_unavailable() -> JSONResponse:

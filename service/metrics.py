@@ -49,3 +49,8 @@ class GeneratorMetrics:
         self.adapters_cached = Gauge(
             "tailor_adapters_cached", "Adapters held in this replica's slots", registry=self.registry
         )
+        self.queue_full = Counter(
+            "tailor_requests_refused_queue_full",
+            "Requests refused with 429 because too many rows waited (TAILOR_MAX_QUEUED_ROWS)",
+            registry=self.registry,
+        )

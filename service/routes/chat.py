@@ -90,14 +90,14 @@ async def chat_completions(
     if body.stream:
         first = await anext(events)  # fail before the 200 if the request is refused
         if isinstance(first, GenerationFailure):
-            raise APIError(first.status, first.message, first.param, first.code)
+            raise failure_error(first)
         return EventSourceResponse(
             stream_chunks(body, header, first, events, store, metrics, started,
                           openwebui_message), ping=15,
         )
     async for event in events:
         if isinstance(event, GenerationFailure):
-            raise APIError(event.status, event.message, event.param, event.code)
+            raise failure_error(event)
         if isinstance(event, GenerationResult):
             result = event
     await store.save_completion(recorded(header, result), openwebui_message)
@@ -114,6 +114,11 @@ async def chat_completions(
         usage=usage(result),
         system_fingerprint=fingerprint(result.adapter_version),
     )
+
+
+def failure_error(failure: GenerationFailure) -> APIError:
+    return APIError(failure.status, failure.message, failure.param, failure.code,
+                    failure.retry_after_s)
 
 
 def sampling_params(settings: Settings, body: ChatCompletionRequest) -> SamplingParams:
