@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request
 
 from contracts.adapter_store import AdapterStore
@@ -42,4 +43,7 @@ def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackSt
 
     for area in (chat, feedback, users, operations, page, openwebui):
         app.include_router(area.router)
+    # Every response carries X-Request-ID (the client's, when it sent a valid one), and
+    # the error logs name it: a user's report of a failed request finds its log line.
+    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -97,7 +98,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _store_down(request: Request, err: Exception) -> JSONResponse:
         # Nothing was acknowledged: the Lua script that records a judgment is atomic,
         # so the client's retry (same Idempotency-Key) records it once.
-        log.error("%s %s: Redis unreachable: %s", request.method, request.url.path, err)
+        log.error("request %s, %s %s: Redis unreachable: %s", correlation_id.get(),
+                  request.method, request.url.path, err)
         return store_unavailable()
 
     @app.exception_handler(StarletteHTTPException)

@@ -69,6 +69,16 @@ def test_models_lists_the_base_model(server):
     assert [m["id"] for m in body["data"]] == ["tailor-base"]
 
 
+def test_every_response_carries_a_request_id_and_echoes_a_valid_one(server):
+    generated = httpx.get(f"{server}/v1/models").headers["x-request-id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0
+    mine = "0f8fad5b-d9cb-469f-a165-70867728950e"  # a uuid4, as the client's own id
+    assert httpx.get(f"{server}/v1/models", headers={"X-Request-ID": mine}).headers[
+        "x-request-id"] == mine
+    refused = httpx.post(f"{server}/v1/feedback", json={"type": "stars"}, headers=ALICE)
+    assert refused.status_code == 422 and len(refused.headers["x-request-id"]) == 32
+
+
 @pytest.mark.parametrize(
     ("change", "status", "param"),
     [

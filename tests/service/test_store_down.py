@@ -42,6 +42,7 @@ def test_with_redis_down_each_route_says_503_with_retry_after_then_recovers(
         for route, response in refused.items():
             assert response.status_code == 503, (route, response.text)
             assert response.headers["retry-after"] == "5", route
+            assert len(response.headers["x-request-id"]) == 32, route  # names its log line
             error = response.json()["error"]
             assert error["type"] == "service_unavailable" and error["code"] == "store_unavailable"
             assert "Redis" in error["message"], route
