@@ -9,22 +9,30 @@ adapter version, records completions and takes feedback.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import torch
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
 from contracts.settings import Settings
 from service.api import create_api
 from service.batching_engine import BatchingEngine
-from service.engine_interface import GenerationEngine, GenerationEvent, GenerationRequest
+from service.engine_interface import (
+    GenerationEngine,
+    GenerationEvent,
+    GenerationFailure,
+    GenerationRequest,
+)
 from service.feedback_store import FeedbackStore
 from service.generation import GeneratorCore
 
 APP_NAME = "tailor"
+log = logging.getLogger(__name__)
 
 
 @serve.deployment(name="Generator", health_check_period_s=10)
@@ -65,8 +73,24 @@ class HandleBackend:
         self.handle = handle
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
-        async for event in self.handle.options(stream=True).generate.remote(request):
-            yield event
+        """The Generator's events; a replica lost before its first event is retried once
+        (Serve routes the retry to a live replica), one lost later ends in a 503."""
+        for attempt in (1, 2):
+            answered = False
+            try:
+                async for event in self.handle.options(stream=True).generate.remote(request):
+                    answered = True
+                    yield event
+                return
+            except RayActorError as err:
+                if answered or attempt == 2:
+                    log.error("generator replica lost %s: %s",
+                              "mid-answer" if answered else "twice", err)
+                    yield GenerationFailure(
+                        503, "the model server handling this request was lost; retry it",
+                        code="replica_lost", retry_after_s=1)
+                    return
+                log.warning("generator replica lost before answering; retrying once: %s", err)
 
     async def ready(self) -> bool:
         return await self.handle.ready.remote()

@@ -122,3 +122,23 @@ class AdapterlessTokens:
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def test_a_generator_replica_lost_before_answering_is_retried_not_a_500(serve_app):
+    # Last in this module: it kills the module's only Generator replica.
+    import time
+
+    import ray
+
+    (name,) = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+               if "Generator" in a["name"] and a["namespace"] == "serve"]
+    replica = ray.get_actor(name, namespace="serve")
+    with ThreadPoolExecutor(1) as pool:
+        # the Batcher waits batch_wait_ms (300) before it admits a request: kill in between
+        asking = pool.submit(httpx.post, serve_app["url"] + "/v1/chat/completions", timeout=120,
+                             json={"model": "tailor-base", "messages": PROMPT, "max_tokens": 4})
+        time.sleep(0.15)
+        ray.kill(replica, no_restart=False)
+        response = asking.result()
+    assert response.status_code == 200, response.text  # answered by the restarted replica
+    assert response.json()["choices"][0]["message"]["content"]
