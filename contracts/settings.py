@@ -18,6 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.records import BUILTIN_CRITERIA
 
+# A rate limit as the `limits` library reads it, restricted to one window
+RATE = re.compile(r"[1-9][0-9]*\s*/\s*(second|minute|hour|day)")
+
 # The default base model ships with the package (built by `tailor model build`).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
@@ -86,6 +89,11 @@ class Settings(BaseSettings):
         1, ge=1, description="torch threads per replica and learner (keep within their CPUs)."
     )
     max_batch_size: int = Field(16, ge=1, le=256, description="Rows (choices) decoding at once.")
+    rate_limit_chat: str | None = Field(
+        None, description='Chat requests allowed per user, e.g. "60/minute" (the `limits` '
+        "library's notation); unset: no limit.")
+    rate_limit_feedback: str | None = Field(
+        None, description='Judgments allowed per user, e.g. "120/minute"; unset: no limit.')
     max_queued_rows: int = Field(
         256, ge=1, description="Rows (choices) a replica lets wait for the batch; a request "
         "beyond it gets 429 with Retry-After at once instead of waiting without bound.")
@@ -177,6 +185,16 @@ class Settings(BaseSettings):
                 f"REDIS_URL={value!r} is not a Redis URL; use redis://host:port/db"
             )
         return value or None
+
+    @field_validator("rate_limit_chat", "rate_limit_feedback")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value and not RATE.fullmatch(value.strip()):
+            raise ValueError(
+                f"{value[:40]!r} is not a rate: use N/second, N/minute, N/hour or N/day "
+                '(e.g. "60/minute")'
+            )
+        return value.strip() if value else None
 
     @field_validator("extra_feedback_criteria")
     @classmethod

@@ -17,9 +17,10 @@ from fastapi import FastAPI, Request
 from contracts.adapter_store import AdapterStore
 from contracts.settings import Settings
 from service.deps import GenerationBackend
-from service.errors import install_error_handlers
+from service.errors import APIError, error_response, install_error_handlers
 from service.feedback_store import FeedbackStore
 from service.metrics import IngressMetrics
+from service.rate_limits import RateLimits
 from service.routes import chat, feedback, openwebui, operations, page, users
 
 
@@ -32,6 +33,18 @@ def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackSt
     app.state.adapter_store = AdapterStore(settings.adapter_store_uri)
     app.state.metrics = IngressMetrics()
     app.state.created = int(time.time())
+
+    app.state.rate_limits = RateLimits(settings)
+
+    @app.middleware("http")
+    async def limit_rates(request: Request, call_next):
+        try:
+            headers = await app.state.rate_limits.check(request)
+        except APIError as err:
+            return error_response(err)
+        response = await call_next(request)
+        response.headers.update(headers)
+        return response
 
     @app.middleware("http")
     async def count_requests(request: Request, call_next):

@@ -33,7 +33,7 @@ _TYPE_BY_STATUS = {
 class APIError(Exception):
     def __init__(
         self, status: int, message: str, param: str | None = None, code: str | None = None,
-        retry_after_s: int | None = None,
+        retry_after_s: int | None = None, headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -41,6 +41,7 @@ class APIError(Exception):
         self.param = param
         self.code = code
         self.retry_after_s = retry_after_s
+        self.headers = headers or {}
 
 
 def error_body(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
@@ -55,7 +56,9 @@ def error_body(status: int, message: str, param: str | None = None, code: str | 
 
 
 def error_response(err: APIError) -> JSONResponse:
-    headers = None if err.retry_after_s is None else {"Retry-After": str(err.retry_after_s)}
+    headers = dict(err.headers)
+    if err.retry_after_s is not None:
+        headers["Retry-After"] = str(err.retry_after_s)
     return JSONResponse(error_body(err.status, err.message, err.param, err.code), err.status,
                         headers=headers)
 
