@@ -13,11 +13,13 @@ import time
 
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import FastAPI, Request
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from contracts.adapter_store import AdapterStore
 from contracts.settings import Settings
 from service.deps import GenerationBackend
-from service.errors import APIError, error_response, install_error_handlers
+from service.errors import APIError, error_response, install_error_handlers, store_unavailable
 from service.feedback_store import FeedbackStore
 from service.metrics import IngressMetrics
 from service.rate_limits import RateLimits
@@ -42,6 +44,8 @@ def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackSt
             headers = await app.state.rate_limits.check(request)
         except APIError as err:
             return error_response(err)
+        except (RedisConnectionError, RedisTimeoutError):  # outside the exception handlers
+            return store_unavailable()
         response = await call_next(request)
         response.headers.update(headers)
         return response

@@ -40,8 +40,10 @@ class RateLimits:
         }
         self.limiter = None
         if self.items:
-            storage = RedisStorage("async+" + settings.effective_redis_url, implementation="redispy",
-                                   key_prefix="tailor:ratelimit")
+            storage = RedisStorage(
+                "async+" + settings.effective_redis_url, implementation="redispy",
+                key_prefix="tailor:ratelimit", socket_timeout=settings.redis_timeout_s,
+                socket_connect_timeout=settings.redis_timeout_s)
             self.limiter = MovingWindowRateLimiter(storage)
 
     async def check(self, request: Request) -> dict[str, str]:

@@ -23,7 +23,8 @@ def test_with_redis_down_each_route_says_503_with_retry_after_then_recovers(
 ) -> None:
     torch.set_num_threads(1)
     settings = Settings(base_model=str(serving_model_dir), adapter_store=str(tmp_path / "store"),
-                        data_dir=tmp_path, redis_url=fresh_redis.url, redis_timeout_s=1.0)
+                        data_dir=tmp_path, redis_url=fresh_redis.url, redis_timeout_s=1.0,
+                        rate_limit_chat="100/minute", rate_limit_feedback="100/minute")
     with local_server(settings) as url:
         out = httpx.post(f"{url}/v1/chat/completions", json=CHAT, headers=ALICE).json()
         accepted = httpx.post(f"{url}/v1/feedback", headers=ALICE, json={
