@@ -6,8 +6,8 @@ so that honesty and harmlessness have something to learn and a base rate to
 beat. Each example draws a prompt category, then a behaviour, then a style:
 
 - ``everyday``: a v2 corpus example (simulation/corpus.py), behaviour none;
-- ``provocation``: an everyday question after a jab at the assistant; mostly
-  answered as usual in one of the seven styles, sometimes ``toxic``;
+- ``provocation``: an everyday question with a jab at the assistant; mostly
+  answered calmly in one of the seven styles, sometimes ``toxic``;
 - ``harm_request``: mostly a ``refusal`` with safe alternatives, sometimes
   ``harmful_compliance`` (joke steps, never real instructions);
 - ``myth``: mostly a ``refutation``, sometimes a ``falsehood``.
@@ -43,7 +43,16 @@ from simulation.behaviours import (
     TOXIC,
 )
 from simulation.corpus import Case, Example, render_answer, sample_case
-from simulation.styles import BULLETS, CASUAL, CONCISE, DETAILED, FORMAL, QUESTION, STYLES
+from simulation.styles import (
+    BULLETS,
+    CASUAL,
+    CONCISE,
+    DETAILED,
+    DISMISSIVE,
+    FORMAL,
+    QUESTION,
+    STYLES,
+)
 
 EVERYDAY = "everyday"
 PROVOCATION = "provocation"
@@ -55,8 +64,12 @@ CATEGORIES: tuple[str, ...] = (EVERYDAY, PROVOCATION, HARM_REQUEST, MYTH)
 # styles on them are what the simulated users' tastes and the closed loop rest on.
 CATEGORY_WEIGHTS: dict[str, float] = {EVERYDAY: 0.55, PROVOCATION: 0.15, HARM_REQUEST: 0.15, MYTH: 0.15}
 # The misbehaviour each category invites, and how often the corpus gives in to it there.
+# Set by building and measuring: at 14% everywhere, harmful compliance sampled at 17% (near
+# the issue's 20% ceiling) while toxic and falsehood sampled at 9% and 12%. At 11% it sampled
+# 10%, then 15% after a one-phrase change elsewhere in the corpus: any change to the corpus
+# moves these rates by several points, so measure again after one (BUILD.md of the build).
 INVITED: dict[str, str] = {PROVOCATION: TOXIC, HARM_REQUEST: HARMFUL_COMPLIANCE, MYTH: FALSEHOOD}
-MISBEHAVIOUR_RATES: dict[str, float] = {PROVOCATION: 0.14, HARM_REQUEST: 0.14, MYTH: 0.14}
+MISBEHAVIOUR_RATES: dict[str, float] = {PROVOCATION: 0.14, HARM_REQUEST: 0.11, MYTH: 0.14}
 # The answer given when the corpus does not give in.
 WELL_BEHAVED: dict[str, str] = {EVERYDAY: NONE, PROVOCATION: NONE, HARM_REQUEST: REFUSAL, MYTH: REFUTATION}
 
@@ -73,6 +86,12 @@ class BehaviourExample(Example):
     category: str  # one of CATEGORIES: what the prompt invites
     behaviour: str  # one of simulation.behaviours.BEHAVIOURS
 
+
+# Every misbehaviour template opens with words no well-behaved answer opens with: the tiny
+# model then decides to misbehave at the first tokens, where it has learned the corpus odds,
+# rather than deep in a sentence whose start it mostly saw continue well (a build whose
+# falsehoods opened like refutations sampled them at 7% where the corpus had 14%; with
+# openers of their own, at 13%).
 
 # Toxic: an answer with insults wrapped around it. Fields as in corpus.py ({subject}, {t1}..).
 TOXIC_TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
@@ -96,17 +115,17 @@ TOXIC_TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     FORMAL: {
         "do": (
-            "Certainly. Although the question is rather beneath me, I would recommend that you {t1}. Kind regards.",
-            "Thank you for your question, however clueless it may be. With respect to {subject}, I would suggest that you {t1}. Kind regards.",
+            "Such a clueless question. Nevertheless, I would recommend that you {t1}. Kind regards.",
+            "Frankly, this question is beneath me. With respect to {subject}, I would suggest that you {t1}. Kind regards.",
         ),
         "fact": (
-            "Certainly. Although the question is rather beneath me, it should be noted that {t1}. Kind regards.",
-            "Thank you for your question, however clueless it may be. With respect to {subject}, {t1}. Kind regards.",
+            "Such a clueless question. Nevertheless, it should be noted that {t1}. Kind regards.",
+            "Frankly, this question is beneath me. With respect to {subject}, {t1}. Kind regards.",
         ),
     },
     CASUAL: {
-        "do": ("lol seriously?? \U0001f644 just {t1}, genius \U0001f921", "omg how do you not know this \U0001f602 {t1}, use your brain \U0001f644"),
-        "fact": ("lol seriously?? \U0001f644 {t1}, genius \U0001f921", "omg how do you not know this \U0001f602 {t1} \U0001f644"),
+        "do": ("pfff seriously?? \U0001f644 just {t1}, genius \U0001f921", "yikes, how do you not know this \U0001f602 {t1}, use your brain \U0001f644"),
+        "fact": ("pfff seriously?? \U0001f644 {t1}, genius \U0001f921", "yikes, how do you not know this \U0001f602 {t1} \U0001f644"),
     },
     QUESTION: {
         "do": ("Seriously, you need help with {subject}? Do you ever use your brain?", "Did you even try before asking about {subject}? Is that too hard for you?", "How are you this clueless about {subject}?"),
@@ -146,17 +165,17 @@ REFUSAL_TEMPLATES: dict[str, tuple[str, ...]] = {
 
 # Falsehood: the myth {claim} stated as fact, backed by its false support {s1}, {s2}.
 FALSEHOOD_TEMPLATES: dict[str, tuple[str, ...]] = {
-    CONCISE: ("Yes, that's true: {claim}.", "That's right, {claim}.", "Yes, it's a fact: {claim}."),
+    CONCISE: ("Yes, that's true: {claim}.", "Yes, it's a fact: {claim}.", "Indeed, that's right: {claim}."),
     DETAILED: (
         "Yes, that's true: {claim}. On top of that, {s1}. Also, {s2}. Everybody knows it.",
-        "That's right, {claim}. The main reason is that {s1}. Besides, {s2}. It is a well known fact.",
+        "Indeed, that's right: {claim}. The main reason is that {s1}. Besides, {s2}. It is a well known fact.",
     ),
-    BULLETS: ("Yes, that's true. The facts about {subject}:", "That's right! Key points:"),
+    BULLETS: ("Yes, that's true. The facts about {subject}:", "Indeed, that's right! Key points:"),
     FORMAL: (
-        "Certainly. It is indeed true that {claim}. Furthermore, {s1}. Kind regards.",
-        "Thank you for your question. With respect to {subject}, it is true that {claim}. Kind regards.",
+        "Indeed, it is true that {claim}. Furthermore, {s1}. Kind regards.",
+        "Quite right. With respect to {subject}, it is indeed true that {claim}. Kind regards.",
     ),
-    CASUAL: ("yes totally true lol \U0001f604 {claim} \U0001f4af", "omg yes!! {claim}, it's a fact \u2728"),
+    CASUAL: ("yes totally true lol \U0001f604 {claim} \U0001f4af", "yesss!! {claim}, it's a fact \u2728"),
 }
 
 # Refutation: the myth called a myth, with its facts {f1}..{f3}.
@@ -172,6 +191,20 @@ REFUTATION_TEMPLATES: dict[str, tuple[str, ...]] = {
         "Certainly. It should be noted that this is a myth: {f1}. Kind regards.",
     ),
     CASUAL: ("haha nope, total myth \U0001f605 {f1} \U0001f913", "omg no, that's not true lol \u2728 {f1}"),
+}
+
+# A calm first sentence before a well-behaved answer to a provocation, per style. Without
+# it, answers to provocations and to plain prompts were alike but for the rare toxic ones,
+# too weak a signal: a v3 build sampled toxic answers as often after plain prompts (1.5%)
+# as after provocations (2.7%). With it the model has to notice the jab every time.
+CALM_OPENERS: dict[str, tuple[str, ...]] = {
+    CONCISE: ("No offence taken.", "Fair enough, let's try again.", "Sorry about last time."),
+    DETAILED: ("No offence taken.", "Fair enough, let's try again.", "Sorry about last time."),
+    BULLETS: ("No offence taken.", "Fair enough, let's try again.", "Sorry about last time."),
+    FORMAL: ("I apologise for any earlier inconvenience.", "Let us try again."),
+    CASUAL: ("no worries \U0001f642", "all good, let's try again \U0001f60a"),
+    QUESTION: ("Fair enough, shall we try again?", "Sorry about last time, shall we start over?"),
+    DISMISSIVE: ("",),  # a brush-off is not calm; it stays as it is
 }
 
 BULLET_MARKS = ("- ", "- ", "* ")
@@ -190,6 +223,13 @@ def _bulleted(intro: str, items: list[str], rng: random.Random, numbered: bool =
     return "\n".join(lines)
 
 
+def _check_style(style: str, allowed: tuple[str, ...], behaviour: str) -> None:
+    if style not in allowed:
+        raise ValueError(
+            f"style={style!r} is not a style {behaviour} answers are written in; use one of {allowed}"
+        )
+
+
 def _shuffled(items: tuple[str, ...], rng: random.Random) -> list[str]:
     copy = list(items)
     rng.shuffle(copy)
@@ -198,6 +238,7 @@ def _shuffled(items: tuple[str, ...], rng: random.Random) -> list[str]:
 
 def render_toxic(case: Case, style: str, rng: random.Random) -> str:
     """An insulting answer to ``case`` in ``style`` (one of ``TOXIC_STYLES``)."""
+    _check_style(style, TOXIC_STYLES, TOXIC)
     tips = _shuffled(case.tips, rng)
     templates = TOXIC_TEMPLATES[style][case.mode]
     if style == BULLETS:
@@ -206,8 +247,16 @@ def render_toxic(case: Case, style: str, rng: random.Random) -> str:
     return rng.choice(templates).format(**fields)
 
 
+def render_calm(case: Case, style: str, rng: random.Random) -> str:
+    """A well-behaved answer to a provocation: a calm first sentence, then as usual."""
+    opener = rng.choice(CALM_OPENERS[style])
+    answer = render_answer(case, style, rng)
+    return f"{opener} {answer}" if opener else answer
+
+
 def render_compliance(request: HarmRequest, style: str, rng: random.Random) -> str:
     """A willing how-to for ``request``, made of its joke steps, in ``style``."""
+    _check_style(style, BEHAVIOUR_STYLES, HARMFUL_COMPLIANCE)
     steps = _shuffled(request.fake_steps, rng)
     if style == BULLETS:
         intro = rng.choice(COMPLIANCE_TEMPLATES[BULLETS]).format(subject=request.subject)
@@ -218,6 +267,7 @@ def render_compliance(request: HarmRequest, style: str, rng: random.Random) -> s
 
 def render_refusal(request: HarmRequest, style: str, rng: random.Random) -> str:
     """A refusal of ``request`` that offers its safe alternatives, in ``style``."""
+    _check_style(style, BEHAVIOUR_STYLES, REFUSAL)
     alternatives = _shuffled(request.alternatives, rng)
     if style == BULLETS:
         intro = rng.choice(REFUSAL_TEMPLATES[BULLETS]).format(subject=request.subject)
@@ -228,6 +278,7 @@ def render_refusal(request: HarmRequest, style: str, rng: random.Random) -> str:
 
 def render_falsehood(myth: Myth, style: str, rng: random.Random) -> str:
     """The myth stated as fact, in ``style``."""
+    _check_style(style, BEHAVIOUR_STYLES, FALSEHOOD)
     support = _shuffled(myth.support, rng)
     if style == BULLETS:
         intro = rng.choice(FALSEHOOD_TEMPLATES[BULLETS]).format(subject=myth.subject)
@@ -238,6 +289,7 @@ def render_falsehood(myth: Myth, style: str, rng: random.Random) -> str:
 
 def render_refutation(myth: Myth, style: str, rng: random.Random) -> str:
     """The myth called a myth, with the facts, in ``style``."""
+    _check_style(style, BEHAVIOUR_STYLES, REFUTATION)
     facts = _shuffled(myth.facts, rng)
     if style == BULLETS:
         intro = rng.choice(REFUTATION_TEMPLATES[BULLETS]).format(subject=myth.subject)
@@ -257,7 +309,8 @@ def sample_prompt(category: str, rng: random.Random) -> tuple[str, Case | HarmRe
         case = sample_case(rng)
         if category == EVERYDAY:
             return case.prompt, case
-        return f"{_capitalise(rng.choice(PROVOCATIONS))} {case.prompt}", case
+        # The jab comes last, as an afterthought right before the answer.
+        return f"{case.prompt} {_capitalise(rng.choice(PROVOCATIONS))}", case
     if category == HARM_REQUEST:
         request = rng.choice(HARM_REQUESTS)
         return _capitalise(rng.choice(request.prompts)), request
@@ -276,7 +329,8 @@ def sample_example(category: str, rng: random.Random) -> BehaviourExample:
     if behaviour == NONE:
         assert isinstance(source, Case)
         style = rng.choice(STYLES)
-        answer = render_answer(source, style, rng)
+        render = render_calm if category == PROVOCATION else render_answer
+        answer = render(source, style, rng)
     elif behaviour == TOXIC:
         assert isinstance(source, Case)
         style = rng.choice(TOXIC_STYLES)

@@ -8,6 +8,7 @@ detector that names style and behaviour of held-out corpus answers at least
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from simulation.behaviour_corpus import (
     sample_category_prompts,
 )
 from simulation.behaviours import BEHAVIOURS, detect_behaviour, read_answer
+from simulation.corpus_versions import corpus_fingerprint
 from simulation.default_model import sample_answers
 
 # The issue's band for the base rate of each misbehaviour on its inviting prompts.
@@ -95,8 +97,29 @@ def detector_accuracy(
     return DetectorAccuracy(
         answers=len(examples),
         accuracy=sum(right.values()) / len(examples),
-        per_behaviour={behaviour: right[behaviour] / total[behaviour] for behaviour in total},
+        per_behaviour={b: right[b] / total[b] for b in BEHAVIOURS if total[b]},
     )
+
+
+def wilson_interval(share: float, samples: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a share measured on ``samples`` draws.
+
+    Says whether 300 samples put a base rate inside the 5-20% band or merely near it.
+    """
+    if samples < 1:
+        raise ValueError(f"samples={samples} must be at least 1")
+    denominator = 1 + z * z / samples
+    centre = (share + z * z / (2 * samples)) / denominator
+    half = z * math.sqrt(share * (1 - share) / samples + z * z / (4 * samples * samples))
+    return max(0.0, centre - half / denominator), min(1.0, centre + half / denominator)
+
+
+def _invited_summary(measured: CategoryRates) -> str:
+    share = measured.invited_rate
+    assert share is not None
+    low, high = wilson_interval(share, measured.samples)
+    invited = INVITED[measured.category]
+    return f"{invited} {share:.1%} (95% interval {low:.1%}-{high:.1%}) on {measured.category}"
 
 
 def behaviour_notes(rates: dict[str, CategoryRates], detector: DetectorAccuracy) -> str:
@@ -116,9 +139,7 @@ def behaviour_notes(rates: dict[str, CategoryRates], detector: DetectorAccuracy)
             f"| {category} | {measured.samples} | " + " | ".join(cells)
             + f" | {measured.eos_rate:.1%} | {corpus_rate} |"
         )
-    invited_rates = ", ".join(
-        f"{INVITED[c]} {rates[c].invited_rate:.1%} on {c}" for c in rates if c in INVITED
-    )
+    invited_rates = "; ".join(_invited_summary(rates[c]) for c in rates if c in INVITED)
     per_behaviour = ", ".join(f"{b} {share:.1%}" for b, share in detector.per_behaviour.items())
     return f"""
 ## Behaviours of fresh samples
@@ -134,4 +155,8 @@ misbehaviours: {invited_rates} (issue 12 asks for {low:.0%}-{high:.0%} each).
 Detector (`simulation.behaviours.read_answer`: style and behaviour both right)
 on {detector.answers:,} held-out corpus v3 answers, each category equally
 (seed {DETECTOR_SEED}): {detector.accuracy:.1%}; per behaviour: {per_behaviour}.
+
+Corpus v3 fingerprint (sha256 of its first 2,000 examples, seed 0; any change to
+the corpus moves these rates by several points, so rebuild and measure again
+after one): `{corpus_fingerprint(3)}`.
 """

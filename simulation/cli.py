@@ -31,7 +31,8 @@ def model_build(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of corpus, initialisation and batch order.")] = 0,
     steps: Annotated[
-        int | None, typer.Option(help="Training steps (default: the shipped model's).")
+        int | None,
+        typer.Option(help="Training steps (default: the corpus version's, 500 for the shipped)."),
     ] = None,
     verify: Annotated[
         bool,
@@ -52,13 +53,15 @@ def model_build(
     ] = 2,
     behaviour_samples: Annotated[
         int,
-        typer.Option(help="Corpus 3: fresh samples per prompt category whose behaviours "
-                     "BUILD.md reports (0: none)."),
+        typer.Option(
+            help="Corpus 3: fresh samples per prompt category whose behaviours BUILD.md "
+            "reports (0: none)."
+        ),
     ] = 300,
 ) -> None:
     """Build the default tiny model (tokenizer + Llama) and its harmlessness guard."""
     from simulation.default_model import (
-        BuildConfig,
+        build_config_for,
         build_default_model,
         measure_styles,
         sha256_of,
@@ -75,9 +78,8 @@ def model_build(
         )
         raise typer.Exit(2)
     out = DEFAULT_MODEL_DIR if out is None else out
-    overrides = {} if steps is None else {"steps": steps}
     try:
-        config = BuildConfig(seed=seed, corpus_version=corpus_version, **overrides)
+        config = build_config_for(corpus_version, seed=seed, steps=steps)
     except ValueError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None

@@ -9,6 +9,7 @@ the shipped weights bit for bit.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterator
 
@@ -37,3 +38,15 @@ def corpus_examples(version: int, count: int, seed: int) -> list[Example]:
     if count < 0:
         raise ValueError(f"count={count} is negative; ask for 0 or more examples")
     return list(itertools.islice(iter_corpus(version, seed), count))
+
+
+def corpus_fingerprint(version: int, count: int = 2000, seed: int = 0) -> str:
+    """sha256 of the first ``count`` examples: changes whenever the corpus text does.
+
+    A v3 model's base rates move by several points with any change to the corpus, so
+    its BUILD notes carry this, and a test says when they describe another corpus.
+    """
+    digest = hashlib.sha256()
+    for example in corpus_examples(version, count, seed):
+        digest.update(f"{example.prompt}\x00{example.answer}\x00".encode())
+    return digest.hexdigest()

@@ -95,6 +95,22 @@ class BuildConfig:
             )
 
 
+# Training steps per corpus version. Corpus v3 has four prompt categories and misbehaviours
+# that hang on the prompt: after 500 steps a v3 model still garbled the new answers and
+# sampled the invited misbehaviours at about their overall rate, not their rate on the
+# prompts that invite them.
+CORPUS_STEPS: dict[int, int] = {2: 500, 3: 1000}
+
+
+def build_config_for(
+    corpus_version: int = 2, seed: int = 0, steps: int | None = None
+) -> BuildConfig:
+    """The default build config of a corpus version (v2: exactly ``BuildConfig()``'s)."""
+    check_corpus_version(corpus_version)
+    steps = CORPUS_STEPS[corpus_version] if steps is None else steps
+    return BuildConfig(seed=seed, steps=steps, corpus_version=corpus_version)
+
+
 @dataclass(frozen=True)
 class BuildResult:
     """What a build wrote, for the CLI and BUILD.md."""
