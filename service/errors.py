@@ -12,6 +12,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service.schemas import FEEDBACK_TYPES
+
 log = logging.getLogger(__name__)
 # What a client is told to wait before retrying when Redis is unreachable: a
 # restarting redis-server (AOF replay of a small data set) is back within seconds.
@@ -73,9 +75,6 @@ def _validation_status(request: Request) -> int:
     # OpenAI answers malformed chat requests with 400; our own feedback API uses
     # 422 (the body parsed but is not a valid judgment).
     return 422 if request.url.path.startswith("/v1/feedback") else 400
-
-
-FEEDBACK_TYPES = ("thumbs", "score", "ranking", "correction")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -142,53 +142,46 @@ class ModelList(BaseModel):
 # --- feedback ---------------------------------------------------------------------------
 
 
-class ThumbsFeedback(BaseModel):
+class Judgment(BaseModel):
+    """What every judgment has: the completion it is about, its criterion, a comment."""
+
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["thumbs"]
     completion_id: str = Field(min_length=1, max_length=128)
-    choice: int = Field(0, ge=0, description="Index of the rated choice.")
-    value: Literal["up", "down"]
-    score: int | None = Field(None, ge=1, le=10, description="A graded rating, 1-10.")
     criterion: str = Field("helpful", description="What the judgment is about: helpful, "
                            "honest, harmless, or a criterion the operator added.")
     comment: str | None = None
 
 
-class ScoreFeedback(BaseModel):
+class ChoiceJudgment(Judgment):
+    """A judgment of one choice of the completion."""
+
+    choice: int = Field(0, ge=0, description="Index of the judged choice.")
+
+
+class ThumbsFeedback(ChoiceJudgment):
+    type: Literal["thumbs"]
+    value: Literal["up", "down"]
+    score: int | None = Field(None, ge=1, le=10, description="A graded rating, 1-10.")
+
+
+class ScoreFeedback(ChoiceJudgment):
     """A graded rating without a thumb (LangSmith's ``score``, Langfuse's numeric score)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     type: Literal["score"]
-    completion_id: str = Field(min_length=1, max_length=128)
-    choice: int = Field(0, ge=0, description="Index of the rated choice.")
     score: int = Field(ge=1, le=10, description="A graded rating, 1 (worst) to 10 (best).")
-    criterion: str = Field("helpful", description="What the score is about (as for thumbs).")
-    comment: str | None = None
 
 
-class RankingFeedback(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RankingFeedback(Judgment):
     type: Literal["ranking"]
-    completion_id: str = Field(min_length=1, max_length=128)
     ranking: list[int] = Field(description="All choice indices of the completion, best first.")
-    criterion: str = Field("helpful", description="What the ranking is about (as for thumbs).")
-    comment: str | None = None
 
 
-class CorrectionFeedback(BaseModel):
+class CorrectionFeedback(ChoiceJudgment):
     """The answer the user wanted instead of one choice (LangSmith's ``correction``)."""
 
-    model_config = ConfigDict(extra="forbid")
-
     type: Literal["correction"]
-    completion_id: str = Field(min_length=1, max_length=128)
-    choice: int = Field(0, ge=0, description="Index of the choice the correction replaces.")
     correction: str = Field(min_length=1, description="The text the user wanted instead.")
-    criterion: str = Field("helpful", description="What the correction fixes (as for thumbs).")
-    comment: str | None = None
 
     @field_validator("correction")
     @classmethod
@@ -200,6 +193,8 @@ class CorrectionFeedback(BaseModel):
 
 FeedbackRequest = Annotated[ThumbsFeedback | ScoreFeedback | RankingFeedback | CorrectionFeedback,
                             Field(discriminator="type")]
+# The union's tags: pydantic puts the tag first in the location of an error
+FEEDBACK_TYPES = ("thumbs", "score", "ranking", "correction")
 
 
 class FeedbackAccepted(BaseModel):

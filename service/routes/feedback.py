@@ -14,7 +14,13 @@ from contracts.records import CompletionRecord, FeedbackEvent
 from service.deps import CallerDep, MetricsDep, SettingsDep, StoreDep
 from service.errors import APIError
 from service.feedback_store import CompletionExpired
-from service.schemas import CorrectionFeedback, FeedbackAccepted, FeedbackRequest, RankingFeedback
+from service.schemas import (
+    ChoiceJudgment,
+    CorrectionFeedback,
+    FeedbackAccepted,
+    FeedbackRequest,
+    RankingFeedback,
+)
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -75,26 +81,24 @@ def check_length(field: str, text: str | None, limit: int) -> None:
 
 
 def feedback_event(body: FeedbackRequest, record: CompletionRecord, user_id: str) -> FeedbackEvent:
+    """The stream record of a judgment that is valid for this completion."""
     n = len(record.choices)
-    if not isinstance(body, RankingFeedback):
-        if body.choice >= n:
+    if isinstance(body, ChoiceJudgment) and body.choice >= n:
+        raise APIError(
+            422, f"choice {body.choice} is out of range: the completion has {n} choice(s)",
+            param="choice", code="invalid_value",
+        )
+    if isinstance(body, RankingFeedback):
+        if n < 2:
             raise APIError(
-                422, f"choice {body.choice} is out of range: the completion has {n} choice(s)",
-                param="choice", code="invalid_value",
+                422, "a ranking needs a completion with 2 or more choices (ask with n>1); "
+                "rate a single answer with thumbs", param="ranking", code="invalid_value",
             )
-        return FeedbackEvent(user_id, body.completion_id, body.type, choice=body.choice,
-                             value=getattr(body, "value", None), comment=body.comment,
-                             criterion=body.criterion, score=getattr(body, "score", None),
-                             correction=getattr(body, "correction", None))
-    if n < 2:
-        raise APIError(
-            422, "a ranking needs a completion with 2 or more choices (ask with n>1); "
-            "rate a single answer with thumbs", param="ranking", code="invalid_value",
-        )
-    if sorted(body.ranking) != list(range(n)):
-        raise APIError(
-            422, f"ranking {body.ranking} must list each of the {n} choice indices 0..{n - 1} "
-            "exactly once, best first", param="ranking", code="invalid_value",
-        )
-    return FeedbackEvent(user_id, body.completion_id, "ranking", ranking=body.ranking,
-                         comment=body.comment, criterion=body.criterion)
+        if sorted(body.ranking) != list(range(n)):
+            raise APIError(
+                422, f"ranking {body.ranking} must list each of the {n} choice indices "
+                f"0..{n - 1} exactly once, best first", param="ranking", code="invalid_value",
+            )
+    # the request's fields are the event's (choice, value, score, ranking, correction, ...)
+    return FeedbackEvent(user_id, body.completion_id, body.type,
+                         **body.model_dump(exclude={"type", "completion_id"}))

@@ -52,8 +52,6 @@ def server(serving_model_dir: Path, redis_server, tmp_path_factory) -> Iterator[
 def page(browser: Browser, server: str, redis_client) -> Iterator[Page]:
     context = browser.new_context()
     page = context.new_page()
-    page.requested = []  # every URL the page asked for
-    page.on("request", lambda request: page.requested.append(request.url))
     page.goto(server)
     yield page
     context.close()
