@@ -26,7 +26,10 @@ from service.rate_limits import RateLimits
 from service.routes import chat, feedback, openwebui, operations, page, users
 
 
-def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackStore) -> FastAPI:
+def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackStore,
+               request_ids: bool = True) -> FastAPI:
+    """``request_ids``: give every response an X-Request-ID. Off behind Ray Serve, whose
+    proxy already does (and hands the id to the app as a request header)."""
     app = FastAPI(title="Tailor", version="0.1.0", summary="Per-user LoRA personalization")
     install_error_handlers(app)
     app.state.settings = settings
@@ -60,7 +63,8 @@ def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackSt
 
     for area in (chat, feedback, users, operations, page, openwebui):
         app.include_router(area.router)
-    # Every response carries X-Request-ID (the client's, when it sent a valid one), and
-    # the error logs name it: a user's report of a failed request finds its log line.
-    app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
+    if request_ids:
+        # Every response carries X-Request-ID (the client's, when it sent a valid one), and
+        # the error logs name it: a user's report of a failed request finds its log line.
+        app.add_middleware(CorrelationIdMiddleware, header_name="X-Request-ID")
     return app

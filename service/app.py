@@ -105,7 +105,8 @@ class Ingress:
     def __init__(self, generator: DeploymentHandle, settings: Settings) -> None:
         store = FeedbackStore.from_url(settings.effective_redis_url, settings.completion_ttl_s,
                                        settings.redis_timeout_s)
-        self.api = create_api(settings, HandleBackend(generator), store)
+        # Serve's proxy gives each request its X-Request-ID (ray.serve's RequestIdMiddleware)
+        self.api = create_api(settings, HandleBackend(generator), store, request_ids=False)
 
     def __serve_build_asgi_app__(self):
         return self.api

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -100,8 +99,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _store_down(request: Request, err: Exception) -> JSONResponse:
         # Nothing was acknowledged: the Lua script that records a judgment is atomic,
         # so the client's retry (same Idempotency-Key) records it once.
-        log.error("request %s, %s %s: Redis unreachable: %s", correlation_id.get(),
-                  request.method, request.url.path, err)
+        # the id is a request header in both paths: set by Serve's proxy, or (in process)
+        # by the correlation-id middleware, which writes it into the request too
+        log.error("request %s, %s %s: Redis unreachable: %s",
+                  request.headers.get("x-request-id"), request.method, request.url.path, err)
         return store_unavailable()
 
     @app.exception_handler(StarletteHTTPException)

@@ -63,6 +63,12 @@ def test_the_end_users_page_is_served_through_serve(serve_app):
     assert script.status_code == 200 and "textContent" in script.text  # the installed files
 
 
+def test_through_serve_each_response_has_one_request_id(serve_app):
+    response = httpx.get(serve_app["url"] + "/v1/models")
+    (request_id,) = response.headers.get_list("x-request-id")  # Serve's proxy's, once
+    assert request_id
+
+
 def test_openai_client_n3(client):
     out = client.chat.completions.create(model="tailor-base", messages=PROMPT, n=3, max_tokens=5,
                                          seed=3, extra_headers={"X-User-Id": "carol"})
