@@ -94,9 +94,10 @@ def test_each_user_is_served_their_preferred_style_after_at_most_60_judgments(de
         if user["preset"] == "adversarial":
             continue
         rise = user["preferred_rate_after"] - user["preferred_rate_before"]
-        # the whole record on failure: its adapter version and the gate's decisions tell why
-        assert rise >= MIN_RISE, (user_id, user)
-        assert user["adapter_version"] is not None and user["kl"] is not None, (user_id, user)
+        # the whole record on failure (as JSON: pytest cuts a dict's repr short)
+        record = json.dumps({user_id: user}, default=str)
+        assert rise >= MIN_RISE, record
+        assert user["adapter_version"] is not None and user["kl"] is not None, record
 
 
 @pytest.mark.slow
