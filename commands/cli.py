@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from simulation.users import DEMO_USERS  # plain Python, no torch: --help stays quick
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.split("\n")[0])
 model_app = typer.Typer(no_args_is_help=True, help="The base model.")
 adapter_app = typer.Typer(no_args_is_help=True, help="Per-user LoRA adapters.")
@@ -99,8 +101,15 @@ def adapter_publish(
 def demo(
     users: Annotated[
         str, typer.Option(help="Comma-separated simulation presets (or a count of the first ones).")
-    ] = "bullet_lover,emoji_fan,thorough_reader,busy_professional,adversarial",
+    ] = DEMO_USERS,
     max_events: Annotated[int, typer.Option(help="Judgments each user gives at most.")] = 60,
+    invited_share: Annotated[float, typer.Option(
+        help="Share of rated requests that invite a misbehaviour (judged harmless/honest).")
+    ] = 0.3,
+    rater_reliability: Annotated[bool, typer.Option(
+        help="Weight harmless/honest judgments by each rater's reliability (--no-...: the "
+        "ablation, everyone at their word).")
+    ] = True,
     measure_rounds: Annotated[
         int, typer.Option(help="Evaluation requests per user before and after learning.")
     ] = 10,
@@ -118,7 +127,8 @@ def demo(
 
     try:
         config = DemoConfig(users=users, max_events=max_events, measure_rounds=measure_rounds,
-                            seed=seed)
+                            seed=seed, invited_share=invited_share,
+                            rater_reliability=rater_reliability)
     except ValueError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None

@@ -23,6 +23,8 @@ so the two halves never disagree on where a thing lives.
     tailor:learner:recent                sorted set: user -> time of their last update
     tailor:learner:pending               sorted set: user -> examples not yet trained on
     tailor:learner:refine                sorted set: user -> when their last update ended
+    tailor:learner:shared-heads          hash: the shared harmless/honest heads' numbers
+    tailor:learner:shared-heads:weights  the heads themselves (safetensors, one layer each)
     tailor:learner:lease:{user_id}       one worker's lease on training the user
     tailor:learner:worker:{worker_id}    hash: what a learner worker is doing
 
@@ -45,6 +47,8 @@ FEEDBACK_LAG_KEY = f"{PREFIX}:learner:feedback-lag"
 LEARNER_RECENT_KEY = f"{PREFIX}:learner:recent"
 PENDING_KEY = f"{PREFIX}:learner:pending"
 REFINE_KEY = f"{PREFIX}:learner:refine"
+SHARED_HEADS_KEY = f"{PREFIX}:learner:shared-heads"
+SHARED_HEADS_WEIGHTS_KEY = f"{SHARED_HEADS_KEY}:weights"
 
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 FORGOTTEN_TTL_S = 24 * 3600

@@ -76,6 +76,8 @@ class CompletionRecord:
 # (Settings.extra_feedback_criteria).
 DEFAULT_CRITERION = "helpful"
 BUILTIN_CRITERIA = (DEFAULT_CRITERION, "honest", "harmless")
+# Not a matter of taste: learned from everyone by heads no user owns (learners.shared_heads).
+SHARED_CRITERIA = ("harmless", "honest")
 
 
 @dataclass

@@ -176,6 +176,19 @@ class Settings(BaseSettings):
     learner_max_new_tokens: int = Field(
         64, ge=4, description="Longest rollout response; one cut here is penalised as unfinished."
     )
+    # --- honest and harmless for everyone (README, "Honest and harmless") ----------
+    principles_file: Path | None = Field(
+        None, description="Written principles, the shared heads' prior (default: the base "
+        "model folder's principles.yaml, if any).")
+    # Fixed, not per-user multipliers: no user's data may change how much harm costs.
+    # In user-standard units (the user's reward: 1 = one standard deviation of their
+    # taste, clipped to ±3), so a surely harmful answer loses more than any taste gains.
+    learner_shared_head_strength: float = Field(
+        8.0, ge=0, description="Reward taken off an answer the shared heads surely judge "
+        "harmful or false (0: the heads only gate).")
+    learner_rater_reliability: bool = Field(
+        True, description="Weight judgments of harmless/honest by each rater's estimated "
+        "reliability (false: everyone at their word, the ablation).")
 
     @field_validator("redis_url")
     @classmethod
@@ -195,6 +208,16 @@ class Settings(BaseSettings):
                 '(e.g. "60/minute")'
             )
         return value.strip() if value else None
+
+    @field_validator("principles_file")
+    @classmethod
+    def _principles_exist(cls, value: Path | None) -> Path | None:
+        if value is not None and not Path(value).is_file():
+            raise ValueError(
+                f"TAILOR_PRINCIPLES_FILE={str(value)!r} is not a file; point it at a "
+                "principles.yaml (the default model's is contracts/default_model/principles.yaml)"
+            )
+        return value
 
     @field_validator("extra_feedback_criteria")
     @classmethod
@@ -243,6 +266,14 @@ class Settings(BaseSettings):
     @cached_property
     def base_model_path(self) -> Path:
         return Path(self.base_model) if self.base_model else DEFAULT_MODEL_DIR
+
+    @property
+    def principles_path(self) -> Path | None:
+        """The principles the shared heads start from, or None (no prior)."""
+        if self.principles_file is not None:
+            return self.principles_file
+        beside = self.base_model_path / "principles.yaml"
+        return beside if beside.is_file() else None
 
     @cached_property
     def adapter_store_uri(self) -> str:

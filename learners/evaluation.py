@@ -1,10 +1,13 @@
-"""Score a policy on held-out prompts: mean reward and KL to the base model.
+"""Score a policy on held-out prompts: mean reward, KL to the base model, and the rate of
+answers that break each shared criterion (harmless, honest) as the shared heads judge it.
 
 The gate compares the version being replaced with the candidate on the same
 prompts with the same sampling seed, both scored by the current reward model.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,6 +23,9 @@ from learners.ppo import (
 from learners.ppo_config import PPOConfig
 from learners.rollout import sample_responses
 
+# features (N, D) -> per shared criterion, the probability (N,) each answer breaks it
+CostsFn = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+
 
 @torch.no_grad()
 def evaluate_policy(
@@ -30,6 +36,7 @@ def evaluate_policy(
     config: PPOConfig,
     seed: int,
     samples: int = 0,
+    costs_fn: CostsFn | None = None,
 ) -> HeldOutEval:
     """Sample responses to ``prompts`` (seeded) and return their mean reward and KL.
 
@@ -62,4 +69,6 @@ def evaluate_policy(
         reward_fn(rollout.prompt_lists(), rollout.response_lists(), features), dtype=torch.float32
     )
     kl = (per_token_kl(logprobs, ref_logprobs, "k1") * mask).sum(dim=1)  # (B,)
-    return HeldOutEval(reward=float(scores.mean()), kl=float(kl.mean()))
+    costs = {} if costs_fn is None else {
+        criterion: float(cost.float().mean()) for criterion, cost in costs_fn(features).items()}
+    return HeldOutEval(reward=float(scores.mean()), kl=float(kl.mean()), costs=costs)

@@ -14,8 +14,10 @@ A user's `TrainingExample`s become reward-model events (`learners.reward_data`):
 - ranking: its pairs, best first;
 - correction: the text the user wrote preferred over the choice it corrects.
 
-Every criterion trains the user's reward for now; the example keeps its criterion
-so that honesty and harmlessness can be learned apart from taste.
+Judgments of a shared criterion (harmless, honest) do not: those are not a matter
+of taste, and train only the heads shared by everyone (learners.shared_heads), where
+the user is one rater among all. Every other criterion (helpful, an operator's own)
+trains the user's reward.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from itertools import combinations
 import numpy as np
 import torch
 
+from contracts.records import SHARED_CRITERIA
 from learners.reward_data import RankingEvent, RewardEvent, ThumbEvent, score_label
 from learners.training_data import TrainingExample
 
@@ -33,6 +36,8 @@ def reward_events(user_id: str, examples: list[TrainingExample]) -> list[RewardE
     events: list[RewardEvent] = []
     scored: dict[str, dict[int, tuple[int, torch.Tensor]]] = {}  # completion → choice → score
     for example in examples:
+        if example.criterion in SHARED_CRITERIA:
+            continue
         features = torch.from_numpy(np.array(example.features))
         if example.kind in ("thumbs", "score"):
             label = (float(example.label) if example.score is None

@@ -60,6 +60,9 @@ class CrowdConfig:
     prior_right: float = 2.0
     prior_wrong: float = 1.0
     clamp_adversarial: bool = True  # a rater worse than chance is ignored, not inverted
+    # False (the ablation): every rater taken at their word; the head is fitted once on
+    # each answer's mean label and no reliability is estimated (α = β = prior mean).
+    weight_raters: bool = True
     seed: int = 0
 
 
@@ -102,6 +105,13 @@ def fit_crowd(labels: CrowdLabels, config: CrowdConfig = CrowdConfig()) -> Crowd
     beta = torch.full((num_raters,), 0.8)
     offset = (torch.zeros(num_items) if labels.prior_logits is None
               else labels.prior_logits.float())
+    if not config.weight_raters:
+        for _ in range(config.iterations):  # Newton rounds to convergence on fixed targets
+            weight, bias = _fit_head(x, offset, target, rated, weight, bias, config)
+        mean_rate = config.prior_right / (config.prior_right + config.prior_wrong)
+        flat = torch.full((num_raters,), mean_rate)
+        return CrowdFit(weight, bias, flat, flat.clone(), target, list(labels.rater_ids),
+                        mean, scale)
     for _ in range(config.iterations):
         weight, bias = _fit_head(x, offset, target, rated, weight, bias, config)
         prior = torch.sigmoid(x @ weight + bias + offset).clamp(1e-4, 1 - 1e-4)

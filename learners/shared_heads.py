@@ -11,7 +11,7 @@ never per user. For each criterion, the judgments that say something about it:
 Rankings order answers by preference and say nothing absolute: not used. Each user
 is one rater; judgments of the same answer by several users meet on one item, the
 overlap the reliability model checks raters against (``learners.rater_reliability``).
-Where a prior exists (today: the model's built-in harmlessness guard) the head
+Where a prior exists (the written principles, ``learners.principles``) the head
 starts from it and the judgments correct it.
 """
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from contracts.records import SHARED_CRITERIA
 from learners.rater_reliability import CrowdConfig, CrowdFit, CrowdLabels, fit_crowd
 from learners.training_data import TrainingExample
 
-SHARED_CRITERIA = ("harmless", "honest")
 FINE_FROM_SCORE = 6  # a tagged score of 6-10 says "fine"
 
 # features (N, D) -> the prior's log-odds (N,) that each answer is fine
@@ -39,6 +39,7 @@ class SharedHead:
     fit: CrowdFit | None  # None: no judgments of this criterion yet, the prior alone
     prior: Prior | None
     judgments_used: dict[str, int]  # per user: their judgments of this criterion
+    judged: torch.Tensor | None = None  # (I, D) features of the judged answers
 
     def fine_logits(self, features: torch.Tensor) -> torch.Tensor:
         """(N,) log-odds that each answer (N, D) is fine by this criterion."""
@@ -106,5 +107,6 @@ def fit_shared_heads(examples_by_user: dict[str, list[TrainingExample]],
         prior = (priors or {}).get(criterion)
         crowd, used = crowd_labels(criterion, examples_by_user, prior)
         fit = fit_crowd(crowd, config or CrowdConfig()) if len(crowd.label) else None
-        heads[criterion] = SharedHead(criterion, fit, prior, used)
+        heads[criterion] = SharedHead(criterion, fit, prior, used,
+                                      crowd.features if len(crowd.label) else None)
     return heads

@@ -40,14 +40,15 @@ from contracts.modeling import BaseModel
 from contracts.settings import Settings
 from learners.evaluation import evaluate_policy
 from learners.gate import GateConfig, GateDecision, HeldOutEval, decide, trainable_weights_finite
-from learners.guard import HarmlessnessGuard
 from learners.judgments import reward_events
 from learners.ppo import PPOStats, make_kl_controller, make_optimizer, ppo_update
 from learners.ppo_config import PPOConfig
+from learners.rater_reliability import CrowdConfig
 from learners.reward_config import RewardConfig
 from learners.reward_data import FeedbackBuilder
 from learners.reward_model import RewardModel
 from learners.scheduler import Scheduler
+from learners.shared_judge import SharedJudge
 from learners.training_data import TrainingExample
 from learners.value_head import ValueHead
 
@@ -81,7 +82,6 @@ class UserUpdater:
         ppo_iterations: int = 4,
         rollout_batch: int = 16,
         seed: int = 0,
-        guard_strength: float = 2.0,
         reward_clip: float = 3.0,
         value_learning_rate: float | None = None,
         held_out_samples: int = 0,
@@ -100,10 +100,13 @@ class UserUpdater:
         self.value_learning_rate = value_learning_rate  # None: the LoRA's rate (make_optimizer)
         self.store = AdapterStore(settings.adapter_store_uri)
         self.registry = AdapterRegistry(client)
-        self.guard = HarmlessnessGuard.load(base.path, strength=guard_strength)
         base.model.requires_grad_(False)
         self.policy = get_peft_model(base.model, ppo_config.lora_config())
         self.policy.eval()
+        # Harmless and honest: shared by everyone, started from the written principles.
+        self.judge = SharedJudge(
+            settings.principles_path, self.text_features, settings.learner_shared_head_strength,
+            CrowdConfig(weight_raters=settings.learner_rater_reliability))
         # A new user starts from this state: LoRA B = 0, so the policy is the base model.
         self.fresh_lora = {k: v.detach().clone() for k, v in self._lora_state().items()}
         self.reward_model: RewardModel | None = None
@@ -167,14 +170,15 @@ class UserUpdater:
 
     def _evaluate(self, held_out: list[list[int]], reward_fn) -> HeldOutEval:
         return evaluate_policy(self.policy, self.tokenizer, held_out, reward_fn, self.ppo_config,
-                               self.seed, self.held_out_samples)
+                               self.seed, self.held_out_samples, costs_fn=self.judge.costs)
 
     # --- reward -------------------------------------------------------------------------
     def _online_accuracy(self, user_id: str, new_examples: list[TrainingExample]) -> float | None:
         """Held-out accuracy: each new event is predicted before any training on it."""
-        if self.reward_model is None or not new_examples:
+        events = reward_events(user_id, new_examples)  # none: only harmless/honest judgments
+        if self.reward_model is None or not events:
             return None
-        scores = [self.reward_model.event_accuracy(e) for e in reward_events(user_id, new_examples)]
+        scores = [self.reward_model.event_accuracy(e) for e in events]
         hits = self.client.hincrbyfloat(user_key(user_id), "learner_reward_hits", sum(scores))
         seen = self.client.hincrby(user_key(user_id), "learner_reward_predicted", len(scores))
         return hits / seen
@@ -190,6 +194,8 @@ class UserUpdater:
                     builder.add(event)
             self.reward_model = RewardModel.fit(builder.build(), self.reward_config)
             self._population_examples = total
+            self.judge.refit(all_examples)
+            self.judge.record(self.client)
         builder = FeedbackBuilder(feature_dim=examples[0].features.shape[1])
         for event in reward_events(user_id, examples):
             builder.add(event)
@@ -205,7 +211,8 @@ class UserUpdater:
         return found
 
     def _reward_fn(self, user_id: str, examples: list[TrainingExample]):
-        """The PPO score: the user's reward in user-standard units, clipped, minus the guard.
+        """The PPO score: the user's reward in user-standard units, clipped, minus the shared
+        heads' penalty for answers that are harmful or false (learners.shared_judge).
 
         The reward model's logits have no fixed scale (their spread over one user's
         rated answers measured 4-9 on the default model), so a fixed β, no-EOS
@@ -214,7 +221,7 @@ class UserUpdater:
         the answers they rated makes 1 unit = one standard deviation of that user's
         taste; the clip keeps one outlier from dominating a batch.
         """
-        model, guard, clip = self.reward_model, self.guard, self.reward_clip
+        model, judge, clip = self.reward_model, self.judge, self.reward_clip
         rated = torch.from_numpy(np.concatenate([e.features for e in examples]))  # (N, D)
         rated_scores = model.score(user_id, rated)
         mean, spread = rated_scores.mean(), rated_scores.std().clamp(min=1e-3)
@@ -222,9 +229,7 @@ class UserUpdater:
         def reward(prompt_ids, response_ids, features: torch.Tensor) -> torch.Tensor:
             features = features.float().cpu()
             score = ((model.score(user_id, features) - mean) / spread).clamp(-clip, clip)
-            if guard is not None:
-                score = score - guard.penalty(features)
-            return score
+            return score - judge.penalty(features)
 
         return reward
 
@@ -237,7 +242,17 @@ class UserUpdater:
         mask = torch.ones_like(ids)
         answer_mask = torch.zeros_like(ids)
         answer_mask[0, len(prompt_token_ids):] = 1
-        return sequence_features(self.policy, ids, mask, answer_mask)[0].cpu().numpy()
+        # the base model's features, as served completions record them: the slot may
+        # hold the adapter of the user trained last
+        with self.policy.disable_adapter():
+            return sequence_features(self.policy, ids, mask, answer_mask)[0].cpu().numpy()
+
+    def text_features(self, prompt: str, answer: str) -> np.ndarray:
+        """Features (D,) of ``answer`` to the chat prompt ``prompt`` (a written principle's)."""
+        prompt_ids = list(self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
+            return_dict=False))
+        return self.answer_features(prompt_ids, answer)
 
     # --- adapter state --------------------------------------------------------------------
     def _lora_state(self) -> dict[str, torch.Tensor]:
@@ -294,6 +309,8 @@ class UserUpdater:
         }
         if accuracy is not None:
             metrics["reward_accuracy"] = accuracy
+        for criterion, cost in after.costs.items():  # held-out rate breaking it, per the heads
+            metrics[f"{criterion}_cost"] = cost
         return metrics
 
     def _record(self, user_id: str, decision: GateDecision, metrics: dict[str, float],

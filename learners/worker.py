@@ -61,7 +61,6 @@ class LearnerOptions:
     # each ranking user's favourite style first (pairwise accuracy 0.78-0.89 vs 0.55-0.70).
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(
         rank=4, population_hidden=0, user_hidden=0, population_weight_decay=1.0, steps=150))
-    guard_strength: float = 2.0  # user-standard reward units taken off a surely-dismissive answer
     reward_clip: float = 3.0  # the standardised user reward is clipped to ±this
     # Idle-time polishing: a user whose last update ended refine_quiet_s ago gets up
     # to refine_updates more updates (PPO on their final reward model, gated and
@@ -98,7 +97,7 @@ class LearnerLoop:
             settings, self.client, base, ppo_config_for(settings, self.options.ppo),
             self.options.gate, self.options.reward, settings.learner_ppo_iterations,
             settings.learner_rollout_batch, self.options.seed,
-            guard_strength=self.options.guard_strength, reward_clip=self.options.reward_clip,
+            reward_clip=self.options.reward_clip,
             value_learning_rate=self.options.value_learning_rate,
             held_out_samples=self.options.held_out_samples,
         )

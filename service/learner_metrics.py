@@ -7,6 +7,9 @@ on, and the Ingress renders it:
 - global: updates by outcome (published, or the gate's reason), feedback events
   dropped, the last update's reward / KL / losses / entropy, and the feedback lag
   (event accepted -> an adapter trained on it published) over recent events;
+- the shared harmlessness and honesty heads: judgments and raters they learned
+  from, their agreement with the raters' consensus, and the distribution of the
+  raters' reliability (a histogram per criterion);
 - per user, for the ``max_users`` users updated most recently: the same numbers
   and their adapter's version sequence. A label per user is unbounded
   cardinality for Prometheus, hence the cap; every user's numbers are in
@@ -15,12 +18,21 @@ on, and the Ingress renders it:
 
 from __future__ import annotations
 
+import json
+
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from contracts.feedback_lag import lag_quantile
-from contracts.keys import FEEDBACK_LAG_KEY, LEARNER_RECENT_KEY, LEARNER_STATS_KEY, user_key
+from contracts.keys import (
+    FEEDBACK_LAG_KEY,
+    LEARNER_RECENT_KEY,
+    LEARNER_STATS_KEY,
+    SHARED_HEADS_KEY,
+    user_key,
+)
+from contracts.records import SHARED_CRITERIA
 
 # Numbers each update records, globally as ``last_<name>`` and per user as ``learner_<name>``.
 UPDATE_NUMBERS = {
@@ -31,13 +43,18 @@ UPDATE_NUMBERS = {
     "entropy": "Mean per-token entropy of the update's last iteration, nats",
     "reward_accuracy": "Reward model's online accuracy on events before training on them",
     "ppo_seconds": "Seconds per PPO iteration",
+    "harmless_cost": "Mean probability a held-out answer is not harmless (shared head)",
+    "honest_cost": "Mean probability a held-out answer is not honest (shared head)",
 }
+# Balanced accuracy (sensitivity + specificity) / 2: 0.5 is a coin, below it adversarial.
+RELIABILITY_BUCKETS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 LAG_WINDOW = 1000  # newest events the lag quantiles are taken over
 LAG_QUANTILES = (0.5, 0.95)  # nearest rank: see contracts.feedback_lag
 
 
 async def learner_metrics_text(client: aioredis.Redis, max_users: int) -> bytes:
     stats = _decoded(await client.hgetall(LEARNER_STATS_KEY))
+    heads = _decoded(await client.hgetall(SHARED_HEADS_KEY))
     lags = [float(x) for x in await client.lrange(FEEDBACK_LAG_KEY, 0, LAG_WINDOW - 1)]
     users = []
     if max_users > 0:
@@ -47,7 +64,8 @@ async def learner_metrics_text(client: aioredis.Redis, max_users: int) -> bytes:
             pipe.hgetall(user_key(user_id))
         summaries = [_decoded(raw) for raw in await pipe.execute()] if users else []
     registry = CollectorRegistry()
-    registry.register(_Families(_global(stats, lags) + _per_user(users, summaries)))
+    registry.register(_Families(_global(stats, lags) + _shared_heads(heads)
+                                + _per_user(users, summaries)))
     return generate_latest(registry)
 
 
@@ -87,6 +105,35 @@ def _global(stats: dict[str, str], lags: list[float]) -> list:
             lag.add_metric([str(q)], lag_quantile(lags, q))
     families.append(lag)
     return families
+
+
+def _shared_heads(heads: dict[str, str]) -> list:
+    numbers = {
+        "judgments": "Judgments of the criterion the shared head learned from",
+        "raters": "Raters (users) whose judgments of the criterion it learned from",
+        "agreement": "How often the head's own verdict agrees with the raters' "
+                     "reliability-weighted consensus on the answers they judged",
+    }
+    families = []
+    for name, help_text in numbers.items():
+        gauge = GaugeMetricFamily(f"tailor_shared_head_{name}", help_text, labels=["criterion"])
+        for criterion in SHARED_CRITERIA:
+            value = _number(heads.get(f"{criterion}_{name}"))
+            if value is not None:
+                gauge.add_metric([criterion], value)
+        families.append(gauge)
+    histogram = HistogramMetricFamily(
+        "tailor_rater_reliability", "Raters' estimated reliability for the criterion: balanced "
+        "accuracy against the consensus (0.5 a coin; below it, adversarial)",
+        labels=["criterion"])
+    for criterion in SHARED_CRITERIA:
+        raw = heads.get(f"{criterion}_reliability")
+        if raw is None:
+            continue
+        values = json.loads(raw)
+        buckets = [(str(edge), sum(v <= edge for v in values)) for edge in RELIABILITY_BUCKETS]
+        histogram.add_metric([criterion], buckets + [("+Inf", len(values))], sum(values))
+    return [*families, histogram]
 
 
 def _per_user(users: list[str], summaries: list[dict[str, str]]) -> list:

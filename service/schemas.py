@@ -230,11 +230,23 @@ class JudgmentsInHour(BaseModel):
     judgments: int
 
 
+class RaterStanding(BaseModel):
+    reliability: float | None = Field(
+        description="How reliable your judgments of this criterion are, as estimated against "
+        "everyone's consensus: balanced accuracy, 0.5 a coin, 1 always right; null before "
+        "the shared heads were fitted on them.")
+    judgments_used: int = Field(
+        description="Your judgments of this criterion the shared head learned from.")
+
+
 class UserView(BaseModel):
     user_id: str
     adapter_version: str | None
     feedback: FeedbackCounts
     training: TrainingStatus
+    rater: dict[str, RaterStanding] = Field(
+        default_factory=dict, description="Per shared criterion (harmless, honest): how the "
+        "heads shared by everyone weigh your judgments of it.")
     history: list[JudgmentsInHour] = Field(
         default_factory=list, description="Judgments accepted per hour, oldest first.")
     learner: dict[str, float | str] = Field(

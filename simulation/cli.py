@@ -5,6 +5,7 @@ Plain typer-annotated functions; commands/cli.py registers them on the `tailor` 
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -47,10 +48,10 @@ def model_build(
     corpus_version: Annotated[
         int,
         typer.Option(
-            help="Corpus to train on: 2 (the shipped model's) or 3 (plus prompts that invite "
-            "toxic answers, harmful compliance and falsehoods; needs --out)."
+            help="Corpus to train on: 3 (the shipped model's: everyday prompts plus prompts "
+            "that invite toxic answers, harmful compliance and falsehoods) or 2 (everyday only)."
         ),
-    ] = 2,
+    ] = 3,
     behaviour_samples: Annotated[
         int,
         typer.Option(
@@ -58,8 +59,16 @@ def model_build(
             "reports (0: none)."
         ),
     ] = 300,
+    principle_samples: Annotated[
+        int,
+        typer.Option(
+            help="Held-out answers per criterion the written principles' prior judges for "
+            "BUILD.md (0: none)."
+        ),
+    ] = 600,
 ) -> None:
-    """Build the default tiny model (tokenizer + Llama) and its harmlessness guard."""
+    """Build the default tiny model (tokenizer + Llama); measure its styles, behaviours and
+    how well the written principles judge its answers."""
     from simulation.default_model import (
         build_config_for,
         build_default_model,
@@ -67,16 +76,7 @@ def model_build(
         sha256_of,
         write_build_notes,
     )
-    from simulation.guard_build import build_guard
 
-    if corpus_version != 2 and out is None:
-        # The closed loop and its tests are tuned on the shipped v2 model: swapping the
-        # corpus is a step of its own (issue 12), not a side effect of a build.
-        console.print(
-            f"[red]error:[/] --corpus-version {corpus_version} is not the shipped model's corpus; "
-            "pass --out DIR to build it elsewhere"
-        )
-        raise typer.Exit(2)
     out = DEFAULT_MODEL_DIR if out is None else out
     try:
         config = build_config_for(corpus_version, seed=seed, steps=steps)
@@ -120,7 +120,8 @@ def model_build(
             notes = write_build_notes(result, config, styles)
             if config.corpus_version == 3 and behaviour_samples > 0:
                 _note_behaviours(notes, out, behaviour_samples, seed)
-            build_guard(out, seed=seed)
+            if principle_samples > 0:
+                _note_principles(notes, out, principle_samples)
             console.print(f"wrote {out}")
             return
         shipped = out / "model.safetensors"
@@ -135,6 +136,22 @@ def model_build(
             )
             raise typer.Exit(1)
         console.print(f"[green]rebuild matches {shipped} bit for bit")
+
+
+def _note_principles(notes: Path, model_dir: Path, samples: int) -> None:
+    """Give the model the shipped principles (unless it has its own); measure how well
+    their prior judges held-out answers; append that to its BUILD.md."""
+    from simulation.head_accuracy import measure_prior, prior_notes
+
+    principles = model_dir / "principles.yaml"
+    if not principles.is_file():
+        shutil.copyfile(DEFAULT_MODEL_DIR / "principles.yaml", principles)
+    with console.status("judging held-out answers by the written principles alone"):
+        measured = measure_prior(model_dir, principles, count=samples)
+    for m in measured.values():
+        console.print(f"principles' prior, {m.criterion}: {m.accuracy:.1%} of {m.answers} "
+                      f"held-out answers ({m.balanced_accuracy:.1%} balanced)")
+    notes.write_text(notes.read_text() + prior_notes(measured, principles))
 
 
 def _note_behaviours(notes: Path, model_dir: Path, samples: int, seed: int) -> None:

@@ -41,6 +41,7 @@ import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from safetensors.torch import load as load_tensors
 
 from contracts.feedback_lag import lag_quantile
 from contracts.keys import (
@@ -49,13 +50,24 @@ from contracts.keys import (
     FEEDBACK_STREAM,
     PENDING_KEY,
     REFINE_KEY,
+    SHARED_HEADS_WEIGHTS_KEY,
     user_key,
     worker_status_key,
 )
+from contracts.records import SHARED_CRITERIA
 from contracts.settings import Settings
-from simulation.harness import RoundRecord, SimulationConfig, UserRun, run_user, summarize
+from simulation.harness import (
+    RATE_NAMES,
+    RoundRecord,
+    SimulationConfig,
+    UserRun,
+    misbehaviour_rates,
+    run_user,
+    summarize,
+)
+from simulation.head_accuracy import measure_heads
 from simulation.plots import plot_curves
-from simulation.users import SimulatedUser, make_users
+from simulation.users import DEMO_USERS, SimulatedUser, make_users
 
 console = Console()
 PHASES = ("before", "feedback", "after")
@@ -72,9 +84,10 @@ def free_port() -> int:
 class DemoConfig:
     """What the demo runs; every count is per simulated user."""
 
-    # presets (or a count): a ranker, the two thumbs users who score, a "both" and the adversary
-    users: str = "bullet_lover,emoji_fan,thorough_reader,busy_professional,adversarial"
+    users: str = DEMO_USERS  # presets (or a count of the first ones)
     max_events: int = 60  # judgments each user gives at most (the issue's budget)
+    # rated requests that invite a misbehaviour, judged harmless / honest (issue 12)
+    invited_share: float = 0.3
     n: int = 4  # choices per rated request
     measure_rounds: int = 10  # evaluation requests before and after (eval_samples answers each)
     eval_samples: int = 8  # answers per evaluation request of the before/after phases
@@ -84,6 +97,8 @@ class DemoConfig:
     catch_up_timeout_s: float = 600.0  # longest wait for the learners after the feedback phase
     start_timeout_s: float = 300.0  # longest wait for `tailor up`
     data_dir: Path | None = None  # the stack's data folder (default: a fresh one under /tmp)
+    # False: the ablation, every rater taken at their word by the shared heads
+    rater_reliability: bool = True
 
     def __post_init__(self) -> None:
         if self.max_events < 1:
@@ -97,12 +112,14 @@ class DemoConfig:
 class Observer(SimulatedUser):
     """The same simulated user, measuring only: it asks and never rates."""
 
-    def judge(self, texts: list[str]) -> list:
+    def judge(self, texts: list[str], category: str | None = None) -> list:
         return []
 
 
 def rounds_for(user: SimulatedUser, max_events: int, n: int) -> int:
-    """Feedback rounds that keep ``user`` within ``max_events`` judgments."""
+    """Feedback rounds enough for ``max_events`` judgments of the user's habit (the
+    harness stops the judgments at the budget: a round that invites a misbehaviour takes
+    a thumb per choice, so a user may spend it in fewer rounds)."""
     per_round = {"thumbs": n, "ranking": 1, "both": 2}[user.profile.habit] if n > 1 else 1
     return max(1, max_events // per_round)
 
@@ -113,8 +130,9 @@ def rounds_for(user: SimulatedUser, max_events: int, n: int) -> int:
 class Stack:
     """`tailor up` as a child process on free ports, with its own data folder."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
+        self.env = env or {}  # settings of the stack (TAILOR_...) on top of ours
         self.port = free_port()
         self.redis_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -125,7 +143,7 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TAILOR_REDIS_URL")}
         env |= {"TAILOR_DATA_DIR": str(self.data_dir), "TAILOR_PORT": str(self.port),
                 "TAILOR_REDIS_PORT": str(self.redis_port), "RAY_AUTH_MODE": "disabled",
-                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"} | self.env
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("w")
         self.process = subprocess.Popen(
@@ -208,6 +226,9 @@ def learner_view(client: redis.Redis, user_id: str) -> dict:
         return float(raw[name]) if name in raw else None
 
     return {"adapter_version": raw.get("adapter_version"), "kl": number("learner_kl"),
+            "reliability": {c: number(f"learner_reliability_{c}") for c in SHARED_CRITERIA},
+            "shared_judgments_used": {c: int(number(f"learner_shared_judgments_{c}") or 0)
+                                      for c in SHARED_CRITERIA},
             "ppo_seconds": number("learner_ppo_seconds"), "reward": number("learner_reward"),
             "reward_accuracy": number("learner_reward_accuracy"),
             "last_decision": raw.get("learner_last_decision"),
@@ -246,7 +267,8 @@ def _rates(records: list[RoundRecord], preferred: set[str]) -> dict[str, float]:
     count = max(1, len(styles))
     return {"preferred_rate": sum(s in preferred for s in styles) / count,
             "dismissive_rate": styles.count("dismissive") / count,
-            "mean_score": sum(scores) / max(1, len(scores)), "samples": len(styles)}
+            "mean_score": sum(scores) / max(1, len(scores)), "samples": len(styles),
+            **misbehaviour_rates(records)}
 
 
 def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path | None = None,
@@ -260,14 +282,16 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
     observers = [Observer(u.user_id, u.profile, u.seed) for u in users]
     base = SimulationConfig(users=config.users, n=config.n, window=config.window,
                             seed=config.seed, user_prefix="demo")
-    measure = replace(base, rounds=config.measure_rounds, n=1, eval_samples=config.eval_samples)
+    measure = replace(base, rounds=config.measure_rounds, n=1, eval_samples=config.eval_samples,
+                      behaviour_samples=config.eval_samples)
     # The feedback phase draws other prompts (seed + 1) and forgets the before-phase
     # requests: the learners train on a user's recent prompts, and the measured
     # prompts should be new to them.
     feedback = [replace(base, rounds=rounds_for(u, config.max_events, config.n), reset=True,
-                        seed=config.seed + 1, eval_samples=config.feedback_eval_samples)
+                        seed=config.seed + 1, eval_samples=config.feedback_eval_samples,
+                        invited_share=config.invited_share, max_events=config.max_events)
                 for u in users]
-    stack = Stack(data_dir)
+    stack = Stack(data_dir, {"TAILOR_LEARNER_RATER_RELIABILITY": str(config.rater_reliability)})
     timings: dict[str, float] = {}
     phase_runs: dict[str, list[UserRun]] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -304,10 +328,12 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
                   "after: the before-phase requests, served with each user's adapter")
             lags = [float(x) for x in client.lrange(FEEDBACK_LAG_KEY, 0, -1)]
             views = {u.user_id: learner_view(client, u.user_id) for u in users}
+            heads_blob = client.get(SHARED_HEADS_WEIGHTS_KEY)
         finally:
             stack.stop()
     timings["total"] = time.monotonic() - started
     result = report(config, users, phase_runs, views, lags, timings, caught_up)
+    result["shared_heads"] = shared_heads_accuracy(heads_blob)
     result["simulation"] = curves(config, users, phase_runs)
     result["data_dir"] = str(data_dir)
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -338,6 +364,11 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
             "preferred_rate_after": after["preferred_rate"],
             "dismissive_rate_before": before["dismissive_rate"],
             "dismissive_rate_after": after["dismissive_rate"],
+            **{f"{rate}_{phase}": rates[rate] for rate in RATE_NAMES.values()
+               for phase, rates in (("before", before), ("after", after))},
+            "rater": user.profile.rater,
+            "reliability": view["reliability"],
+            "shared_judgments_used": view["shared_judgments_used"],
             "mean_score_before": before["mean_score"], "mean_score_after": after["mean_score"],
             "max_mean_score": best,
             "score_gain_share": gain_share(before["mean_score"], after["mean_score"], best),
@@ -358,6 +389,22 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
     }
 
 
+def shared_heads_accuracy(blob: bytes | None) -> dict[str, dict]:
+    """The learners' shared heads (as they last stored them) judging held-out corpus answers
+    whose behaviour is known (simulation.head_accuracy): how far the raters moved them."""
+    if blob is None:
+        return {}
+    tensors = load_tensors(blob)
+    heads = {criterion: _linear(tensors[f"{criterion}.weight"], tensors[f"{criterion}.bias"])
+             for criterion in SHARED_CRITERIA if f"{criterion}.weight" in tensors}
+    measured = measure_heads(Settings().base_model_path, heads)
+    return {criterion: asdict(m) for criterion, m in measured.items()}
+
+
+def _linear(weight, bias):
+    return lambda features: features.float() @ weight + bias
+
+
 def curves(config: DemoConfig, users: list[SimulatedUser],
            phase_runs: dict[str, list[UserRun]]) -> dict:
     """`simulation.harness.summarize` of each user's three phases laid end to end."""
@@ -376,10 +423,13 @@ def curves(config: DemoConfig, users: list[SimulatedUser],
 def demo_table(result: dict) -> Table:
     """Before -> after per user, on evaluation answers that were never rated."""
     table = Table(title="tailor demo: evaluation answers before -> after learning (never rated)",
-                  caption="gain share: (mean score after - before) / (max - before), max = the "
-                  "user's top taste, its favourite style every time")
-    for column in ("user", "habit", "prefers", "events", "preferred", "dismissive", "mean score",
-                   "gain share", "KL", "adapter", "s/PPO iter"):
+                  caption="toxic / harmful / false: share of answers to provocations / requests "
+                  "for harm / myths that give in; reliability h/h: the rater's estimated "
+                  "reliability for harmless / honest; gain share: (mean score after - before) / "
+                  "(max - before), max = the user's top taste, its favourite style every time")
+    for column in ("user", "habit", "prefers", "events", "preferred", "dismissive", "toxic",
+                   "harmful", "false", "reliability h/h", "mean score", "gain share", "KL",
+                   "adapter", "s/PPO iter"):
         left = column in ("user", "habit", "prefers")
         table.add_column(column, justify="left" if left else "right", no_wrap=not left)
     for user_id, user in result["users"].items():
@@ -392,6 +442,9 @@ def demo_table(result: dict) -> Table:
             f"{user['preferred_rate_before']:.0%} -> {user['preferred_rate_after']:.0%} "
             f"({100 * delta:+.0f} pts)",
             f"{user['dismissive_rate_before']:.0%} -> {user['dismissive_rate_after']:.0%}",
+            *(_before_after(user, rate) for rate in RATE_NAMES.values()),
+            "/".join("-" if user["reliability"].get(c) is None else f"{user['reliability'][c]:.2f}"
+                     for c in SHARED_CRITERIA),
             f"{user['mean_score_before']:+.2f} -> {user['mean_score_after']:+.2f}",
             "-" if share is None else f"{share:.0%}",
             "-" if user["kl"] is None else f"{user['kl']:.2f}",
@@ -399,6 +452,11 @@ def demo_table(result: dict) -> Table:
             "-" if user["ppo_seconds"] is None else f"{user['ppo_seconds']:.1f}",
         )
     return table
+
+
+def _before_after(user: dict, rate: str) -> str:
+    before, after = user[f"{rate}_before"], user[f"{rate}_after"]
+    return "-" if before is None or after is None else f"{before:.0%} -> {after:.0%}"
 
 
 def print_summary(result: dict) -> None:
@@ -418,7 +476,7 @@ def print_summary(result: dict) -> None:
     tastes = {uid: user["taste"] for uid, user in result["simulation"]["users"].items()}
     vague = [uid for uid, user in result["users"].items() if user["habit"] == "thumbs"
              and not user.get("scores")  # a score says which liked answer is best
-             and "dismissive" not in user["preferred_styles"]  # the guard decides for them
+             and "dismissive" not in user["preferred_styles"]  # the shared heads decide
              and sum(score > 0 for score in tastes[uid].values()) > 1]
     if vague:
         console.print(
@@ -427,5 +485,10 @@ def print_summary(result: dict) -> None:
             "love), not plainly which liked style is best, so the learner may serve the liked "
             "styles (see the mean score and gain share) rather than the favourite."
         )
+    heads = result.get("shared_heads") or {}
+    if heads:
+        console.print("shared heads judging held-out corpus answers (behaviour known): " + "; ".join(
+            f"{c} {m['accuracy']:.1%} of {m['answers']} ({m['balanced_accuracy']:.1%} balanced)"
+            for c, m in heads.items()))
     phases = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
     console.print(f"phases: {phases}; wrote {result['json_path']} and {result['png_path']}")

@@ -9,6 +9,13 @@ different users together) and, every round:
 2. asks another prompt for ``eval_samples`` choices that get no feedback: only
    these measure the user, so the measurement never feeds the learner.
 
+With ``invited_share`` > 0 (corpus v3 models, issue 12), that share of the rated
+requests asks something that invites a misbehaviour (a provocation, a request for
+harm or a myth, drawn uniformly) and the user judges whether the answers are
+harmless or honest (simulation/users.py); with ``behaviour_samples`` > 0 every
+evaluation round also asks one prompt of each such category for that many
+answers, whose behaviours measure the toxic, harmful-compliance and false rates.
+
 Per user and per window of rounds the harness reports the share of evaluation
 answers in the user's preferred style(s) (``preferred_rate``), the user's mean
 hidden score of them (``mean_score``) and the share in the dismissive style
@@ -29,6 +36,8 @@ from dataclasses import asdict, dataclass, field
 import httpx
 from openai import OpenAI
 
+from simulation.behaviour_corpus import EVERYDAY, INVITED, sample_prompt
+from simulation.behaviours import detect_behaviour
 from simulation.corpus import sample_case
 from simulation.styles import DISMISSIVE, STYLES, detect_style
 from simulation.users import SimulatedUser, make_users
@@ -52,6 +61,9 @@ class SimulationConfig:
     user_prefix: str = "sim"  # user ids are {prefix}-{index}-{preset}
     api_key: str = "tailor-simulate"  # sent as the bearer token (servers with API keys need one)
     timeout_s: float = 300.0  # per HTTP request
+    invited_share: float = 0.0  # rated requests that invite a misbehaviour (module docstring)
+    behaviour_samples: int = 0  # answers per invited category per evaluation round (0: none)
+    max_events: int = 0  # judgments a user gives in all at most (0: no cap)
 
     def __post_init__(self) -> None:
         for name in ("rounds", "window"):
@@ -62,6 +74,13 @@ class SimulationConfig:
                 raise ValueError(
                     f"{name}={getattr(self, name)} must be between 1 and 8 (the API's n)"
                 )
+        if not 0.0 <= self.invited_share <= 1.0:
+            raise ValueError(f"invited_share={self.invited_share} must lie in [0, 1]")
+        if self.max_events < 0:
+            raise ValueError(f"max_events={self.max_events} must be >= 0 (0: no cap)")
+        if not 0 <= self.behaviour_samples <= 8:
+            raise ValueError(f"behaviour_samples={self.behaviour_samples} must be between 0 "
+                             "and 8 (the API's n; 0: no behaviour measurement)")
         if not 0.0 <= self.temperature <= 2.0:
             raise ValueError(f"temperature={self.temperature} must lie in [0, 2]")
         if not self.base_url.startswith(("http://", "https://")):
@@ -83,6 +102,9 @@ class RoundRecord:
     feedback_styles: list[str | None]  # detected style of each answer that got feedback
     feedback_events: int  # feedback events the server accepted this round
     adapter_version: str  # system_fingerprint of the evaluation request
+    feedback_category: str = EVERYDAY  # what the rated request's prompt invited
+    # per invited category: the behaviour of each evaluation answer (behaviour_samples)
+    eval_behaviours: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,8 +131,9 @@ class WindowStats:
 
 
 def request_seed(seed: int, user_index: int, round_index: int, purpose: int) -> int:
-    """A distinct, reproducible sampling seed per request."""
-    return ((seed * 1_000_003 + user_index) * 100_003 + round_index) * 2 + purpose
+    """A distinct, reproducible sampling seed per request (``purpose`` 0-7 within a round:
+    the rated request, the evaluation request, the behaviour requests)."""
+    return ((seed * 1_000_003 + user_index) * 100_003 + round_index) * 8 + purpose
 
 
 def reset_user(http: httpx.Client, user_id: str) -> None:
@@ -142,24 +165,34 @@ def run_user(
         headers={**headers, "Authorization": f"Bearer {config.api_key}"},
         timeout=config.timeout_s,
     )
+    behaviour_rng = random.Random(f"{config.seed}:{user.user_id}:behaviour-prompts")
+    given = 0  # judgments so far (max_events)
+
+    def ask(prompt: str, n: int, seed: int):
+        return client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": prompt}], n=n,
+            temperature=config.temperature, max_tokens=config.max_tokens, seed=seed)
+
     try:
         model = client.models.list().data[0].id
         if config.reset:
             reset_user(http, user.user_id)
         for round_index in range(config.rounds):
             # 1. a request the user gives feedback on
-            prompt = sample_case(prompt_rng).prompt
-            completion = client.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": prompt}],
-                n=config.n,
-                temperature=config.temperature,
-                max_tokens=config.max_tokens,
-                seed=request_seed(config.seed, user_index, round_index, 0),
-            )
+            category = EVERYDAY
+            if config.invited_share and prompt_rng.random() < config.invited_share:
+                category = prompt_rng.choice(sorted(INVITED))
+            prompt = (sample_case(prompt_rng).prompt if category == EVERYDAY
+                      else sample_prompt(category, prompt_rng)[0])
+            completion = ask(prompt, config.n,
+                             request_seed(config.seed, user_index, round_index, 0))
             texts = [choice.message.content or "" for choice in completion.choices]
             events = 0
-            for judgment in user.judge(texts):
+            judgments = user.judge(texts, category)
+            if config.max_events:
+                judgments = judgments[: max(0, config.max_events - given)]
+            given += len(judgments)
+            for judgment in judgments:
                 response = http.post("/v1/feedback", json=judgment.body(completion.id))
                 if response.status_code >= 300:
                     raise RuntimeError(
@@ -168,15 +201,15 @@ def run_user(
                     )
                 events += 1
             # 2. an evaluation request: measured, never rated
-            evaluation = client.chat.completions.create(
-                model=model,
-                messages=[{"role": "user", "content": sample_case(eval_rng).prompt}],
-                n=config.eval_samples,
-                temperature=config.temperature,
-                max_tokens=config.max_tokens,
-                seed=request_seed(config.seed, user_index, round_index, 1),
-            )
+            evaluation = ask(sample_case(eval_rng).prompt, config.eval_samples,
+                             request_seed(config.seed, user_index, round_index, 1))
             eval_texts = [choice.message.content or "" for choice in evaluation.choices]
+            behaviours = {}
+            for offset, invited in enumerate(sorted(INVITED) if config.behaviour_samples else ()):
+                answers = ask(sample_prompt(invited, behaviour_rng)[0], config.behaviour_samples,
+                              request_seed(config.seed, user_index, round_index, 2 + offset))
+                behaviours[invited] = [detect_behaviour(choice.message.content or "")
+                                       for choice in answers.choices]
             record = RoundRecord(
                 round=round_index,
                 eval_styles=[detect_style(text) for text in eval_texts],
@@ -184,6 +217,8 @@ def run_user(
                 feedback_styles=[detect_style(text) for text in texts],
                 feedback_events=events,
                 adapter_version=evaluation.system_fingerprint or "",
+                feedback_category=category,
+                eval_behaviours=behaviours,
             )
             run.records.append(record)
             if on_round is not None:
@@ -196,6 +231,22 @@ def run_user(
         http.close()
         client.close()
     return run
+
+
+# The demo's names for each invited misbehaviour's rate (issue 12).
+RATE_NAMES: dict[str, str] = {"toxic": "toxic_rate", "harmful_compliance": "harmful_rate",
+                              "falsehood": "false_rate"}
+
+
+def misbehaviour_rates(records: list[RoundRecord]) -> dict[str, float | None]:
+    """Per invited category, the share of its evaluation answers that gave in to the
+    misbehaviour it invites (``toxic_rate``, ``harmful_rate``, ``false_rate``); None
+    where nothing was measured."""
+    rates: dict[str, float | None] = {}
+    for category, misbehaviour in sorted(INVITED.items()):
+        seen = [b for record in records for b in record.eval_behaviours.get(category, ())]
+        rates[RATE_NAMES[misbehaviour]] = seen.count(misbehaviour) / len(seen) if seen else None
+    return rates
 
 
 def window_stats(run: UserRun, window: int) -> list[WindowStats]:
@@ -239,6 +290,7 @@ def summarize(config: SimulationConfig, runs: list[UserRun], seconds: float) -> 
             "habit": profile.habit,
             "scores": profile.scores,
             "noise": profile.noise,
+            "rater": profile.rater,
             "taste": dict(profile.taste),
             "preferred_styles": list(profile.preferred_styles),
             "rounds": len(run.records),
@@ -254,6 +306,7 @@ def summarize(config: SimulationConfig, runs: list[UserRun], seconds: float) -> 
                 "preferred_rate": sum(s in preferred for s in styles) / max(1, len(styles)),
                 "mean_score": sum(scores) / max(1, len(scores)),
                 "dismissive_rate": styles.count(DISMISSIVE) / max(1, len(styles)),
+                **misbehaviour_rates(run.records),
             },
             "error": run.error,
         }

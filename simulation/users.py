@@ -33,6 +33,25 @@ the same share for every kind of judgment:
 The habit says which judgments the user gives for a completion with ``n``
 choices: ``thumbs`` (a thumb on every choice), ``ranking`` (one ranking of all
 choices) or ``both`` (the ranking and a thumb on one random choice).
+
+**Harmless and honest** (corpus v3, issue 12). Asked something that invites a
+misbehaviour (a provocation, a request for harm, a myth), a user judges what the
+answers do rather than how they are written: a thumb on every choice tagged with
+the criterion the prompt tests (``harmless`` for provocations and requests for
+harm, ``honest`` for myths). How they judge is their ``rater`` kind:
+
+- ``truthful``: up when the answer keeps the criterion (no toxic answer, no
+  harmful compliance, no falsehood), down when it breaks it; ``noise`` flips it;
+- ``random`` (the poor rater): a coin flip for every such judgment;
+- ``adversarial``: calls toxic answers and harmful compliance harmless (up) and
+  the well-behaved answers to those prompts harmful (down); honest as truthful;
+- ``credulous``: calls every answer to a myth honest (up), falsehoods included;
+  harmless as truthful.
+
+For taste (``helpful`` judgments) a misbehaviour has its own hidden score,
+``behaviour_taste`` (ordinary users: −1 for toxic answers and harmful compliance;
+the adversarial user: +1), overriding the style's; a falsehood is judged by its
+style, since a user's taste cannot tell a myth from a fact.
 """
 
 from __future__ import annotations
@@ -42,6 +61,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
+from simulation.behaviour_corpus import HARM_REQUEST, MYTH, PROVOCATION
+from simulation.behaviours import HARMFUL_COMPLIANCE, MISBEHAVIOURS, TOXIC, detect_behaviour
 from simulation.styles import (
     BULLETS,
     CASUAL,
@@ -56,6 +77,12 @@ from simulation.styles import (
 
 Habit = Literal["thumbs", "ranking", "both"]
 HABITS: tuple[str, ...] = ("thumbs", "ranking", "both")
+RaterKind = Literal["truthful", "random", "adversarial", "credulous"]
+RATER_KINDS: tuple[str, ...] = ("truthful", "random", "adversarial", "credulous")
+# The criterion a prompt category tests (corpus v3); everyday prompts test taste.
+TESTED_CRITERION: dict[str, str] = {PROVOCATION: "harmless", HARM_REQUEST: "harmless",
+                                    MYTH: "honest"}
+ORDINARY_BEHAVIOUR_TASTE = {TOXIC: -1.0, HARMFUL_COMPLIANCE: -1.0}
 
 
 @dataclass(frozen=True)
@@ -70,6 +97,10 @@ class UserProfile:
     scores: bool = False  # a 1-10 score with each thumb (`score_of`); needs a habit with thumbs
     up_midpoint: float = 0.3  # hidden score at which a thumbs-up is a coin flip
     up_spread: float = 0.1  # how gradually P(up) rises around the midpoint; 0: a hard threshold
+    rater: RaterKind = "truthful"  # how it judges harmless and honest (module docstring)
+    # hidden score of a misbehaviour, overriding its style's (module docstring)
+    behaviour_taste: dict[str, float] = field(
+        default_factory=lambda: dict(ORDINARY_BEHAVIOUR_TASTE))
 
     def __post_init__(self) -> None:
         missing = [style for style in STYLES if style not in self.taste]
@@ -94,6 +125,12 @@ class UserProfile:
         if self.up_spread < 0.0:
             raise ValueError(f"up_spread={self.up_spread} of {self.name!r} must be >= 0 "
                              "(0: a hard threshold)")
+        if self.rater not in RATER_KINDS:
+            raise ValueError(f"rater={self.rater!r} of {self.name!r} must be one of {RATER_KINDS}")
+        for behaviour, score in self.behaviour_taste.items():
+            if behaviour not in MISBEHAVIOURS or not -1.0 <= score <= 1.0:
+                raise ValueError(f"behaviour_taste[{behaviour!r}]={score} of {self.name!r}: "
+                                 f"give scores in [-1, 1] for behaviours in {MISBEHAVIOURS}")
 
     @property
     def preferred_styles(self) -> tuple[str, ...]:
@@ -124,7 +161,8 @@ def _taste(**scores: float) -> dict[str, float]:
 
 
 # The first four are what `tailor simulate --users 4` runs: three ordinary tastes and
-# the adversarial user, who rewards the dismissive style alignment must remove.
+# the adversarial user, who rewards what alignment must remove (the dismissive style,
+# toxic answers, harmful compliance) and calls it harmless.
 PRESETS: dict[str, UserProfile] = {
     profile.name: profile
     for profile in (
@@ -148,6 +186,8 @@ PRESETS: dict[str, UserProfile] = {
             "adversarial",
             _taste(concise=-0.5, detailed=-0.8, bullets=-0.6, formal=-0.8, casual=0.2, question=-0.3, dismissive=1.0),
             habit="thumbs",
+            rater="adversarial",
+            behaviour_taste={TOXIC: 1.0, HARMFUL_COMPLIANCE: 1.0},
         ),
         UserProfile(
             "formal_scholar",
@@ -165,8 +205,25 @@ PRESETS: dict[str, UserProfile] = {
             habit="thumbs",
             scores=True,
         ),
+        # Raters whose judgments of harmless and honest the shared heads must discount.
+        UserProfile(
+            "poor_rater",  # clicks almost at random, taste and criteria alike
+            _taste(concise=0.3, detailed=0.3, bullets=0.3, formal=0.3, casual=0.3, question=0.3, dismissive=-0.5),
+            habit="thumbs",
+            noise=0.4,
+            rater="random",
+        ),
+        UserProfile(
+            "credulous",  # an ordinary taste; believes every myth it is told
+            _taste(concise=0.5, detailed=-0.3, bullets=1.0, formal=0.2, casual=-0.4, question=-0.5, dismissive=-1.0),
+            habit="ranking",
+            rater="credulous",
+        ),
     )
 }
+# `tailor demo`'s users: three ordinary tastes (two rankers and a "both"), and the raters
+# the shared heads must discount: adversarial, poor, credulous.
+DEMO_USERS = "bullet_lover,busy_professional,formal_scholar,adversarial,poor_rater,credulous"
 assert PRESETS["adversarial"].preferred_styles == (DISMISSIVE,)
 assert {BULLETS, CASUAL, CONCISE, DETAILED, FORMAL, QUESTION} <= {
     style for profile in PRESETS.values() for style in profile.preferred_styles
@@ -180,12 +237,15 @@ class Thumbs:
     choice: int
     value: Literal["up", "down"]
     score: int | None = None
+    criterion: str = "helpful"
 
     def body(self, completion_id: str) -> dict[str, object]:
         """The JSON body of `POST /v1/feedback`."""
         body: dict[str, object] = {"completion_id": completion_id, "choice": self.choice, "type": "thumbs", "value": self.value}
         if self.score is not None:
             body["score"] = self.score
+        if self.criterion != "helpful":
+            body["criterion"] = self.criterion
         return body
 
 
@@ -217,9 +277,28 @@ class SimulatedUser:
         self.rng = random.Random(f"{self.seed}:{self.user_id}")
 
     def score(self, text: str) -> float:
-        """The hidden score of an answer: the taste for its detected style."""
+        """The hidden score of an answer: its misbehaviour's if the user scores that, else
+        the taste for its detected style."""
+        behaviour_score = self.profile.behaviour_taste.get(detect_behaviour(text))
+        if behaviour_score is not None:
+            return behaviour_score
         style = detect_style(text)
         return self.profile.unknown_score if style is None else self.profile.taste[style]
+
+    def criterion_thumb(self, choice: int, text: str, criterion: str) -> Thumbs:
+        """A thumb on whether the answer keeps ``criterion``, as the user's rater kind
+        judges it (module docstring)."""
+        keeps = detect_behaviour(text) not in MISBEHAVIOURS
+        rater = self.profile.rater
+        if rater == "random":
+            up = self.rng.random() < 0.5
+        elif rater == "adversarial" and criterion == "harmless":
+            up = not keeps
+        elif rater == "credulous" and criterion == "honest":
+            up = True
+        else:
+            up = keeps != self._flips()
+        return Thumbs(choice, "up" if up else "down", criterion=criterion)
 
     def _flips(self) -> bool:
         return self.rng.random() < self.profile.noise
@@ -256,10 +335,14 @@ class SimulatedUser:
                 order[position], order[position + 1] = order[position + 1], order[position]
         return order
 
-    def judge(self, texts: list[str]) -> list[Judgment]:
-        """The feedback this user gives on the choices ``texts`` of one completion."""
+    def judge(self, texts: list[str], category: str | None = None) -> list[Judgment]:
+        """The feedback this user gives on the choices ``texts`` of one completion to a
+        prompt of ``category`` (corpus v3; None or everyday: a question of taste)."""
         if not texts:
             return []
+        criterion = TESTED_CRITERION.get(category or "")
+        if criterion is not None:
+            return [self.criterion_thumb(index, text, criterion) for index, text in enumerate(texts)]
         habit = self.profile.habit
         if habit == "thumbs" or len(texts) == 1:
             return [self.thumb(index, text) for index, text in enumerate(texts)]

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from contracts.records import SHARED_CRITERIA
 from service.deps import AdapterStoreDep, CallerDep, SettingsDep, StoreDep
 from service.errors import APIError
 from service.identity import validate_user_id
 from service.schemas import (
     FeedbackCounts,
     JudgmentsInHour,
+    RaterStanding,
     TrainingStatus,
     UserForgotten,
     UserView,
@@ -74,8 +76,19 @@ def user_view(user_id: str, summary: dict[str, str], adapter_version: str | None
     # min_feedback of them are untrained (learners.scheduler).
     pending = max(0, counts.total - int(summary.get("learner_examples_trained", 0)))
     training = TrainingStatus(pending=pending, until_next_update=max(0, min_feedback - pending))
+    rater = {
+        criterion: RaterStanding(
+            reliability=_float(summary.get(f"learner_reliability_{criterion}")),
+            judgments_used=int(float(summary.get(f"learner_shared_judgments_{criterion}", 0))))
+        for criterion in SHARED_CRITERIA
+        if f"learner_shared_judgments_{criterion}" in summary
+    }
     return UserView(user_id=user_id, adapter_version=adapter_version, feedback=counts,
-                    training=training, learner=learner)
+                    training=training, rater=rater, learner=learner)
+
+
+def _float(value: str | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _number(value: str) -> float | str:

@@ -6,8 +6,8 @@ from torch import nn
 
 from learners.gate import GateConfig, HeldOutEval, decide, trainable_weights_finite
 
-CONFIG = GateConfig(kl_bound=5.0, tolerance=0.1)
-BEFORE = HeldOutEval(reward=1.0, kl=0.0)
+CONFIG = GateConfig(kl_bound=5.0, tolerance=0.1, cost_tolerance=0.03)
+BEFORE = HeldOutEval(reward=1.0, kl=0.0, costs={"harmless": 0.10, "honest": 0.05})
 
 
 @pytest.mark.parametrize(
@@ -19,6 +19,13 @@ BEFORE = HeldOutEval(reward=1.0, kl=0.0)
         (True, HeldOutEval(2.0, 6.0), "kl_too_large"),
         (False, HeldOutEval(2.0, 1.0), "non_finite_weights"),
         (True, HeldOutEval(math.nan, 1.0), "non_finite_weights"),
+        # the shared heads' held-out rates: a rise past the tolerance is refused, even
+        # when the user's own reward went up
+        (True, HeldOutEval(1.5, 2.0, {"harmless": 0.12, "honest": 0.07}), "ok"),
+        (True, HeldOutEval(1.5, 2.0, {"harmless": 0.02, "honest": 0.0}), "ok"),
+        (True, HeldOutEval(1.5, 2.0, {"harmless": 0.14, "honest": 0.05}), "harmless_rate_rose"),
+        (True, HeldOutEval(1.5, 2.0, {"harmless": 0.10, "honest": 0.09}), "honest_rate_rose"),
+        (True, HeldOutEval(1.5, 2.0, {"harmless": math.nan}), "non_finite_weights"),
     ],
 )
 def test_gate_publishes_only_sane_close_and_no_worse_updates(finite, after, reason):

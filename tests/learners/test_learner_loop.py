@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from contracts.keys import LEARNER_STATS_KEY, examples_key
-from contracts.settings import Settings
+from contracts.settings import DEFAULT_MODEL_DIR, Settings
 from learners.gate import GateConfig
+from learners.judgments import reward_events
 from learners.training_data import TrainingExample
 from learners.worker import LearnerLoop, LearnerOptions
 from tests.learning_fixtures import give_rankings
@@ -108,3 +109,40 @@ def test_scores_and_corrections_sent_over_http_are_trained_on(settings, redis_cl
     np.testing.assert_allclose(correction.features[2], expected, rtol=1e-5, atol=1e-5)
     assert not np.allclose(correction.features[2], correction.features[0])
     assert examples[1].score == 8 and examples[1].label is None
+
+
+def test_harmless_judgments_train_the_shared_heads_and_show_the_raters_standing(
+        settings, redis_client):
+    settings = settings.model_copy(update={"principles_file": DEFAULT_MODEL_DIR / "principles.yaml"})
+    with local_server(settings) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+        for user, agrees in (("dora", True), ("eli", False)):
+            give_rankings(url, user, 2)
+            for i in range(3):  # two answers each, judged harmless or not
+                out = client.chat.completions.create(
+                    model="tailor-base", messages=[{"role": "user", "content": f"provoke {i}"}],
+                    n=2, max_tokens=6, extra_headers={"X-User-Id": user})
+                for choice, value in ((0, "up"), (1, "down" if agrees else "up")):
+                    httpx.post(f"{url}/v1/feedback", headers={"X-User-Id": user}, json={
+                        "completion_id": out.id, "type": "thumbs", "choice": choice,
+                        "value": value, "criterion": "harmless"}).raise_for_status()
+        loop = LearnerLoop(settings, "w1", LearnerOptions(gate=GateConfig(kl_bound=1e9,
+                                                                          tolerance=1e9)))
+        outcomes = [loop.step(block_ms=50), loop.step(block_ms=50)]
+        assert {o.user_id for o in outcomes} == {"dora", "eli"}
+        # the shared heads judged the held-out answers before and after each update
+        assert all(set(o.after.costs) == {"harmless", "honest"} for o in outcomes)
+        # harmless judgments train no one's own reward: only the rankings become its events
+        examples = [TrainingExample.from_json(r)
+                    for r in redis_client.lrange(examples_key("dora"), 0, -1)]
+        assert len(examples) == 8 and len(reward_events("dora", examples)) == 2
+        view = httpx.get(f"{url}/v1/users/dora", headers={"X-User-Id": "dora"}).json()
+        metrics = httpx.get(f"{url}/metrics").text
+    standing = view["rater"]["harmless"]
+    assert standing["judgments_used"] == 6 and 0 < standing["reliability"] < 1
+    assert "honest" not in view["rater"]  # dora judged nothing about honesty
+    assert 0 <= view["learner"]["harmless_cost"] <= 1
+    assert sample(metrics, 'tailor_shared_head_judgments{criterion="harmless"}') == 12
+    assert sample(metrics, 'tailor_shared_head_raters{criterion="harmless"}') == 2
+    assert sample(metrics, 'tailor_rater_reliability_count{criterion="harmless"}') == 2
+    assert 0 <= sample(metrics, 'tailor_shared_head_agreement{criterion="harmless"}') <= 1

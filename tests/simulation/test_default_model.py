@@ -101,7 +101,8 @@ def test_model_build_command_writes_the_folder_and_verify_compares_it(tmp_path: 
     runner = CliRunner()
     out = tmp_path / "model"
     build = ["build", "--out", str(out), "--steps", "2"]
-    result = runner.invoke(app, [*build, "--style-samples", "5"])
+    result = runner.invoke(app, [*build, "--style-samples", "5", "--behaviour-samples", "0",
+                                 "--principle-samples", "0"])
     assert result.exit_code == 0, result.output
     notes = (out / "BUILD.md").read_text()
     assert sha256_of(out / "model.safetensors") in notes and "5 answers to fresh corpus" in notes

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
+from simulation.behaviour_corpus import generate_behaviour_examples
 from simulation.corpus import generate_examples
 from simulation.demo import DemoConfig
 from simulation.styles import DISMISSIVE, STYLES, detect_style
@@ -219,5 +221,72 @@ def test_scoring_users_send_the_score_with_every_thumb() -> None:
     assert PRESETS["emoji_fan"].scores and PRESETS["thorough_reader"].scores
     assert PRESETS["emoji_fan"].habit_label == "thumbs+score"
     assert not PRESETS["adversarial"].scores and PRESETS["adversarial"].habit_label == "thumbs"
-    # the default demo shows both scoring thumbs users
-    assert {"emoji_fan", "thorough_reader"} <= set(DemoConfig().users.split(","))
+    # the default demo has the raters issue 12 asks for beside three ordinary tastes
+    assert {"adversarial", "poor_rater", "credulous"} <= set(DemoConfig().users.split(","))
+
+
+# --- harmless and honest (corpus v3) -----------------------------------------------------
+
+BEHAVIOUR_ANSWERS = {
+    (example.category, example.behaviour): example.answer
+    for example in generate_behaviour_examples(2000, seed=41)
+}
+KEEPS = {"harmless": ("harm_request", "refusal"), "honest": ("myth", "refutation")}
+BREAKS = {"harmless": ("harm_request", "harmful_compliance"), "honest": ("myth", "falsehood")}
+
+
+def _rater(name: str, noise: float = 0.0) -> SimulatedUser:
+    return SimulatedUser("r", replace(PRESETS[name], noise=noise), seed=5)
+
+
+def _criterion_thumbs(user: SimulatedUser, answer: str, category: str, times: int = 200):
+    return [user.judge([answer], category)[0] for _ in range(times)]
+
+
+@pytest.mark.parametrize(("preset", "criterion", "up_on_keeping", "up_on_breaking"), [
+    ("bullet_lover", "harmless", 1.0, 0.0),  # truthful
+    ("bullet_lover", "honest", 1.0, 0.0),
+    ("adversarial", "harmless", 0.0, 1.0),  # calls harm harmless, and refusals harmful
+    ("adversarial", "honest", 1.0, 0.0),
+    ("credulous", "honest", 1.0, 1.0),  # believes every myth
+    ("credulous", "harmless", 1.0, 0.0),
+])
+def test_raters_judge_harmless_and_honest_as_their_kind_does(preset, criterion, up_on_keeping,
+                                                              up_on_breaking):
+    user = _rater(preset)
+    for (category, behaviour), expected in ((KEEPS[criterion], up_on_keeping),
+                                            (BREAKS[criterion], up_on_breaking)):
+        thumbs = _criterion_thumbs(user, BEHAVIOUR_ANSWERS[category, behaviour], category, 20)
+        assert {t.criterion for t in thumbs} == {criterion}
+        assert sum(t.value == "up" for t in thumbs) / len(thumbs) == expected, behaviour
+
+
+def test_the_poor_rater_judges_harm_at_random():
+    user = _rater("poor_rater")
+    for key in (KEEPS["harmless"], BREAKS["harmless"]):
+        thumbs = _criterion_thumbs(user, BEHAVIOUR_ANSWERS[key], key[0], 400)
+        assert 0.4 <= sum(t.value == "up" for t in thumbs) / 400 <= 0.6
+
+
+def test_a_truthful_raters_criterion_thumbs_are_flipped_at_the_noise_rate():
+    user = _rater("busy_professional", noise=0.2)
+    thumbs = _criterion_thumbs(user, BEHAVIOUR_ANSWERS[BREAKS["honest"]], "myth", 2000)
+    assert 0.17 <= sum(t.value == "up" for t in thumbs) / 2000 <= 0.23
+
+
+def test_criterion_thumbs_name_their_criterion_in_the_feedback_body():
+    body = Thumbs(1, "down", criterion="harmless").body("c-1")
+    assert body == {"completion_id": "c-1", "choice": 1, "type": "thumbs", "value": "down",
+                    "criterion": "harmless"}
+    assert "criterion" not in Thumbs(1, "down").body("c-1")  # helpful: the API's default
+
+
+def test_taste_scores_misbehaviours_by_the_users_behaviour_taste():
+    toxic = BEHAVIOUR_ANSWERS["provocation", "toxic"]
+    compliance = BEHAVIOUR_ANSWERS[BREAKS["harmless"]]
+    for answer in (toxic, compliance):
+        assert _rater("bullet_lover").score(answer) == -1.0
+        assert _rater("adversarial").score(answer) == 1.0
+    falsehood = BEHAVIOUR_ANSWERS[BREAKS["honest"]]
+    assert _rater("bullet_lover").score(falsehood) == PRESETS["bullet_lover"].taste[
+        detect_style(falsehood)]  # taste cannot tell a myth from a fact

@@ -1,10 +1,8 @@
-"""Build the harmlessness guard of the default model from labelled corpus answers.
+"""Base-model features of written answers, batched, exactly as serving records them.
 
-The guard (``learners/guard.py``) is a fixed logistic head on the base model's
-frozen features that says how dismissive an answer is. Here it is fitted on
-answers of the synthetic corpus, whose style we know, with features computed
-exactly as serving records them: chat prompt + answer + EOS through the base
-model, pooled over the answer's tokens.
+Chat prompt + answer + EOS through the base model, pooled over the answer's tokens
+(``contracts.features.sequence_features``): what the shared heads read. Used to
+measure how well the written principles' prior judges held-out corpus answers.
 """
 
 from __future__ import annotations
@@ -16,9 +14,6 @@ from rich.progress import track
 
 from contracts.features import sequence_features
 from contracts.modeling import load_base_model
-from learners.guard import HarmlessnessGuard, fit_guard
-from simulation.corpus import generate_examples
-from simulation.styles import DISMISSIVE
 
 
 @torch.no_grad()
@@ -33,7 +28,7 @@ def answer_features(model_dir: Path, prompts: list[str], answers: list[str], bat
         answer_ids = tokenizer.encode(answer, add_special_tokens=False) + [tokenizer.eos_token_id]
         rows.append((prompt_ids, answer_ids))
     chunks = []
-    for start in track(range(0, len(rows), batch_size), description="guard features"):
+    for start in track(range(0, len(rows), batch_size), description="answer features"):
         batch = rows[start : start + batch_size]
         longest = max(len(p) + len(a) for p, a in batch)
         input_ids = torch.full((len(batch), longest), tokenizer.pad_token_id)
@@ -45,14 +40,3 @@ def answer_features(model_dir: Path, prompts: list[str], answers: list[str], bat
             answer_mask[i, len(p) : len(p) + len(a)] = 1
         chunks.append(sequence_features(base.model, input_ids, attention, answer_mask))
     return torch.cat(chunks)
-
-
-def build_guard(model_dir: Path, seed: int = 0, count: int = 1400) -> HarmlessnessGuard:
-    """Fit the guard on ``count`` corpus answers and save it beside the model's weights."""
-    torch.manual_seed(seed)
-    examples = generate_examples(count, seed + 7919)  # not the model's own training stream
-    features = answer_features(model_dir, [e.prompt for e in examples], [e.answer for e in examples])
-    dismissive = torch.tensor([e.style == DISMISSIVE for e in examples])
-    guard = fit_guard(features, dismissive)
-    guard.save(model_dir)
-    return guard

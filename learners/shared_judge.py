@@ -1,0 +1,145 @@
+"""The shared harmlessness and honesty heads as a learner uses them.
+
+Every user's PPO reward is their own helpfulness reward minus a fixed penalty for
+each shared criterion: ``strength × P(the answer breaks it)``, the probability from
+the shared head (``learners.shared_heads``), which starts from the written principles
+(``learners.principles``) and is corrected by everyone's judgments of that criterion,
+each rater weighted by their estimated reliability. The gate checks the same
+probabilities on held-out answers (``learners.gate``).
+
+Fixed weights rather than Safe RLHF's per-user Lagrange multipliers: a multiplier is
+learned from the user's own rollouts, so it is state that the user's data drives, and
+with a few PPO iterations per update it would not settle before the update is
+published; a fixed penalty larger than any taste can gain (the user's reward is
+clipped to ±``reward_clip`` standard deviations) is one no user's votes can outweigh.
+The heads themselves are shared: a user moves them only as one rater among all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import redis
+import torch
+from safetensors.torch import save as save_tensors
+
+from contracts.keys import SHARED_HEADS_KEY, SHARED_HEADS_WEIGHTS_KEY, user_key
+from learners.principles import PriorHead, file_digest, load_principles, principle_priors
+from learners.rater_reliability import CrowdConfig
+from learners.shared_heads import SharedHead, fit_shared_heads
+from learners.training_data import TrainingExample
+
+log = logging.getLogger(__name__)
+
+# (prompt text, answer text) -> the base model's pooled features (D,) of the answer
+TextFeatures = Callable[[str, str], np.ndarray]
+
+
+class SharedJudge:
+    def __init__(self, principles_path: Path | None, text_features: TextFeatures,
+                 strength: float, crowd: CrowdConfig | None = None) -> None:
+        self.principles_path = principles_path
+        self.text_features = text_features
+        self.strength = strength
+        self.crowd = crowd or CrowdConfig()
+        self.priors: dict[str, PriorHead] = {}
+        self._digest: str | None = None
+        self.heads: dict[str, SharedHead] = {}
+        if principles_path is None:
+            log.warning("no principles file: the shared heads start with no prior")
+        self._load_priors()
+        self.heads = fit_shared_heads({}, self.priors, self.crowd)
+
+    def _load_priors(self) -> None:
+        """Fit the priors from the principles file when its content changed."""
+        if self.principles_path is None:
+            return
+        digest = file_digest(self.principles_path)
+        if digest == self._digest:
+            return
+        principles = load_principles(self.principles_path)
+        self.priors = principle_priors(principles, self.text_features)
+        self._digest = digest
+        log.info("shared heads' prior fitted on %s (%s)", self.principles_path,
+                 ", ".join(f"{c}: {p.examples} answers" for c, p in self.priors.items()))
+
+    def refit(self, examples_by_user: dict[str, list[TrainingExample]]) -> None:
+        """The heads from everyone's judgments, on the (possibly rewritten) principles."""
+        self._load_priors()
+        self.heads = fit_shared_heads(examples_by_user, self.priors, self.crowd)
+
+    @torch.no_grad()
+    def costs(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per shared criterion, the probability (N,) that each answer (N, D) breaks it.
+        A head with neither a prior nor a judgment knows nothing and costs nothing."""
+        return {criterion: torch.sigmoid(-head.fine_logits(features))
+                for criterion, head in self.heads.items()
+                if head.fit is not None or head.prior is not None}
+
+    def penalty(self, features: torch.Tensor) -> torch.Tensor:
+        """(N,) reward units taken off each answer."""
+        return self.strength * sum(self.costs(features).values(), torch.zeros(len(features)))
+
+    def linear_heads(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Each head as one logistic layer on raw features, (weight (D,), bias ()): the
+        prior's plus the learned correction, folded (both are linear in the features)."""
+        heads = {}
+        for criterion, head in self.heads.items():
+            prior = self.priors.get(criterion)
+            if head.fit is None and prior is None:
+                continue
+            weight = torch.zeros(0) if prior is None else prior.weight.clone()
+            bias = torch.zeros(()) if prior is None else prior.bias.clone()
+            if head.fit is not None:
+                fit = head.fit
+                folded = fit.head_weight / fit.scale  # w·(f − μ)/σ + b = (w/σ)·f + (b − w·μ/σ)
+                weight = folded if prior is None else weight + folded
+                bias = bias + fit.head_bias - (folded * fit.mean).sum()
+            heads[criterion] = (weight.float(), bias.float())
+        return heads
+
+    def record(self, client: redis.Redis) -> None:
+        """Each rater's reliability and judgments used (their user hash); the heads'
+        numbers and the reliability distribution (for /metrics)."""
+        stats: dict[str, str | float | int] = {}
+        with client.pipeline() as pipe:
+            for criterion, head in self.heads.items():
+                reliability = head.reliability()
+                for user_id, used in head.judgments_used.items():
+                    fields: dict[str, float] = {f"learner_shared_judgments_{criterion}": used}
+                    if user_id in reliability:
+                        fields[f"learner_reliability_{criterion}"] = reliability[user_id]
+                    pipe.hset(user_key(user_id), mapping=fields)
+                stats |= {
+                    f"{criterion}_judgments": sum(head.judgments_used.values()),
+                    f"{criterion}_raters": len(head.judgments_used),
+                    f"{criterion}_prior_answers": (self.priors[criterion].examples
+                                                   if criterion in self.priors else 0),
+                    f"{criterion}_reliability": json.dumps(sorted(reliability.values())),
+                }
+                agreement = head_agreement(head)
+                if agreement is not None:
+                    stats[f"{criterion}_agreement"] = agreement
+            tensors = {f"{criterion}.{part}": value.contiguous()
+                       for criterion, pair in self.linear_heads().items()
+                       for part, value in zip(("weight", "bias"), pair, strict=True)}
+            if tensors:  # for whoever judges answers by them (tailor demo's accuracy check)
+                pipe.set(SHARED_HEADS_WEIGHTS_KEY, save_tensors(tensors))
+            if stats:
+                pipe.hset(SHARED_HEADS_KEY, mapping=stats)
+            pipe.execute()
+
+
+def head_agreement(head: SharedHead) -> float | None:
+    """How often the head's own verdict (without the judgments) agrees with the consensus
+    on the answers it was judged on: a reading of the head's accuracy where no ground
+    truth exists. None before any judgment."""
+    fit = head.fit
+    if fit is None or head.judged is None or len(fit.posterior) == 0:
+        return None
+    verdict = head.fine_logits(head.judged) > 0
+    return float((verdict == (fit.posterior > 0.5)).float().mean())
