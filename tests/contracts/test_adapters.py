@@ -134,6 +134,30 @@ def test_a_servable_adapter_is_published_and_loaded(tmp_path, adapter_dirs, engi
     assert torch.equal(layer.a_t[slot, :, :8], lora_a.T)  # the adapter's A, in its slot
 
 
+def test_an_adapter_at_the_maximum_rank_is_served_and_one_above_it_is_refused(
+        tmp_path, serving_model_dir, engine_cache_parts, redis_client):
+    # TAILOR_MAX_LORA_RANK is the largest rank served, inclusive: slots are that wide, so a
+    # rank-16 adapter fills a slot exactly and must be accepted; rank 17 would not fit.
+    at_max = build_random_adapter(serving_model_dir, tmp_path / "r16", seed=3,
+                                  rank=SERVED.max_rank)
+    store = AdapterStore(str(tmp_path / "store"))
+    registry = AdapterRegistry(redis_client)
+    version = publish_adapter(store, registry, "alice", at_max, served=SERVED)
+    loaded = store.load("alice", version)
+    assert loaded.config.r == SERVED.max_rank
+    cache = AdapterCache(engine_cache_parts, num_slots=2, max_rank=SERVED.max_rank, store=store)
+    slot = cache.acquire("alice", version)
+    lora_a = loaded.tensors["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+    layer = engine_cache_parts["model.layers.0.self_attn.q_proj"]
+    assert torch.equal(layer.a_t[slot], lora_a.T)  # every column of the slot is the adapter's
+    cache.release(slot)
+
+    above = adapter_with_config(at_max, tmp_path / "r17", r=SERVED.max_rank + 1)
+    with pytest.raises(AdapterError, match="r=17 exceeds TAILOR_MAX_LORA_RANK=16"):
+        publish_adapter(store, registry, "bob", above, served=SERVED)
+    assert registry.current("bob") is None
+
+
 def test_a_config_of_another_peft_type_is_refused(tmp_path, adapter_dirs, redis_server):
     folder = tmp_path / "prefix"
     folder.mkdir()

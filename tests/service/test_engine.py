@@ -1,5 +1,6 @@
 """The engine against peft: mixed-adapter batches give what each adapter gives alone."""
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,14 @@ from transformers import AutoModelForCausalLM
 
 from contracts.adapter_store import AdapterStore
 from contracts.settings import Settings
+from service.batching_engine import BatchingEngine
 from service.engine import Engine, EngineRequest
-from service.engine_interface import SamplingParams
+from service.engine_interface import (
+    GenerationFailure,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+)
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
 
@@ -29,7 +36,8 @@ def engine(serving_model_dir: Path, adapter_dirs: list[Path], tmp_path_factory) 
     return engine
 
 
-def peft_greedy(base_dir: Path, adapter_dir: Path | None, prompt: list[int], tokens: int) -> list[int]:
+def peft_greedy(base_dir: Path, adapter_dir: Path | None, prompt: list[int],
+                tokens: int) -> list[int]:
     model = AutoModelForCausalLM.from_pretrained(base_dir).eval()
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, adapter_dir).eval()
@@ -43,7 +51,8 @@ def prompt_of(engine: Engine, text: str) -> list[int]:
     return engine.encode_chat([{"role": "user", "content": text}])
 
 
-def test_mixed_batch_rows_match_each_adapter_alone_and_differ(engine, serving_model_dir, adapter_dirs):
+def test_mixed_batch_rows_match_each_adapter_alone_and_differ(engine, serving_model_dir,
+                                                              adapter_dirs):
     short, long = prompt_of(engine, "hi"), prompt_of(engine, "how do I boil an egg for breakfast")
     requests = [
         EngineRequest(long, GREEDY, user_id="user0", adapter_version="v1"),
@@ -64,10 +73,13 @@ def test_mixed_batch_rows_match_each_adapter_alone_and_differ(engine, serving_mo
 def test_rows_that_finish_early_leave_the_batch_without_disturbing_the_rest(engine):
     prompt = prompt_of(engine, "name for my cat")
     together = engine.generate_batch([
-        EngineRequest(prompt, SamplingParams(max_tokens=3, temperature=0.0), user_id="user0", adapter_version="v1"),
-        EngineRequest(prompt, SamplingParams(max_tokens=12, temperature=0.0), user_id="user1", adapter_version="v1"),
+        EngineRequest(prompt, SamplingParams(max_tokens=3, temperature=0.0), user_id="user0",
+                      adapter_version="v1"),
+        EngineRequest(prompt, SamplingParams(max_tokens=12, temperature=0.0), user_id="user1",
+                      adapter_version="v1"),
     ])
-    alone = engine.generate_batch([EngineRequest(prompt, GREEDY, user_id="user1", adapter_version="v1")])
+    alone = engine.generate_batch([EngineRequest(prompt, GREEDY, user_id="user1",
+                                                 adapter_version="v1")])
     assert len(together[0].choices[0].token_ids) == 3
     assert together[0].choices[0].finish_reason == "length"
     assert together[1].choices[0].token_ids == alone[0].choices[0].token_ids
@@ -129,8 +141,10 @@ def test_features_are_base_model_features_whatever_the_adapter(engine):
     assert with_adapter.features.shape == (1, 2 * engine.base.model.config.hidden_size)
     # same text again through the base model gives the same features as recorded
     replay = engine.generate_batch([EngineRequest(prompt, GREEDY)])[0]
-    assert torch.allclose(torch.from_numpy(replay.features), torch.from_numpy(without.features), atol=1e-5)
-    assert not torch.allclose(torch.from_numpy(with_adapter.features), torch.from_numpy(without.features))
+    assert torch.allclose(torch.from_numpy(replay.features), torch.from_numpy(without.features),
+                          atol=1e-5)
+    assert not torch.allclose(torch.from_numpy(with_adapter.features),
+                              torch.from_numpy(without.features))
 
 
 def test_cache_evicts_least_recently_used_and_never_a_pinned_adapter(engine):
@@ -171,14 +185,16 @@ def run_to_end(engine: Engine, joiners_after: int, first: list[EngineRequest],
         for request, result in engine.step():
             results[id(request)] = result
             order.append(id(request))
-        if step >= joiners_after and not engine.running_rows and len(results) == len(first) + len(joiners):
+        finished_all = len(results) == len(first) + len(joiners)
+        if step >= joiners_after and not engine.running_rows and finished_all:
             return results, order
     raise AssertionError("the engine never finished")
 
 
 def test_requests_that_join_a_running_batch_get_what_they_get_alone(engine, serving_model_dir,
                                                                     adapter_dirs):
-    long_prompt, short = prompt_of(engine, "how do I boil an egg for breakfast"), prompt_of(engine, "hi")
+    long_prompt = prompt_of(engine, "how do I boil an egg for breakfast")
+    short = prompt_of(engine, "hi")
     seeded = SamplingParams(max_tokens=12, temperature=1.0, seed=7)
     running = EngineRequest(long_prompt, SamplingParams(max_tokens=30, temperature=0.0),
                                 user_id="user0", adapter_version="v1")
@@ -193,10 +209,12 @@ def test_requests_that_join_a_running_batch_get_what_they_get_alone(engine, serv
         serving_model_dir, adapter_dirs[0], long_prompt, 30)
     assert results[id(joiners[0])].choices[0].token_ids == peft_greedy(
         serving_model_dir, adapter_dirs[1], short, 12)
-    assert results[id(joiners[1])].choices[0].token_ids == peft_greedy(serving_model_dir, None, short, 12)
+    assert results[id(joiners[1])].choices[0].token_ids == peft_greedy(
+        serving_model_dir, None, short, 12)
     alone = engine.generate_batch([EngineRequest(long_prompt, seeded, n=2, user_id="user1",
                                                      adapter_version="v1")])[0]
-    assert [c.token_ids for c in results[id(joiners[2])].choices] == [c.token_ids for c in alone.choices]
+    assert [c.token_ids for c in results[id(joiners[2])].choices] == [
+        c.token_ids for c in alone.choices]
     # the joiners (12 tokens from step 5) were returned before the 30-token request ended
     assert order[-1] == id(running)
 
@@ -208,3 +226,37 @@ def test_a_request_that_ends_at_its_first_token_is_returned_by_the_next_step(eng
     (request, result), = engine.step()
     assert request is one and len(result.choices[0].token_ids) == 1
     assert result.choices[0].finish_reason == "length"
+
+
+def test_a_prompt_longer_than_max_prompt_tokens_is_refused_and_one_at_the_limit_is_served(
+        serving_model_dir, tmp_path):
+    # The limit is counted in the model's own tokens (chat template included) by the
+    # BatchingEngine, before the request reaches the batch: an over-long prompt must come
+    # back as OpenAI's context_length_exceeded on `messages`, not be decoded.
+    torch.set_num_threads(1)
+    settings = Settings(base_model=str(serving_model_dir), adapter_store=str(tmp_path / "store"),
+                        data_dir=tmp_path, max_prompt_tokens=16)
+    batching = BatchingEngine(settings)
+    batching.start()
+    words = "put the egg in boiling water for seven minutes and open the windows at night".split()
+    by_length = {}  # prompt tokens -> messages; each word is one token of this tokenizer
+    for k in range(1, len(words) + 1):
+        messages = [{"role": "user", "content": " ".join(words[:k])}]
+        by_length[len(batching.engine.encode_chat(messages))] = messages
+
+    async def events_for(*prompts: list[dict]) -> list[list]:
+        # one event loop for both: the Batcher's task lives on the loop that first used it
+        events = []
+        for messages in prompts:
+            request = GenerationRequest(messages, SamplingParams(max_tokens=2, temperature=0.0))
+            events.append([event async for event in batching.generate(request)])
+        return events
+
+    at_limit, over = asyncio.run(events_for(by_length[16], by_length[17]))
+    assert isinstance(at_limit[-1], GenerationResult)
+    assert len(at_limit[-1].prompt_token_ids) == 16
+    (refusal,) = over
+    assert isinstance(refusal, GenerationFailure)
+    assert (refusal.status, refusal.code, refusal.param) == (400, "context_length_exceeded",
+                                                             "messages")
+    assert "17 tokens" in refusal.message

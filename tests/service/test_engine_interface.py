@@ -87,3 +87,18 @@ def test_another_engine_serves_the_api_unchanged(server, redis_client):
     assert rated.status_code == 201
     assert httpx.get(f"{server}/readyz").json()["model"] is True
     assert "echo_engine_requests 1.0" in httpx.get(f"{server}/metrics").text
+
+
+def test_the_application_builder_binds_the_given_engine_to_the_generator(tmp_path):
+    # The Ray Serve path must carry another engine to the Generator replicas just as
+    # local_server does; checked on the bound graph, without starting Ray. Ray 2.60 keeps
+    # a bound deployment (and its init args) in Application._bound_deployment.
+    from service.app import Generator, application
+
+    settings = Settings(adapter_store=str(tmp_path / "store"), data_dir=tmp_path)
+    ingress = application(settings, engine_cls=EchoEngine)._bound_deployment
+    generator_app, ingress_settings = ingress.init_args
+    generator = generator_app._bound_deployment
+    assert generator.func_or_class is Generator.func_or_class  # the class behind @serve.deployment
+    assert generator.init_args == (settings, EchoEngine) and not generator.init_kwargs
+    assert ingress_settings is settings
