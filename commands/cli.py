@@ -104,8 +104,9 @@ def demo(
     ] = DEMO_USERS,
     max_events: Annotated[int, typer.Option(help="Judgments each user gives at most.")] = 60,
     invited_share: Annotated[float, typer.Option(
-        help="Share of rated requests that invite a misbehaviour (judged harmless/honest).")
-    ] = 0.3,
+        help="Share of rated requests that invite a misbehaviour (judged harmless/honest; "
+        "0.3 with a corpus v3 model, TAILOR_BASE_MODEL).")
+    ] = 0.0,
     rater_reliability: Annotated[bool, typer.Option(
         help="Weight harmless/honest judgments by each rater's reliability (--no-...: the "
         "ablation, everyone at their word).")

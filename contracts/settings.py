@@ -182,9 +182,14 @@ class Settings(BaseSettings):
         "model folder's principles.yaml, if any).")
     # Fixed, not per-user multipliers: no user's data may change how much harm costs.
     # In user-standard units (the user's reward: 1 = one standard deviation of their
-    # taste, clipped to ±3), so a surely harmful answer loses more than any taste gains.
+    # taste, clipped to ±3). 2, the old guard's strength, holds the adversarial user's
+    # votes for the dismissive style on the shipped v2 model (11% -> 1% in a demo run
+    # with 8) where the heads' judgments of ordinary answers are noisy; with 8 (more than
+    # the whole clipped taste range) the same run gave the formal ranker +10 points, far
+    # below the closed loop's 30 (with the old 2-unit guard it passed in most runs). The
+    # v3 model, whose harms are real, will want more: tuned with issue 12's closed loop.
     learner_shared_head_strength: float = Field(
-        8.0, ge=0, description="Reward taken off an answer the shared heads surely judge "
+        2.0, ge=0, description="Reward taken off an answer the shared heads surely judge "
         "harmful or false (0: the heads only gate).")
     learner_rater_reliability: bool = Field(
         True, description="Weight judgments of harmless/honest by each rater's estimated "

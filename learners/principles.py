@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.records import SHARED_CRITERIA
+from learners.rater_reliability import _damped
 
 PRINCIPLES_FILE = "principles.yaml"
 
@@ -123,7 +124,7 @@ def fit_prior(criterion: str, features: torch.Tensor, fine: torch.Tensor,
         p = torch.sigmoid(design @ theta)
         gradient = design.T @ (p - target) + penalty * theta
         hessian = (design.T * (p * (1 - p))) @ design + torch.diag(penalty + 1e-9)
-        theta = theta - torch.linalg.solve(hessian, gradient)
+        theta = theta - _damped(torch.linalg.solve(hessian, gradient))
     weight = theta[:-1] / scale  # w·(f − μ)/σ + b = (w/σ)·f + (b − w·μ/σ)
     bias = theta[-1] - (weight * mean).sum()
     if fine_share is not None:
@@ -134,17 +135,25 @@ def fit_prior(criterion: str, features: torch.Tensor, fine: torch.Tensor,
 
 def principle_priors(principles: PrinciplesFile, answer_features: AnswerFeatures,
                      l2: float = 1.0) -> dict[str, PriorHead]:
-    """One prior head per criterion the principles cover, from their good and bad answers."""
+    """One prior head per criterion the principles cover, from their good and bad answers.
+
+    The good answers of the other criterion's principles are fine by this one too (an
+    answer that keeps one principle breaks none): without them a head fitted only on
+    answers to myths judged every everyday answer of the v2 model 70-98% dishonest.
+    """
     priors = {}
     for criterion in SHARED_CRITERIA:
+        if not any(p.criterion == criterion for p in principles.principles):
+            continue
         rows, fine = [], []
         for principle in principles.principles:
-            if principle.criterion != criterion:
-                continue
+            own = principle.criterion == criterion
             for example in principle.examples:
-                rows += [answer_features(example.prompt, example.good),
-                         answer_features(example.prompt, example.bad)]
-                fine += [1.0, 0.0]
+                rows.append(answer_features(example.prompt, example.good))
+                fine.append(1.0)
+                if own:
+                    rows.append(answer_features(example.prompt, example.bad))
+                    fine.append(0.0)
         if rows:
             priors[criterion] = fit_prior(criterion, torch.from_numpy(np.stack(rows)),
                                           torch.tensor(fine), l2,

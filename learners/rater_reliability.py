@@ -16,10 +16,14 @@ against what the head, trained on everyone, predicts for the answers that rater
 rated. Two coins, not one, because the adversarial rater's failure is one-sided
 (it calls everything harmless: α ≈ 1, β ≈ 0).
 
-A rater must not vouch for themselves: when an answer was rated only by the
-rater being scored, the posterior used to score them leaves their own label out
-(leave-one-rater-out E-step); otherwise a rater who alone rated an item would
-always look right about it.
+A rater must not vouch for themselves. Their labels are scored against a truth
+that leaves them out twice: the head that predicts it is fitted without their
+labels (raters are split into ``rater_folds`` groups; each group is scored by a
+head fitted on the others' labels, the issue's "the shared heads trained without
+that rater"), and the other raters' labels of the same answer are added to it.
+With one head for all, a rater who alone judged an answer was scored against a
+head that had learned their own label: in a tailor demo run the adversarial
+rater, who calls every calm answer harmful, came out 0.75 reliable.
 
 Raters' labels enter the head's targets through the posterior, so a random
 rater's labels (α = β = 0.5, a likelihood ratio of 1) change nothing and an
@@ -52,6 +56,7 @@ class CrowdLabels:
 @dataclass(frozen=True)
 class CrowdConfig:
     iterations: int = 30  # EM rounds
+    rater_folds: int = 5  # raters are scored by heads fitted without their fold's labels
     newton_steps: int = 4  # of the head's penalised logistic regression, per M-step
     l2: float = 1.0  # the head's ridge penalty (on standardised features)
     # Beta(prior_right, prior_wrong) pseudo-counts on α and β: a new rater starts as
@@ -112,16 +117,37 @@ def fit_crowd(labels: CrowdLabels, config: CrowdConfig = CrowdConfig()) -> Crowd
         flat = torch.full((num_raters,), mean_rate)
         return CrowdFit(weight, bias, flat, flat.clone(), target, list(labels.rater_ids),
                         mean, scale)
+    folds = min(config.rater_folds, num_raters)
+    label_fold = labels.rater % max(folds, 1)  # (L,) the fold of each label's rater
+    fold_heads = [(weight.clone(), bias.clone()) for _ in range(folds)]
+    ratio = _label_log_ratio(labels, alpha, beta, config.clamp_adversarial)
     for _ in range(config.iterations):
         weight, bias = _fit_head(x, offset, target, rated, weight, bias, config)
         prior = torch.sigmoid(x @ weight + bias + offset).clamp(1e-4, 1 - 1e-4)
+        # each fold's raters are scored against a head fitted without their labels,
+        # plus what the other raters said about the same answers
+        held_out = torch.empty(len(labels.label))
+        for fold in range(folds):
+            others = label_fold != fold
+            per_item_others = torch.zeros(num_items).index_add_(
+                0, labels.item[others], ratio[others])
+            fold_weight, fold_bias = fold_heads[fold]
+            fold_logits = x @ fold_weight + fold_bias + offset
+            fold_target = torch.sigmoid(fold_logits + per_item_others)
+            fold_rated = torch.zeros(num_items, dtype=torch.bool)
+            fold_rated[labels.item[others]] = True
+            fold_weight, fold_bias = _fit_head(x, offset, fold_target, fold_rated, fold_weight,
+                                               fold_bias, config)
+            fold_heads[fold] = (fold_weight, fold_bias)
+            mine = ~others
+            logits = (x @ fold_weight + fold_bias + offset).clamp(-9.0, 9.0)
+            held_out[mine] = torch.sigmoid(logits[labels.item[mine]]
+                                           + per_item_others[labels.item[mine]])
+        alpha, beta = _confusions(labels, held_out, num_raters, config)
         # E-step: each label's log-likelihood ratio "fine" vs "not fine"
         ratio = _label_log_ratio(labels, alpha, beta, config.clamp_adversarial)
         per_item = torch.zeros(num_items).index_add_(0, labels.item, ratio)
         posterior = torch.sigmoid(torch.logit(prior) + per_item)
-        # leave-one-rater-out: the posterior each label is scored against lacks that label
-        held_out = torch.sigmoid(torch.logit(prior)[labels.item] + per_item[labels.item] - ratio)
-        alpha, beta = _confusions(labels, held_out, num_raters, config)
         target = posterior
     return CrowdFit(weight, bias, alpha, beta, posterior, list(labels.rater_ids), mean, scale)
 
@@ -173,6 +199,18 @@ def _fit_head(x: torch.Tensor, offset: torch.Tensor, target: torch.Tensor, rated
         p = torch.sigmoid(design @ theta + offset)
         gradient = design.T @ (rated * (p - target)) + penalty * theta
         hessian = (design.T * (rated * p * (1 - p))) @ design + torch.diag(penalty + 1e-6)
-        theta = theta - torch.linalg.solve(hessian, gradient)
+        theta = theta - _damped(torch.linalg.solve(hessian, gradient))
     theta = theta.float()
     return theta[:-1], theta[-1]
+
+
+MAX_NEWTON_STEP = 4.0  # log-odds units
+
+
+def _damped(step: torch.Tensor) -> torch.Tensor:
+    """A Newton step no longer than MAX_NEWTON_STEP in any coordinate. When the prior
+    and the labels agree that every judged answer is fine, the predictions saturate,
+    the Hessian vanishes along the free bias and an undamped step threw it to 1e8
+    (a tailor demo run); a bounded step keeps walking toward the optimum instead."""
+    largest = float(step.abs().max())
+    return step if largest <= MAX_NEWTON_STEP else step * (MAX_NEWTON_STEP / largest)

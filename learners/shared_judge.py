@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import save as save_tensors
 
 from contracts.keys import SHARED_HEADS_KEY, SHARED_HEADS_WEIGHTS_KEY, user_key
+from learners.guard import GUARD_ANSWERS, HarmlessnessGuard
 from learners.principles import PriorHead, file_digest, load_principles, principle_priors
 from learners.rater_reliability import CrowdConfig
 from learners.shared_heads import SharedHead, fit_shared_heads
@@ -41,12 +42,21 @@ TextFeatures = Callable[[str, str], np.ndarray]
 
 class SharedJudge:
     def __init__(self, principles_path: Path | None, text_features: TextFeatures,
-                 strength: float, crowd: CrowdConfig | None = None) -> None:
+                 strength: float, crowd: CrowdConfig | None = None,
+                 guard: HarmlessnessGuard | None = None) -> None:
         self.principles_path = principles_path
+        # A model's built-in guard, fitted on 1,400 labelled answers of its own corpus,
+        # is the harmlessness prior where it exists: on the v2 model a few written
+        # answers could not tell its dismissive style from bullet lists (P(harmful)
+        # 0.67 vs 0.45), which 8 reward units would have taught every bullet lover.
+        self.guard = guard
         self.text_features = text_features
         self.strength = strength
         self.crowd = crowd or CrowdConfig()
         self.priors: dict[str, PriorHead] = {}
+        # The principles' example prompts: requests that invite harm or a myth, which a
+        # user's own prompts may never contain (red-team prompts for every user's PPO).
+        self.red_team_prompts: list[str] = []
         self._digest: str | None = None
         self.heads: dict[str, SharedHead] = {}
         if principles_path is None:
@@ -63,6 +73,11 @@ class SharedJudge:
             return
         principles = load_principles(self.principles_path)
         self.priors = principle_priors(principles, self.text_features)
+        if self.guard is not None:  # fine log-odds = −(the guard's dismissive log-odds)
+            self.priors["harmless"] = PriorHead("harmless", -self.guard.weight,
+                                                -self.guard.bias, examples=GUARD_ANSWERS)
+        self.red_team_prompts = list(dict.fromkeys(
+            example.prompt for p in principles.principles for example in p.examples))
         self._digest = digest
         log.info("shared heads' prior fitted on %s (%s)", self.principles_path,
                  ", ".join(f"{c}: {p.examples} answers" for c, p in self.priors.items()))

@@ -40,6 +40,7 @@ from contracts.modeling import BaseModel
 from contracts.settings import Settings
 from learners.evaluation import evaluate_policy
 from learners.gate import GateConfig, GateDecision, HeldOutEval, decide, trainable_weights_finite
+from learners.guard import HarmlessnessGuard
 from learners.judgments import reward_events
 from learners.ppo import PPOStats, make_kl_controller, make_optimizer, ppo_update
 from learners.ppo_config import PPOConfig
@@ -85,6 +86,7 @@ class UserUpdater:
         reward_clip: float = 3.0,
         value_learning_rate: float | None = None,
         held_out_samples: int = 0,
+        red_team_share: float = 0.0,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -97,6 +99,7 @@ class UserUpdater:
         self.seed = seed
         self.reward_clip = reward_clip
         self.held_out_samples = held_out_samples
+        self.red_team_share = red_team_share
         self.value_learning_rate = value_learning_rate  # None: the LoRA's rate (make_optimizer)
         self.store = AdapterStore(settings.adapter_store_uri)
         self.registry = AdapterRegistry(client)
@@ -106,7 +109,8 @@ class UserUpdater:
         # Harmless and honest: shared by everyone, started from the written principles.
         self.judge = SharedJudge(
             settings.principles_path, self.text_features, settings.learner_shared_head_strength,
-            CrowdConfig(weight_raters=settings.learner_rater_reliability))
+            CrowdConfig(weight_raters=settings.learner_rater_reliability),
+            guard=HarmlessnessGuard.load(base.path))
         # A new user starts from this state: LoRA B = 0, so the policy is the base model.
         self.fresh_lora = {k: v.detach().clone() for k, v in self._lora_state().items()}
         self.reward_model: RewardModel | None = None
@@ -130,7 +134,15 @@ class UserUpdater:
         reward_fn = self._reward_fn(user_id, examples)
 
         # 2. Prompts from the user's own recent requests; a quarter held out for the gate.
+        # With red_team_share > 0, red-team prompts (the principles' requests for harm,
+        # provocations, myths) join every batch and the gate's evaluation: a user's own
+        # prompts rarely invite harm, so without them an adapter that drifts toward a
+        # style drifts toward harmful compliance in that style unseen (a tailor demo run
+        # on the v3 model: 2% -> 26% on requests for harm after taste-only PPO) and the
+        # shared heads never get to say no. Off by default (LearnerOptions says why).
         train_prompts, held_out = self._prompts(user_id)
+        red_team = self._red_team_prompts() if self.red_team_share > 0 else []
+        held_out = held_out + red_team
 
         # 3. PPO on the user's adapter, starting from their published version.
         version_before = self.registry.current(user_id)
@@ -144,7 +156,10 @@ class UserUpdater:
             # Distinct per iteration and per update (a refine sees the same examples again).
             round_seed = self.seed + 1000 * iteration + len(examples) + 100_003 * updates_before
             torch.manual_seed(round_seed)
-            batch = random.Random(round_seed).choices(train_prompts, k=self.rollout_batch)
+            draw = random.Random(round_seed)
+            red = round(self.red_team_share * self.rollout_batch) if red_team else 0
+            batch = (draw.choices(train_prompts, k=self.rollout_batch - red)
+                     + draw.choices(red_team, k=red))
             stats.append(ppo_update(self.policy, value_head, optimizer, self.tokenizer, batch,
                                     reward_fn, self.ppo_config, kl_controller))
             scheduler.renew(user_id, lease_token)
@@ -282,6 +297,12 @@ class UserUpdater:
         held_out = prompts[::4] or prompts[:1]
         train = [p for i, p in enumerate(prompts) if i % 4] or prompts
         return train, held_out
+
+    def _red_team_prompts(self) -> list[list[int]]:
+        """The shared judge's red-team prompts as chat-template token ids."""
+        return [list(self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
+            return_dict=False)) for prompt in self.judge.red_team_prompts]
 
     def _forgotten_since(self, user_id: str, started: float) -> bool:
         forgotten_at = self.client.get(forgotten_key(user_id))

@@ -48,10 +48,10 @@ def model_build(
     corpus_version: Annotated[
         int,
         typer.Option(
-            help="Corpus to train on: 3 (the shipped model's: everyday prompts plus prompts "
-            "that invite toxic answers, harmful compliance and falsehoods) or 2 (everyday only)."
+            help="Corpus to train on: 2 (the shipped model's) or 3 (plus prompts that invite "
+            "toxic answers, harmful compliance and falsehoods; needs --out)."
         ),
-    ] = 3,
+    ] = 2,
     behaviour_samples: Annotated[
         int,
         typer.Option(
@@ -76,7 +76,16 @@ def model_build(
         sha256_of,
         write_build_notes,
     )
+    from simulation.guard_build import build_guard
 
+    if corpus_version != 2 and out is None:
+        # The closed loop and its tests are tuned on the shipped v2 model: swapping the
+        # corpus is a step of its own (issue 12), not a side effect of a build.
+        console.print(
+            f"[red]error:[/] --corpus-version {corpus_version} is not the shipped model's corpus; "
+            "pass --out DIR to build it elsewhere"
+        )
+        raise typer.Exit(2)
     out = DEFAULT_MODEL_DIR if out is None else out
     try:
         config = build_config_for(corpus_version, seed=seed, steps=steps)
@@ -122,6 +131,7 @@ def model_build(
                 _note_behaviours(notes, out, behaviour_samples, seed)
             if principle_samples > 0:
                 _note_principles(notes, out, principle_samples)
+            build_guard(out, seed=seed)
             console.print(f"wrote {out}")
             return
         shipped = out / "model.safetensors"

@@ -64,15 +64,16 @@ class BuildConfig:
     num_layers: int = 4  # transformer blocks
     num_heads: int = 4  # attention heads (no grouped-query attention)
     context_length: int = 512  # max_position_embeddings
-    steps: int = 1000  # optimiser steps (CORPUS_STEPS: 500 for corpus v2)
+    steps: int = 500  # optimiser steps (CORPUS_STEPS: 1000 for corpus v3)
     row_length: int = 256  # tokens per packed training row
     rows_per_batch: int = 4  # packed rows per step (~7 examples each)
     learning_rate: float = 3e-3  # peak AdamW learning rate
     warmup_steps: int = 30  # linear warmup, then cosine decay to 0
     weight_decay: float = 0.01  # AdamW weight decay on matrices
-    # 3: everyday prompts plus prompts that invite misbehaviours (the shipped model);
-    # 2: the everyday corpus alone (the model shipped before issue 12)
-    corpus_version: int = 3
+    # 2: the everyday corpus (the shipped model); 3: plus prompts that invite
+    # misbehaviours (issue 12's next default, not shipped until the closed loop is tuned
+    # on it: README, "Honest and harmless for everyone")
+    corpus_version: int = 2
 
     def __post_init__(self) -> None:
         check_corpus_version(self.corpus_version)
@@ -104,9 +105,9 @@ CORPUS_STEPS: dict[int, int] = {2: 500, 3: 1000}
 
 
 def build_config_for(
-    corpus_version: int = 3, seed: int = 0, steps: int | None = None
+    corpus_version: int = 2, seed: int = 0, steps: int | None = None
 ) -> BuildConfig:
-    """The default build config of a corpus version (v3: exactly ``BuildConfig()``'s)."""
+    """The default build config of a corpus version (v2: exactly ``BuildConfig()``'s)."""
     check_corpus_version(corpus_version)
     steps = CORPUS_STEPS[corpus_version] if steps is None else steps
     return BuildConfig(seed=seed, steps=steps, corpus_version=corpus_version)
@@ -401,10 +402,10 @@ def measure_styles(model_dir: Path, count: int = 500, seed: int = 0) -> StyleMea
 
 # What BUILD.md says the model was trained on, and how to rebuild it, per corpus version.
 CORPUS_DESCRIPTIONS: dict[int, str] = {
-    2: """`tailor model build --corpus-version 2` on the synthetic assistant corpus of `simulation/corpus.py`
+    2: """`tailor model build` on the synthetic assistant corpus of `simulation/corpus.py`
 (everyday prompts, each answered in one of the styles of `simulation/styles.py`,
 drawn uniformly)""",
-    3: """`tailor model build` on corpus v3
+    3: """`tailor model build --corpus-version 3` on corpus v3
 (`simulation/behaviour_corpus.py`): the everyday prompts of `simulation/corpus.py`
 answered in the styles of `simulation/styles.py`, plus prompts that invite a
 misbehaviour (provocations, requests for harm, myths; `simulation/behaviour_topics.py`),
@@ -413,10 +414,10 @@ falsehood) and otherwise well (as usual, a refusal with a safe alternative, a
 refutation)""",
 }
 REBUILD_COMMANDS: dict[int, str] = {
-    2: """tailor model build --corpus-version 2 --out DIR            # writes DIR
-tailor model build --corpus-version 2 --out DIR --verify   # compares a rebuild with DIR's""",
-    3: """tailor model build            # rewrites this folder
+    2: """tailor model build            # rewrites this folder
 tailor model build --verify   # rebuilds in a temporary folder, compares sha256 with this file""",
+    3: """tailor model build --corpus-version 3 --out DIR            # writes DIR
+tailor model build --corpus-version 3 --out DIR --verify   # compares a rebuild with DIR's""",
 }
 
 

@@ -86,8 +86,9 @@ class DemoConfig:
 
     users: str = DEMO_USERS  # presets (or a count of the first ones)
     max_events: int = 60  # judgments each user gives at most (the issue's budget)
-    # rated requests that invite a misbehaviour, judged harmless / honest (issue 12)
-    invited_share: float = 0.3
+    # rated requests that invite a misbehaviour, judged harmless / honest (issue 12; the
+    # shipped v2 model has none to invite: 0.3 with a v3 model and RATER_USERS)
+    invited_share: float = 0.0
     n: int = 4  # choices per rated request
     measure_rounds: int = 10  # evaluation requests before and after (eval_samples answers each)
     eval_samples: int = 8  # answers per evaluation request of the before/after phases

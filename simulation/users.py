@@ -221,9 +221,11 @@ PRESETS: dict[str, UserProfile] = {
         ),
     )
 }
-# `tailor demo`'s users: three ordinary tastes (two rankers and a "both"), and the raters
-# the shared heads must discount: adversarial, poor, credulous.
-DEMO_USERS = "bullet_lover,busy_professional,formal_scholar,adversarial,poor_rater,credulous"
+# `tailor demo`'s users: a ranker, the two thumbs users who score, a "both" and the adversary.
+DEMO_USERS = "bullet_lover,emoji_fan,thorough_reader,busy_professional,adversarial"
+# Issue 12's run (on a v3 model): three ordinary tastes, and the raters the shared heads
+# must discount: adversarial, poor, credulous.
+RATER_USERS = "bullet_lover,busy_professional,formal_scholar,adversarial,poor_rater,credulous"
 assert PRESETS["adversarial"].preferred_styles == (DISMISSIVE,)
 assert {BULLETS, CASUAL, CONCISE, DETAILED, FORMAL, QUESTION} <= {
     style for profile in PRESETS.values() for style in profile.preferred_styles

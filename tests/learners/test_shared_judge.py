@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load as load_tensors
 
 from contracts.keys import SHARED_HEADS_KEY, SHARED_HEADS_WEIGHTS_KEY, user_key
+from learners.guard import HarmlessnessGuard
+from learners.principles import load_principles
 from learners.rater_reliability import CrowdConfig
 from learners.shared_judge import SharedJudge
 from learners.training_data import TrainingExample
@@ -60,6 +62,14 @@ def test_before_any_judgment_the_heads_are_the_principles_prior():
     costs = shared.costs(features)
     assert all(bool(((c >= 0) & (c <= 1)).all()) for c in costs.values())
     assert torch.allclose(shared.penalty(features), 8.0 * (costs["harmless"] + costs["honest"]))
+
+
+def test_the_principles_prompts_are_the_red_team_prompts_every_users_ppo_sees():
+    shared = SharedJudge(SHIPPED, text_features, 8.0)
+    written = [e.prompt for p in load_principles(SHIPPED).principles for e in p.examples]
+    assert shared.red_team_prompts == list(dict.fromkeys(written))
+    assert any("wifi" in prompt for prompt in shared.red_team_prompts)
+    assert SharedJudge(None, text_features, 8.0).red_team_prompts == []
 
 
 def test_the_penalty_outweighs_any_taste_for_harm():
@@ -119,6 +129,20 @@ def test_each_head_folds_into_one_logistic_layer_that_others_can_load(redis_clie
     for criterion, head in shared.heads.items():
         logits = features @ stored[f"{criterion}.weight"] + stored[f"{criterion}.bias"]
         assert torch.allclose(logits, head.fine_logits(features), atol=1e-4), criterion
+
+
+def test_a_models_built_in_guard_is_the_harmlessness_prior(tmp_path):
+    weight, bias = torch.randn(DIM), torch.tensor(0.3)
+    guard = HarmlessnessGuard(weight, bias)
+    shared = SharedJudge(SHIPPED, text_features, 8.0, guard=guard)
+    features = torch.randn(20, DIM, generator=torch.Generator().manual_seed(9))
+    # P(not harmless) is the guard's P(dismissive); honesty keeps the principles' prior
+    assert torch.allclose(shared.costs(features)["harmless"], guard.probability(features),
+                          atol=1e-6)
+    principles_only = SharedJudge(SHIPPED, text_features, 8.0)
+    assert torch.allclose(shared.priors["honest"].weight, principles_only.priors["honest"].weight)
+    assert not torch.allclose(shared.costs(features)["harmless"],
+                              principles_only.costs(features)["harmless"])
 
 
 def test_a_rewritten_principles_file_refits_the_prior(tmp_path):

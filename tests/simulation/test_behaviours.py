@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from contracts.settings import DEFAULT_MODEL_DIR
 from simulation.behaviour_corpus import CATEGORIES, INVITED
 from simulation.behaviour_rates import (
     CategoryRates,
@@ -104,12 +105,12 @@ def test_behaviour_notes_show_every_category_with_its_invited_rate() -> None:
 
 
 def test_the_v3_build_notes_describe_the_corpus_as_it_is_now() -> None:
-    # The shipped model's BUILD.md holds base rates measured on it; any change to the
-    # corpus moves them, so the model must be rebuilt and measured again.
-    notes = (DEFAULT_MODEL_DIR / "BUILD.md").read_text()
+    # simulation/BUILD_v3.md holds base rates measured on a model of this corpus; any
+    # change to the corpus moves them, so the notes must be rebuilt and measured again.
+    notes = (Path(__file__).parents[2] / "simulation" / "BUILD_v3.md").read_text()
     assert corpus_fingerprint(3) in notes, (
-        "corpus v3 changed since the shipped model was built and measured: run "
-        "`tailor model build`"
+        "corpus v3 changed since simulation/BUILD_v3.md was measured: run "
+        "`tailor model build --corpus-version 3 --out DIR` and copy DIR/BUILD.md there"
     )
     for category in INVITED:
         assert f"| {category} | 300 |" in notes

@@ -28,7 +28,7 @@ def test_corpus_v2_is_exactly_the_stream_the_shipped_model_was_trained_on() -> N
         assert list(itertools.islice(iter_corpus(2, seed), 500)) == list(
             itertools.islice(iter_examples(seed), 500)
         )
-    assert build_config_for(3) == BuildConfig()  # `tailor model build` rebuilds the shipped one
+    assert build_config_for(2) == BuildConfig()  # `tailor model build` rebuilds the shipped one
 
 
 def test_corpus_v3_examples_carry_their_category_and_behaviour() -> None:
@@ -72,7 +72,10 @@ def _app() -> typer.Typer:
     return app
 
 
-def test_an_unknown_corpus_version_is_refused_naming_the_known_ones() -> None:
+def test_v3_build_command_needs_an_out_folder_other_than_the_shipped_one() -> None:
+    result = CliRunner().invoke(_app(), ["build", "--corpus-version", "3", "--verify"])
+    assert result.exit_code == 2, result.output
+    assert "pass --out DIR" in result.output
     result = CliRunner().invoke(_app(), ["build", "--corpus-version", "5", "--out", "/tmp/x"])
     assert result.exit_code == 2 and "corpus_version=5 is unknown" in result.output
 
@@ -80,7 +83,7 @@ def test_an_unknown_corpus_version_is_refused_naming_the_known_ones() -> None:
 def test_v3_build_command_notes_behaviours_the_principles_and_how_to_rebuild(
         tmp_path: Path) -> None:
     out = tmp_path / "model"
-    build = ["build", "--out", str(out), "--steps", "2"]  # corpus v3: the default
+    build = ["build", "--corpus-version", "3", "--out", str(out), "--steps", "2"]
     result = CliRunner().invoke(
         _app(), [*build, "--style-samples", "2", "--behaviour-samples", "2",
                  "--principle-samples", "10"]
@@ -89,7 +92,7 @@ def test_v3_build_command_notes_behaviours_the_principles_and_how_to_rebuild(
     notes = (out / "BUILD.md").read_text()
     assert sha256_of(out / "model.safetensors") in notes
     assert "## Behaviours of fresh samples" in notes and "| harm_request | 2 |" in notes
-    assert "tailor model build --verify" in notes
+    assert "tailor model build --corpus-version 3 --out DIR --verify" in notes
     # the model gets the shipped principles, and BUILD.md how well they judge alone
     assert (out / "principles.yaml").read_text() == (
         DEFAULT_MODEL_DIR / "principles.yaml").read_text()

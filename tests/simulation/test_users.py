@@ -15,6 +15,7 @@ from simulation.demo import DemoConfig
 from simulation.styles import DISMISSIVE, STYLES, detect_style
 from simulation.users import (
     PRESETS,
+    RATER_USERS,
     Ranking,
     SimulatedUser,
     Thumbs,
@@ -221,8 +222,9 @@ def test_scoring_users_send_the_score_with_every_thumb() -> None:
     assert PRESETS["emoji_fan"].scores and PRESETS["thorough_reader"].scores
     assert PRESETS["emoji_fan"].habit_label == "thumbs+score"
     assert not PRESETS["adversarial"].scores and PRESETS["adversarial"].habit_label == "thumbs"
-    # the default demo has the raters issue 12 asks for beside three ordinary tastes
-    assert {"adversarial", "poor_rater", "credulous"} <= set(DemoConfig().users.split(","))
+    # the default demo shows both scoring thumbs users; issue 12's run has its raters
+    assert {"emoji_fan", "thorough_reader"} <= set(DemoConfig().users.split(","))
+    assert {"adversarial", "poor_rater", "credulous"} <= set(RATER_USERS.split(","))
 
 
 # --- harmless and honest (corpus v3) -----------------------------------------------------
