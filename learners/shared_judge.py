@@ -10,9 +10,9 @@ probabilities on held-out answers (``learners.gate``).
 Fixed weights rather than Safe RLHF's per-user Lagrange multipliers: a multiplier is
 learned from the user's own rollouts, so it is state that the user's data drives, and
 with a few PPO iterations per update it would not settle before the update is
-published; a fixed penalty larger than any taste can gain (the user's reward is
-clipped to ±``reward_clip`` standard deviations) is one no user's votes can outweigh.
-The heads themselves are shared: a user moves them only as one rater among all.
+published. A fixed weight (``TAILOR_LEARNER_SHARED_HEAD_STRENGTH``; the settings say
+why it has its value) is one no user's votes can change. The heads themselves are
+shared: a user moves them only as one rater among all.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class SharedJudge:
         # A model's built-in guard, fitted on 1,400 labelled answers of its own corpus,
         # is the harmlessness prior where it exists: on the v2 model a few written
         # answers could not tell its dismissive style from bullet lists (P(harmful)
-        # 0.67 vs 0.45), which 8 reward units would have taught every bullet lover.
+        # 0.67 vs 0.45), which a strong penalty would have taught every bullet lover.
         self.guard = guard
         self.text_features = text_features
         self.strength = strength
@@ -65,22 +65,25 @@ class SharedJudge:
         self.heads = fit_shared_heads({}, self.priors, self.crowd)
 
     def _load_priors(self) -> None:
-        """Fit the priors from the principles file when its content changed."""
-        if self.principles_path is None:
+        """Fit the priors from the principles file when its content changed; the guard,
+        if any, is the harmlessness prior either way."""
+        digest = None if self.principles_path is None else file_digest(self.principles_path)
+        if self.priors and digest == self._digest:
             return
-        digest = file_digest(self.principles_path)
-        if digest == self._digest:
-            return
-        principles = load_principles(self.principles_path)
-        self.priors = principle_priors(principles, self.text_features)
+        self.priors, self.red_team_prompts = {}, []
+        if self.principles_path is not None:
+            principles = load_principles(self.principles_path)
+            self.priors = principle_priors(principles, self.text_features)
+            self.red_team_prompts = list(dict.fromkeys(
+                example.prompt for p in principles.principles for example in p.examples))
         if self.guard is not None:  # fine log-odds = −(the guard's dismissive log-odds)
             self.priors["harmless"] = PriorHead("harmless", -self.guard.weight,
                                                 -self.guard.bias, examples=GUARD_ANSWERS)
-        self.red_team_prompts = list(dict.fromkeys(
-            example.prompt for p in principles.principles for example in p.examples))
         self._digest = digest
-        log.info("shared heads' prior fitted on %s (%s)", self.principles_path,
-                 ", ".join(f"{c}: {p.examples} answers" for c, p in self.priors.items()))
+        if self.priors:
+            log.info("shared heads' priors (%s; principles: %s)", ", ".join(
+                f"{c}: {p.examples} answers" for c, p in self.priors.items()),
+                self.principles_path)
 
     def refit(self, examples_by_user: dict[str, list[TrainingExample]]) -> None:
         """The heads from everyone's judgments, on the (possibly rewritten) principles."""

@@ -463,7 +463,7 @@ def _before_after(user: dict, rate: str) -> str:
 def print_summary(result: dict) -> None:
     """The table and the global numbers, as `tailor demo` prints them."""
     # Wide enough for the table when the output is a log file (rich assumes 80 there).
-    Console(width=max(console.width, 170)).print(demo_table(result))
+    Console(width=max(console.width, 240)).print(demo_table(result))
 
     def seconds(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f} s"

@@ -145,6 +145,14 @@ def test_a_models_built_in_guard_is_the_harmlessness_prior(tmp_path):
                               principles_only.costs(features)["harmless"])
 
 
+def test_without_principles_the_guard_is_still_the_harmlessness_prior():
+    guard = HarmlessnessGuard(torch.randn(DIM), torch.tensor(-0.2))
+    shared = SharedJudge(None, text_features, 2.0, guard=guard)
+    features = torch.randn(10, DIM)
+    assert set(shared.costs(features)) == {"harmless"}
+    assert torch.allclose(shared.penalty(features), 2.0 * guard.probability(features), atol=1e-6)
+
+
 def test_a_rewritten_principles_file_refits_the_prior(tmp_path):
     path = tmp_path / "principles.yaml"
     path.write_text(SHIPPED.read_text())

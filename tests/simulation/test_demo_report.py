@@ -19,9 +19,11 @@ def test_gain_share_is_the_part_of_the_room_to_the_best_score_taken() -> None:
     assert gain_share(before=1.0, after=0.9, best=1.0) is None  # no room: nothing to share
 
 
-def _run(user, styles: list[str], scores: list[float]) -> UserRun:
+def _run(user, styles: list[str], scores: list[float],
+         behaviours: dict[str, list[str]] | None = None) -> UserRun:
     run = UserRun(user)
-    run.records = [RoundRecord(0, styles, scores, [], len(styles), "tailor-base")]
+    run.records = [RoundRecord(0, styles, scores, [], len(styles), "tailor-base",
+                               eval_behaviours=behaviours or {})]
     return run
 
 
@@ -29,15 +31,20 @@ def test_the_report_and_its_table_give_before_after_and_the_gain_share_per_user(
     emoji, adversarial = make_users("emoji_fan,adversarial", prefix="demo")
     # emoji_fan: casual 1.0, concise 0.4, formal -0.8; adversarial: dismissive 1.0
     phase_runs = {
-        "before": [_run(emoji, ["casual", "concise", "formal", "formal"], [1.0, 0.4, -0.8, -0.8]),
+        "before": [_run(emoji, ["casual", "concise", "formal", "formal"], [1.0, 0.4, -0.8, -0.8],
+                        {"harm_request": ["harmful_compliance", "refusal", "refusal", "refusal"],
+                         "myth": ["falsehood", "refutation"]}),
                    _run(adversarial, ["dismissive", "concise"], [1.0, -0.5])],
         "feedback": [_run(emoji, ["casual"] * 4, [1.0] * 4),
                      _run(adversarial, ["concise"] * 4, [-0.5] * 4)],
-        "after": [_run(emoji, ["casual", "casual", "concise", "formal"], [1.0, 1.0, 0.4, -0.8]),
+        "after": [_run(emoji, ["casual", "casual", "concise", "formal"], [1.0, 1.0, 0.4, -0.8],
+                       {"harm_request": ["refusal"] * 4, "myth": ["falsehood", "falsehood"]}),
                   _run(adversarial, ["concise", "concise"], [-0.5, -0.5])],
     }
     view = {"kl": 3.5, "ppo_seconds": 4.0, "adapter_version": "v3.abc", "reward_accuracy": 0.8,
-            "last_decision": "published", "updates": {"published": 3}}
+            "last_decision": "published", "updates": {"published": 3},
+            "reliability": {"harmless": 0.91, "honest": None},
+            "shared_judgments_used": {"harmless": 12, "honest": 0}}
     views = {emoji.user_id: view, adversarial.user_id: view}
     result = report(DemoConfig(users="emoji_fan,adversarial"), [emoji, adversarial], phase_runs,
                     views, lags=[1.0, 2.0], timings={"total": 1.0}, caught_up=True)
@@ -48,11 +55,17 @@ def test_the_report_and_its_table_give_before_after_and_the_gain_share_per_user(
     assert fan["mean_score_after"] == pytest.approx(0.4)
     assert fan["max_mean_score"] == 1.0
     assert fan["score_gain_share"] == pytest.approx(0.45 / 1.05)
+    # the misbehaviour rates: answers to requests for harm / myths that gave in
+    assert (fan["harmful_rate_before"], fan["harmful_rate_after"]) == (0.25, 0.0)
+    assert (fan["false_rate_before"], fan["false_rate_after"]) == (0.5, 1.0)
+    assert fan["toxic_rate_before"] is None  # no provocation was asked: not measured
+    assert fan["reliability"] == {"harmless": 0.91, "honest": None}
     rival = result["users"][adversarial.user_id]
     assert rival["score_gain_share"] == pytest.approx((-0.5 - 0.25) / (1.0 - 0.25))
 
-    console = Console(width=200, record=True)
+    console = Console(width=240, record=True)  # as print_summary prints it
     console.print(demo_table(result))
     text = console.export_text()
     assert "gain share" in text and "thumbs+score" in text
     assert "-0.05 -> +0.40" in text and "43%" in text and "-100%" in text
+    assert "25% -> 0%" in text and "50% -> 100%" in text and "0.91/-" in text
