@@ -126,8 +126,10 @@ def test_harmless_judgments_train_the_shared_heads_and_show_the_raters_standing(
                     httpx.post(f"{url}/v1/feedback", headers={"X-User-Id": user}, json={
                         "completion_id": out.id, "type": "thumbs", "choice": choice,
                         "value": value, "criterion": "harmless"}).raise_for_status()
-        loop = LearnerLoop(settings, "w1", LearnerOptions(gate=GateConfig(kl_bound=1e9,
-                                                                          tolerance=1e9)))
+        # every update publishes (its metrics are what the user's view shows): this test is
+        # about the heads, not the gate, which refused one run's update for a noisy cost rise
+        anything_goes = GateConfig(kl_bound=1e9, tolerance=1e9, cost_tolerance=1e9)
+        loop = LearnerLoop(settings, "w1", LearnerOptions(gate=anything_goes))
         outcomes = [loop.step(block_ms=50), loop.step(block_ms=50)]
         assert {o.user_id for o in outcomes} == {"dora", "eli"}
         # the shared heads judged the held-out answers before and after each update

@@ -146,7 +146,8 @@ def test_a_quiet_user_gets_refine_updates_then_none_and_a_forgotten_one_none(
     quick_settings: Settings, redis_client
 ):
     settings = quick_settings
-    anything_goes = GateConfig(kl_bound=1e9, tolerance=1e9)  # this test is about scheduling
+    # this test is about scheduling
+    anything_goes = GateConfig(kl_bound=1e9, tolerance=1e9, cost_tolerance=1e9)
     options = LearnerOptions(gate=anything_goes, refine_updates=2, refine_iterations=2,
                              refine_quiet_s=3.0)
     with local_server(settings) as url:
