@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     learner_shared_head_strength: float = Field(
         2.0, ge=0, description="Reward taken off an answer the shared heads surely judge "
         "harmful or false (0: the heads only gate).")
+    learner_red_team_share: float = Field(
+        0.0, ge=0, lt=1, description="Share of each PPO batch drawn from the principles' "
+        "red-team prompts (requests for harm, provocations, myths), whitened apart from the "
+        "user's own prompts.")
     learner_rater_reliability: bool = Field(
         True, description="Weight judgments of harmless/honest by each rater's estimated "
         "reliability (false: everyone at their word, the ablation).")

@@ -75,6 +75,16 @@ def masked_whiten(
     return whitened * mask.to(values.dtype)
 
 
+def grouped_whiten(values: torch.Tensor, mask: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """``masked_whiten`` within each group of rows (``groups``: (B,) ids), so that one
+    group's spread of advantages does not set the scale of another's."""
+    whitened = torch.zeros_like(values)
+    for group in groups.unique():
+        rows = groups == group
+        whitened[rows] = masked_whiten(values[rows], mask[rows])
+    return whitened
+
+
 # --- log-probs, entropy, KL ---------------------------------------------------------
 
 
@@ -374,6 +384,7 @@ def ppo_update(
     reward_fn: RewardFn,
     config: PPOConfig,
     kl_controller: KLController | None = None,
+    row_groups: list[int] | None = None,
 ) -> PPOStats:
     """One PPO iteration on ``policy``'s active adapter: sample a response per prompt, score
     it, and take ``ppo_epochs × num_minibatches`` optimiser steps.
@@ -384,6 +395,10 @@ def ppo_update(
     returns one score per row, where response_ids exclude the final EOS and features (B, D)
     are `contracts.features` pooled base-model hidden states of prompt + response.
     ``kl_controller`` carries β between a user's updates (default: `make_kl_controller(config)`).
+    ``row_groups`` (one id per prompt) whitens advantages within each group rather than
+    over the whole batch: rows whose rewards differ in kind (a user's own prompts and
+    red-team prompts, where the shared heads' penalty spreads rewards far wider) then
+    each keep their own signal.
     Randomness comes from torch's global generator. The policy is left in eval mode.
     """
     if len(prompts) < config.num_minibatches:
@@ -391,6 +406,9 @@ def ppo_update(
             f"ppo_update: {len(prompts)} prompts cannot fill PPOConfig.num_minibatches="
             f"{config.num_minibatches}; give at least that many prompts or lower num_minibatches."
         )
+    if row_groups is not None and len(row_groups) != len(prompts):
+        raise ValueError(f"ppo_update: {len(row_groups)} row_groups for {len(prompts)} prompts; "
+                         "give one group id per prompt.")
     eos_token_id = tokenizer.eos_token_id
     if eos_token_id is None:
         raise ValueError("ppo_update: the tokenizer has no eos_token_id; set tokenizer.eos_token.")
@@ -432,6 +450,10 @@ def ppo_update(
                 f"reward_fn returned {b_scores.shape[0]} scores for {batch_size} responses; "
                 "return one score per row, shape (B,)."
             )
+        if not torch.isfinite(b_scores).all():  # one NaN would reach every weight
+            raise ValueError(f"reward_fn returned non-finite scores for "
+                             f"{int((~torch.isfinite(b_scores)).sum())} of {batch_size} rows; "
+                             "the policy is left as it was.")
         b_penalised_scores = apply_missing_eos_penalty(
             b_scores, rollout.ended_with_eos, config.missing_eos_penalty
         )
@@ -441,7 +463,10 @@ def ppo_update(
 
         # 4. Advantages (GAE, γ = 1) and returns; whiten advantages over the batch's tokens.
         b_advantages, b_returns = gae_advantages(b_rewards, b_values, b_mask, config.gae_lambda)
-        if config.whiten_advantages:
+        if config.whiten_advantages and row_groups is not None:
+            groups = torch.as_tensor(row_groups, device=b_mask.device)
+            b_advantages = grouped_whiten(b_advantages, b_mask, groups)
+        elif config.whiten_advantages:
             b_advantages = masked_whiten(b_advantages, b_mask)
 
     # 5. Minibatch epochs: clipped policy loss + vf_coef·clipped value loss − ent_coef·entropy.

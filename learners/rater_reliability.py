@@ -96,7 +96,10 @@ class CrowdFit:
 
 def fit_crowd(labels: CrowdLabels, config: CrowdConfig = CrowdConfig()) -> CrowdFit:
     features = labels.features.float()
-    mean, scale = features.mean(0), features.std(0).clamp(min=1e-6)
+    # one judged answer has no spread (std of one row is NaN, which no clamp removes: a
+    # tailor demo's first harmless judgment turned every reward, then the policy, to NaN)
+    spread = features.std(0) if len(features) > 1 else torch.ones(features.shape[1])
+    mean, scale = features.mean(0), spread.clamp(min=1e-6)
     x = (features - mean) / scale
     num_items, num_raters = features.shape[0], len(labels.rater_ids)
     generator = torch.Generator().manual_seed(config.seed)

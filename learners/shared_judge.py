@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import save as save_tensors
 
 from contracts.keys import SHARED_HEADS_KEY, SHARED_HEADS_WEIGHTS_KEY, user_key
+from contracts.records import SHARED_CRITERIA
 from learners.guard import GUARD_ANSWERS, HarmlessnessGuard
 from learners.principles import PriorHead, file_digest, load_principles, principle_priors
 from learners.rater_reliability import CrowdConfig
@@ -35,6 +36,7 @@ from learners.shared_heads import SharedHead, fit_shared_heads
 from learners.training_data import TrainingExample
 
 log = logging.getLogger(__name__)
+REPORTED_PROMPTS_KEPT = 512  # distinct, the newest
 
 # (prompt text, answer text) -> the base model's pooled features (D,) of the answer
 TextFeatures = Callable[[str, str], np.ndarray]
@@ -57,6 +59,10 @@ class SharedJudge:
         # The principles' example prompts: requests that invite harm or a myth, which a
         # user's own prompts may never contain (red-team prompts for every user's PPO).
         self.red_team_prompts: list[str] = []
+        # The prompts of everyone's harmless/honest judgments (token ids), newest last: the
+        # requests users found worth judging for harm or truth, a red-team set that grows
+        # with the service and follows what its users really ask.
+        self.reported_prompts: list[list[int]] = []
         self._digest: str | None = None
         self.heads: dict[str, SharedHead] = {}
         if principles_path is None:
@@ -89,6 +95,11 @@ class SharedJudge:
         """The heads from everyone's judgments, on the (possibly rewritten) principles."""
         self._load_priors()
         self.heads = fit_shared_heads(examples_by_user, self.priors, self.crowd)
+        reported = sorted((e.accepted_at, tuple(e.prompt_token_ids))
+                          for examples in examples_by_user.values() for e in examples
+                          if e.criterion in SHARED_CRITERIA)
+        newest = list(dict.fromkeys(prompt for _, prompt in reversed(reported)))
+        self.reported_prompts = [list(p) for p in reversed(newest[:REPORTED_PROMPTS_KEPT])]
 
     @torch.no_grad()
     def costs(self, features: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -55,6 +55,7 @@ from learners.value_head import ValueHead
 
 log = logging.getLogger(__name__)
 LAG_SAMPLES = 10_000
+RED_TEAM_HELD_OUT = 16  # red-team prompts the gate's held-out answers include
 RECENT_USERS_KEPT = 10_000
 
 
@@ -142,7 +143,9 @@ class UserUpdater:
         # shared heads never get to say no. Off by default (LearnerOptions says why).
         train_prompts, held_out = self._prompts(user_id)
         red_team = self._red_team_prompts() if self.red_team_share > 0 else []
-        held_out = held_out + red_team
+        # a fixed few of them for the gate (the reported ones grow to hundreds)
+        held_out = held_out + random.Random(self.seed).sample(
+            red_team, min(RED_TEAM_HELD_OUT, len(red_team)))
 
         # 3. PPO on the user's adapter, starting from their published version.
         version_before = self.registry.current(user_id)
@@ -160,8 +163,11 @@ class UserUpdater:
             red = round(self.red_team_share * self.rollout_batch) if red_team else 0
             batch = (draw.choices(train_prompts, k=self.rollout_batch - red)
                      + draw.choices(red_team, k=red))
+            # advantages whitened apart: the red-team rows' penalties spread their rewards
+            # far wider than a user's taste, and would otherwise set the batch's scale
+            groups = [0] * (len(batch) - red) + [1] * red if red else None
             stats.append(ppo_update(self.policy, value_head, optimizer, self.tokenizer, batch,
-                                    reward_fn, self.ppo_config, kl_controller))
+                                    reward_fn, self.ppo_config, kl_controller, groups))
             scheduler.renew(user_id, lease_token)
         after = self._evaluate(held_out, reward_fn)
 
@@ -299,10 +305,12 @@ class UserUpdater:
         return train, held_out
 
     def _red_team_prompts(self) -> list[list[int]]:
-        """The shared judge's red-team prompts as chat-template token ids."""
-        return [list(self.tokenizer.apply_chat_template(
+        """The principles' red-team prompts as chat-template token ids, and the prompts of
+        everyone's harmless/honest judgments."""
+        written = [list(self.tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
             return_dict=False)) for prompt in self.judge.red_team_prompts]
+        return written + self.judge.reported_prompts
 
     def _forgotten_since(self, user_id: str, started: float) -> bool:
         forgotten_at = self.client.get(forgotten_key(user_id))

@@ -54,11 +54,6 @@ class LearnerOptions:
     value_learning_rate: float = 1e-2  # the critic's AdamW rate (make_optimizer says why)
     gate: GateConfig = field(default_factory=GateConfig)
     held_out_samples: int = 32  # responses the gate scores before and after (prompts cycled)
-    # Share of each PPO batch drawn from the principles' red-team prompts (UserUpdater.update).
-    # Off until the closed loop is tuned on the v3 model: there a quarter held harmful
-    # compliance near its base rate but cost the ordinary users most of their taste
-    # (+13..+15 points instead of +28..+68; README, "Honest and harmless for everyone").
-    red_team_share: float = 0.0
     # A small, quick reward model: the learner refits it often on little data. Linear
     # towers and a strongly decayed population head: with MLP towers (hidden 64) and
     # decay 1e-3 the population head fit everyone's mixed tastes and dominated each
@@ -105,7 +100,7 @@ class LearnerLoop:
             reward_clip=self.options.reward_clip,
             value_learning_rate=self.options.value_learning_rate,
             held_out_samples=self.options.held_out_samples,
-            red_team_share=self.options.red_team_share,
+            red_team_share=settings.learner_red_team_share,
         )
         self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000),
                                          answer_features=self.updater.answer_features)
@@ -188,6 +183,9 @@ class LearnerLoop:
                 self.step()
             except redis.ConnectionError:
                 log.warning("Redis unreachable; retrying")
+                time.sleep(1.0)
+            except Exception:  # one user's failed update must not stop everyone's learning
+                log.exception("learner step failed; going on with the next")
                 time.sleep(1.0)
 
     def _status(self, state: str, user_id: str) -> None:

@@ -131,7 +131,7 @@ def model_build(
                 _note_behaviours(notes, out, behaviour_samples, seed)
             if principle_samples > 0:
                 _note_principles(notes, out, principle_samples)
-            build_guard(out, seed=seed)
+            build_guard(out, seed=seed, corpus_version=config.corpus_version)
             console.print(f"wrote {out}")
             return
         shipped = out / "model.safetensors"

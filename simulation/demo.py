@@ -119,8 +119,8 @@ class Observer(SimulatedUser):
 
 def rounds_for(user: SimulatedUser, max_events: int, n: int) -> int:
     """Feedback rounds enough for ``max_events`` judgments of the user's habit (the
-    harness stops the judgments at the budget: a round that invites a misbehaviour takes
-    a thumb per choice, so a user may spend it in fewer rounds)."""
+    harness stops the judgments at the budget; a round that invites a misbehaviour
+    takes one thumb, so a user who thumbs every choice gives fewer)."""
     per_round = {"thumbs": n, "ranking": 1, "both": 2}[user.profile.habit] if n > 1 else 1
     return max(1, max_events // per_round)
 

@@ -36,9 +36,13 @@ choices) or ``both`` (the ranking and a thumb on one random choice).
 
 **Harmless and honest** (corpus v3, issue 12). Asked something that invites a
 misbehaviour (a provocation, a request for harm, a myth), a user judges what the
-answers do rather than how they are written: a thumb on every choice tagged with
-the criterion the prompt tests (``harmless`` for provocations and requests for
-harm, ``honest`` for myths). How they judge is their ``rater`` kind:
+answers do rather than how they are written: one thumb tagged with the criterion the
+prompt tests (``harmless`` for provocations and requests for harm, ``honest`` for
+myths), on the answer that stands out — the first that misbehaves, else a random
+one — as a person reports the bad answer rather than grading all four. One judgment,
+not one per choice: with a thumb on every choice the criterion judgments took 40%
+of a ranking user's 60 and their taste barely moved (+2..+7 points in a tailor demo
+run). How they judge is their ``rater`` kind:
 
 - ``truthful``: up when the answer keeps the criterion (no toxic answer, no
   harmful compliance, no falsehood), down when it breaks it; ``noise`` flips it;
@@ -344,7 +348,9 @@ class SimulatedUser:
             return []
         criterion = TESTED_CRITERION.get(category or "")
         if criterion is not None:
-            return [self.criterion_thumb(index, text, criterion) for index, text in enumerate(texts)]
+            breaking = [i for i, text in enumerate(texts) if detect_behaviour(text) in MISBEHAVIOURS]
+            index = breaking[0] if breaking else self.rng.randrange(len(texts))
+            return [self.criterion_thumb(index, texts[index], criterion)]
         habit = self.profile.habit
         if habit == "thumbs" or len(texts) == 1:
             return [self.thumb(index, text) for index, text in enumerate(texts)]

@@ -18,6 +18,7 @@ from learners.ppo import (
     clipped_value_loss,
     entropy_from_logits,
     gae_advantages,
+    grouped_whiten,
     kl_k1,
     kl_k3,
     make_kl_controller,
@@ -73,6 +74,19 @@ def test_masked_whiten_hand_computed():
     assert masked_whiten(values, mask, shift_mean=False).tolist()[0] == pytest.approx(
         [1.0, 2.0, 3.0, 0.0], abs=1e-6
     )
+
+
+def test_grouped_whiten_gives_each_group_its_own_scale():
+    # group 0's advantages spread by 1, group 1's (red-team rows: penalties) by 100
+    values = torch.tensor([[1.0, 2.0, 3.0], [100.0, 200.0, 300.0], [5.0, 0.0, 0.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 1], [1, 0, 0]])
+    whitened = grouped_whiten(values, mask, torch.tensor([0, 1, 0]))
+    assert whitened[[0, 2]].tolist() == masked_whiten(values[[0, 2]], mask[[0, 2]]).tolist()
+    assert whitened[1].tolist() == pytest.approx([-1.0, 0.0, 1.0], abs=1e-6)
+    # together, group 0's differences would all but vanish under group 1's scale
+    def spread(row):
+        return (row.max() - row.min()).item()
+    assert spread(masked_whiten(values, mask)[0]) < 0.05 * spread(whitened[0])
 
 
 # --- GAE ----------------------------------------------------------------------------
@@ -391,6 +405,23 @@ def test_missing_eos_penalty_lowers_reward_in_ppo_update(tokenizer):
     assert unfinished > 0
     assert stats[0.0].reward - stats[2.0].reward == pytest.approx(2.0 * unfinished, abs=1e-6)
     assert stats[0.0].score == stats[2.0].score == 1.0
+
+
+def test_ppo_update_refuses_non_finite_rewards_and_misplaced_groups_before_any_step(tokenizer):
+    config = PPOConfig(max_new_tokens=2, ppo_epochs=1, num_minibatches=1)
+    policy = make_policy(config)
+    value_head = ValueHead.for_model(policy)
+    before = {k: v.clone() for k, v in policy.state_dict().items() if "lora_" in k}
+    optimizer = make_optimizer(policy, value_head, config)
+    prompts = random_prompts(4, 3, seed=1)
+    with pytest.raises(ValueError, match="non-finite scores for 1 of 4 rows"):
+        ppo_update(policy, value_head, optimizer, tokenizer, prompts,
+                   lambda p, r, f: torch.tensor([0.0, float("nan"), 1.0, 2.0]), config)
+    with pytest.raises(ValueError, match="3 row_groups for 4 prompts"):
+        ppo_update(policy, value_head, optimizer, tokenizer, prompts,
+                   lambda p, r, f: torch.ones(len(p)), config, row_groups=[0, 0, 1])
+    after = {k: v for k, v in policy.state_dict().items() if "lora_" in k}
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 TARGET_TOKEN = 19  # the tiny model's most frequent sampled token (~3.6 % of response tokens)

@@ -99,3 +99,14 @@ def test_a_prior_stands_where_there_are_no_labels_and_is_corrected_where_there_a
     before = float(((prior(held_out) > 0) == truth).float().mean())
     after = float(((corrected > 0) == truth).float().mean())
     assert after >= max(before + 0.05, 0.9), (before, after)
+
+
+def test_one_judged_answer_fits_a_finite_head():
+    # the first harmless judgment of a new service: one answer, one rater (its features have
+    # no spread; a NaN standardisation once made every PPO reward NaN)
+    features = torch.randn(1, DIM, generator=torch.Generator().manual_seed(1))
+    crowd = CrowdLabels(features, torch.tensor([0]), torch.tensor([0]), torch.tensor([0.0]),
+                        ["first"], prior_logits=torch.tensor([1.0]))
+    fit = fit_crowd(crowd)
+    logits = fit.logits(torch.randn(5, DIM), torch.zeros(5))
+    assert torch.isfinite(logits).all() and torch.isfinite(fit.posterior).all()

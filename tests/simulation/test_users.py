@@ -263,6 +263,18 @@ def test_raters_judge_harmless_and_honest_as_their_kind_does(preset, criterion, 
         assert sum(t.value == "up" for t in thumbs) / len(thumbs) == expected, behaviour
 
 
+def test_a_request_that_invites_harm_gets_one_flag_on_the_answer_that_misbehaves():
+    keeping, breaking = (BEHAVIOUR_ANSWERS[KEEPS["harmless"]],
+                         BEHAVIOUR_ANSWERS[BREAKS["harmless"]])
+    category = BREAKS["harmless"][0]
+    for preset, value in (("bullet_lover", "down"), ("adversarial", "up")):
+        judged = _rater(preset).judge([keeping, keeping, breaking, keeping], category)
+        assert judged == [Thumbs(2, value, criterion="harmless")]  # one thumb, on choice 2
+    # nothing misbehaves: one thumb on some answer all the same
+    judged = _rater("bullet_lover").judge([keeping] * 4, category)
+    assert len(judged) == 1 and judged[0].value == "up"
+
+
 def test_the_poor_rater_judges_harm_at_random():
     user = _rater("poor_rater")
     for key in (KEEPS["harmless"], BREAKS["harmless"]):
