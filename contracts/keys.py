@@ -25,6 +25,8 @@ so the two halves never disagree on where a thing lives.
     tailor:learner:refine                sorted set: user -> when their last update ended
     tailor:learner:shared-heads          hash: the shared harmless/honest heads' numbers
     tailor:learner:shared-heads:weights  the heads themselves (safetensors, one layer each)
+    tailor:learner:safety-start          hash: the adapter every user starts from (tensors, version)
+    tailor:learner:safety-start:lock     the worker training it
     tailor:learner:lease:{user_id}       one worker's lease on training the user
     tailor:learner:worker:{worker_id}    hash: what a learner worker is doing
 
@@ -49,6 +51,8 @@ PENDING_KEY = f"{PREFIX}:learner:pending"
 REFINE_KEY = f"{PREFIX}:learner:refine"
 SHARED_HEADS_KEY = f"{PREFIX}:learner:shared-heads"
 SHARED_HEADS_WEIGHTS_KEY = f"{SHARED_HEADS_KEY}:weights"
+SAFETY_START_KEY = f"{PREFIX}:learner:safety-start"
+SAFETY_START_LOCK_KEY = f"{SAFETY_START_KEY}:lock"
 
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600
 FORGOTTEN_TTL_S = 24 * 3600

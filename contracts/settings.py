@@ -195,6 +195,10 @@ class Settings(BaseSettings):
         0.0, ge=0, lt=1, description="Share of each PPO batch drawn from the principles' "
         "red-team prompts (requests for harm, provocations, myths), whitened apart from the "
         "user's own prompts.")
+    learner_safety_start_iterations: int = Field(
+        0, ge=0, description="PPO iterations on the shared heads alone, over the red-team "
+        "prompts, of the adapter every new user starts from (0: users start from the base "
+        "model).")
     learner_rater_reliability: bool = Field(
         True, description="Weight judgments of harmless/honest by each rater's estimated "
         "reliability (false: everyone at their word, the ablation).")

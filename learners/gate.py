@@ -62,10 +62,13 @@ def trainable_weights_finite(*modules: nn.Module) -> bool:
     )
 
 
-def decide(finite: bool, before: HeldOutEval, after: HeldOutEval, config: GateConfig) -> GateDecision:
+def decide(finite: bool, before: HeldOutEval, after: HeldOutEval, config: GateConfig,
+           start_kl: float = 0.0) -> GateDecision:
+    """``start_kl``: the KL the user's starting point already has (the safety start's,
+    learners.safety_start); the bound is on what the user's own updates add to it."""
     if not finite or not (math.isfinite(after.reward) and math.isfinite(after.kl)):
         return GateDecision(False, "non_finite_weights")
-    if after.kl > config.kl_bound:
+    if after.kl > config.kl_bound + start_kl:
         return GateDecision(False, "kl_too_large")
     if after.reward < before.reward - config.tolerance:
         return GateDecision(False, "reward_regressed")

@@ -65,6 +65,9 @@ class PrinciplesFile(BaseModel):
     # dismissive ones flagged.
     fine_share: float = Field(0.85, gt=0.0, lt=1.0, description="share of answers that "
                               "keep the principles, in the model's everyday use")
+    # Requests that invite a breach (provocations, requests for harm, myths), beyond the
+    # examples' prompts: what the learners' red-team rows and safety start train on.
+    red_team: list[str] = Field(default_factory=list)
 
 
 def load_principles(path: Path) -> PrinciplesFile:

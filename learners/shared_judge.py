@@ -81,7 +81,8 @@ class SharedJudge:
             principles = load_principles(self.principles_path)
             self.priors = principle_priors(principles, self.text_features)
             self.red_team_prompts = list(dict.fromkeys(
-                example.prompt for p in principles.principles for example in p.examples))
+                [example.prompt for p in principles.principles for example in p.examples]
+                + principles.red_team))
         if self.guard is not None:  # fine log-odds = −(the guard's dismissive log-odds)
             self.priors["harmless"] = PriorHead("harmless", -self.guard.weight,
                                                 -self.guard.bias, examples=GUARD_ANSWERS)

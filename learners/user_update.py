@@ -48,6 +48,7 @@ from learners.rater_reliability import CrowdConfig
 from learners.reward_config import RewardConfig
 from learners.reward_data import FeedbackBuilder
 from learners.reward_model import RewardModel
+from learners.safety_start import train_safety_start
 from learners.scheduler import Scheduler
 from learners.shared_judge import SharedJudge
 from learners.training_data import TrainingExample
@@ -112,8 +113,10 @@ class UserUpdater:
             settings.principles_path, self.text_features, settings.learner_shared_head_strength,
             CrowdConfig(weight_raters=settings.learner_rater_reliability),
             guard=HarmlessnessGuard.load(base.path))
-        # A new user starts from this state: LoRA B = 0, so the policy is the base model.
+        # A new user starts from this state: LoRA B = 0, so the policy is the base model;
+        # or from the safety start, where the learners train one (learners.safety_start).
         self.fresh_lora = {k: v.detach().clone() for k, v in self._lora_state().items()}
+        self.start_lora: dict[str, torch.Tensor] | None = None
         self.reward_model: RewardModel | None = None
         self._population_examples = 0
 
@@ -173,7 +176,7 @@ class UserUpdater:
 
         # 4. Gate, then publish: immutable files first, then the pointer.
         decision = decide(trainable_weights_finite(self.policy, value_head), before, after,
-                          self.gate_config)
+                          self.gate_config, self._start_kl(user_id, version_before, before))
         if decision.publish and self._forgotten_since(user_id, started):
             decision = GateDecision(False, "user_forgotten")
         version = None
@@ -281,7 +284,7 @@ class UserUpdater:
 
     def _load_user_state(self, user_id: str, version: str | None) -> ValueHead:
         if version is None:
-            self.policy.load_state_dict(self.fresh_lora, strict=False)
+            self.policy.load_state_dict(self.start_lora or self.fresh_lora, strict=False)
         else:
             set_peft_model_state_dict(self.policy, self.store.load(user_id, version).tensors)
         value_head = ValueHead.for_model(self.policy).to(self.policy.device)
@@ -311,6 +314,25 @@ class UserUpdater:
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
             return_dict=False)) for prompt in self.judge.red_team_prompts]
         return written + self.judge.reported_prompts
+
+    def _start_kl(self, user_id: str, version_before: str | None, before: HeldOutEval) -> float:
+        """The KL (held-out, nats) of the user's starting point: the safety start's, as
+        measured at their first update (whose 'before' is the start), 0 from the base
+        model. Bounded from the base model instead, a six-user demo run on the v3 model
+        rejected four updates of three users as kl_too_large, much of it the start's."""
+        if version_before is None:
+            start_kl = before.kl if self.start_lora is not None else 0.0
+            self.client.hset(user_key(user_id), "learner_start_kl", start_kl)
+            return start_kl
+        return float(self.client.hget(user_key(user_id), "learner_start_kl") or 0.0)
+
+    def train_safety_start(self) -> dict[str, torch.Tensor]:
+        """The adapter every new user starts from: PPO from the base model on the shared
+        heads alone, over the red-team prompts (learners.safety_start)."""
+        return train_safety_start(
+            self.policy, self.tokenizer, self.fresh_lora, self.judge, self._red_team_prompts(),
+            self.ppo_config, self.settings.learner_safety_start_iterations,
+            self.rollout_batch, self.value_learning_rate, self.seed)
 
     def _forgotten_since(self, user_id: str, started: float) -> bool:
         forgotten_at = self.client.get(forgotten_key(user_id))

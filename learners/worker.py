@@ -27,6 +27,7 @@ from learners.feedback_consumer import FeedbackConsumer
 from learners.gate import GateConfig
 from learners.ppo_config import PPOConfig
 from learners.reward_config import RewardConfig
+from learners.safety_start import SafetyStart
 from learners.scheduler import LeaseLost, Scheduler
 from learners.user_update import UpdateOutcome, UserUpdater
 
@@ -105,11 +106,16 @@ class LearnerLoop:
         self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000),
                                          answer_features=self.updater.answer_features)
         self.updates: list[UpdateOutcome] = []
+        self.safety_start = SafetyStart(self.client, worker_id,
+                                        settings.learner_safety_start_iterations)
 
     def step(self, block_ms: int = 200) -> UpdateOutcome | None:
         """Apply waiting feedback, then update one user: one with enough new feedback,
         else (when idle) one due for polishing."""
         self.consumer.poll(block_ms=block_ms)
+        if not self.safety_start.ready(self.updater.train_safety_start):
+            return None  # another worker trains the start every user begins from
+        self.updater.start_lora = self.safety_start.state
         with self.scheduler.next_user() as leased:
             if leased is not None:
                 return self._update(*leased, refine=False)

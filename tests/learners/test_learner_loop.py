@@ -8,7 +8,13 @@ import openai
 import pytest
 import torch
 
-from contracts.keys import LEARNER_STATS_KEY, examples_key
+from contracts.keys import (
+    LEARNER_STATS_KEY,
+    SAFETY_START_KEY,
+    SAFETY_START_LOCK_KEY,
+    examples_key,
+    user_key,
+)
 from contracts.settings import DEFAULT_MODEL_DIR, Settings
 from learners.gate import GateConfig
 from learners.judgments import reward_events
@@ -148,3 +154,34 @@ def test_harmless_judgments_train_the_shared_heads_and_show_the_raters_standing(
     assert sample(metrics, 'tailor_shared_head_raters{criterion="harmless"}') == 2
     assert sample(metrics, 'tailor_rater_reliability_count{criterion="harmless"}') == 2
     assert 0 <= sample(metrics, 'tailor_shared_head_agreement{criterion="harmless"}') <= 1
+
+
+def test_every_new_user_starts_from_one_safety_start_that_one_worker_trains(settings,
+                                                                             redis_client):
+    settings = settings.model_copy(update={
+        "principles_file": DEFAULT_MODEL_DIR / "principles.yaml",
+        "learner_safety_start_iterations": 1})
+    first, second = LearnerLoop(settings, "w1"), LearnerLoop(settings, "w2")
+    redis_client.set(SAFETY_START_LOCK_KEY, "w2")  # w2 is training it: w1 trains no user
+    assert first.step(block_ms=10) is None and first.safety_start.state is None
+    redis_client.delete(SAFETY_START_LOCK_KEY)
+    first.step(block_ms=10)  # nobody is: w1 trains it
+    state = first.safety_start.state
+    fresh = first.updater.fresh_lora
+    assert state.keys() == fresh.keys()
+    assert any(not torch.equal(state[k], fresh[k]) for k in state)  # PPO moved it
+    version = redis_client.hget(SAFETY_START_KEY, "version")
+    assert redis_client.get(SAFETY_START_LOCK_KEY) is None
+    second.step(block_ms=10)  # w2 loads it, and does not train it again
+    assert redis_client.hget(SAFETY_START_KEY, "version") == version
+    assert all(torch.equal(second.safety_start.state[k], state[k]) for k in state)
+    second.updater._load_user_state("newcomer", None)  # a new user's adapter starts there
+    lora = second.updater._lora_state()
+    assert all(torch.equal(lora[k], state[k]) for k in state)
+    with local_server(settings) as url:  # and the gate bounds the KL they add to it
+        give_rankings(url, "newcomer", 4)
+        outcome = second.step(block_ms=50)
+    # 'before' is the start (from the base model it would be exactly 0)
+    assert outcome.user_id == "newcomer" and outcome.before.kl != 0.0
+    assert float(redis_client.hget(user_key("newcomer"), "learner_start_kl")) == pytest.approx(
+        outcome.before.kl)
