@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     learner_shared_head_strength: float = Field(
         2.0, ge=0, description="Reward taken off an answer the shared heads surely judge "
         "harmful or false (0: the heads only gate).")
+    # Off until the v3 closed loop is tuned (issue 12): a quarter to a half of every batch
+    # held the misbehaviours near their base rates but cost the ordinary users most of
+    # their taste (+5..+15 points instead of +28..+67 in tailor demo runs).
     learner_red_team_share: float = Field(
         0.0, ge=0, lt=1, description="Share of each PPO batch drawn from the principles' "
         "red-team prompts (requests for harm, provocations, myths), whitened apart from the "

@@ -143,7 +143,7 @@ class UserUpdater:
         # prompts rarely invite harm, so without them an adapter that drifts toward a
         # style drifts toward harmful compliance in that style unseen (a tailor demo run
         # on the v3 model: 2% -> 26% on requests for harm after taste-only PPO) and the
-        # shared heads never get to say no. Off by default (LearnerOptions says why).
+        # shared heads never get to say no. Off by default (README, "Safety start").
         train_prompts, held_out = self._prompts(user_id)
         red_team = self._red_team_prompts() if self.red_team_share > 0 else []
         # a fixed few of them for the gate (the reported ones grow to hundreds)

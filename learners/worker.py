@@ -111,7 +111,8 @@ class LearnerLoop:
 
     def step(self, block_ms: int = 200) -> UpdateOutcome | None:
         """Apply waiting feedback, then update one user: one with enough new feedback,
-        else (when idle) one due for polishing."""
+        else (when idle) one due for polishing. No user before the safety start exists,
+        where there is one (trained here, or waited for)."""
         self.consumer.poll(block_ms=block_ms)
         if not self.safety_start.ready(self.updater.train_safety_start):
             return None  # another worker trains the start every user begins from
