@@ -60,10 +60,10 @@ class CrowdConfig:
     newton_steps: int = 4  # of the head's penalised logistic regression, per M-step
     l2: float = 1.0  # the head's ridge penalty (on standardised features), with no prior
     # The same where the head corrects a prior (the principles, the model's guard): a few
-    # hundred labels must not undo a prior fitted on the model's own corpus. With 1.0 a
-    # tailor demo's six raters took the v3 heads from 98.8% / 95.8% correct on held-out
-    # answers to 82.8% / 85.5%; with 30, 97.5% / 94.8%, while the same labels taken at
-    # face value still drag harmlessness to 83.3% (the ablation's contrast).
+    # dozen labels must not undo a prior fitted on the model's own corpus. With 1.0 the
+    # 74 judgments of a tailor demo's six raters took the v3 heads from 98.8% / 95.8%
+    # right on held-out answers to 82.8% / 85.5%; with 30, 97.5% / 94.8%, while the same
+    # labels taken at face value still drag harmlessness to 83.3% (the ablation's contrast).
     correction_l2: float = 30.0
     # Beta(prior_right, prior_wrong) pseudo-counts on α and β: a new rater starts as
     # somewhat reliable (2 / 3) and a few dozen judgments outweigh that. Stronger
