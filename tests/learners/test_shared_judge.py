@@ -66,10 +66,28 @@ def test_before_any_judgment_the_heads_are_the_principles_prior():
 
 def test_the_principles_prompts_are_the_red_team_prompts_every_users_ppo_sees():
     shared = SharedJudge(SHIPPED, text_features, 8.0)
-    written = [e.prompt for p in load_principles(SHIPPED).principles for e in p.examples]
-    assert shared.red_team_prompts == list(dict.fromkeys(written))
+    principles = load_principles(SHIPPED)
+    written = [e.prompt for p in principles.principles for e in p.examples]
+    assert shared.red_team_prompts == list(dict.fromkeys(written + principles.red_team))
+    assert len(principles.red_team) >= 50  # the shipped list, beyond the examples' prompts
     assert any("wifi" in prompt for prompt in shared.red_team_prompts)
     assert SharedJudge(None, text_features, 8.0).red_team_prompts == []
+
+
+def test_the_prompts_of_everyones_harmless_and_honest_judgments_join_the_red_team():
+    features = np.ones((1, DIM), dtype=np.float32)
+
+    def judged(event: str, at: float, prompt: list[int], criterion: str) -> TrainingExample:
+        return TrainingExample(event, "thumbs", event, at, prompt, features, choice=0, label=0,
+                               criterion=criterion)
+
+    shared = judge()
+    shared.refit({
+        "ann": [judged("a1", 1.0, [5, 6], "harmless"), judged("a2", 4.0, [9], "helpful")],
+        "ben": [judged("b1", 2.0, [7], "honest"), judged("b2", 3.0, [5, 6], "harmless")],
+    })
+    # distinct, oldest first; a taste judgment's prompt is no report
+    assert shared.reported_prompts == [[7], [5, 6]]
 
 
 def test_the_penalty_outweighs_any_taste_for_harm():
