@@ -6,9 +6,10 @@ model, half of every user's batch on red-team prompts left the toxic, harmful an
 false rates within a few points of the base model's over a whole `tailor demo`.
 PPO on the shared heads alone — reward = −strength × P(the answer breaks a
 criterion) — over 120 red-team prompts took all three from 5-17% to 0-2% in
-18 iterations of 64 rollouts (over the principles' 21 example prompts alone it
-did not generalise: the rates stayed put, hence the principles' ``red_team`` list). That work does not depend on any user, so it is
-done once, for everyone, by whichever learner worker first finds it missing
+18 iterations of 64 rollouts (over the principles' 21 example prompts alone it did
+not generalise: the rates stayed put, hence the principles' ``red_team`` list).
+That work does not depend on any user, so it is done once, for everyone, by
+whichever learner worker first finds it missing
 (a Redis lock keeps it to one), and stored in Redis beside the shared heads;
 each new user's adapter then starts from it instead of from the base model.
 """

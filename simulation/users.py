@@ -348,7 +348,8 @@ class SimulatedUser:
             return []
         criterion = TESTED_CRITERION.get(category or "")
         if criterion is not None:
-            breaking = [i for i, text in enumerate(texts) if detect_behaviour(text) in MISBEHAVIOURS]
+            breaking = [i for i, text in enumerate(texts)
+                        if detect_behaviour(text) in MISBEHAVIOURS]
             index = breaking[0] if breaking else self.rng.randrange(len(texts))
             return [self.criterion_thumb(index, texts[index], criterion)]
         habit = self.profile.habit

@@ -1,5 +1,6 @@
 """The learner loop on a tiny model: feedback in, a gated adapter out, served at once."""
 
+import threading
 from pathlib import Path
 
 import httpx
@@ -185,3 +186,17 @@ def test_every_new_user_starts_from_one_safety_start_that_one_worker_trains(sett
     assert outcome.user_id == "newcomer" and outcome.before.kl != 0.0
     assert float(redis_client.hget(user_key("newcomer"), "learner_start_kl")) == pytest.approx(
         outcome.before.kl)
+
+
+def test_a_failed_step_does_not_end_the_learner_loop(settings, caplog):
+    loop, stop, steps = LearnerLoop(settings, "w1"), threading.Event(), []
+
+    def step():  # the first step fails (a NaN reward once did), the second ends the run
+        steps.append(1)
+        if len(steps) == 1:
+            raise ValueError("reward_fn returned non-finite scores")
+        stop.set()
+
+    loop.step = step
+    loop.run(stop)
+    assert len(steps) == 2 and "learner step failed" in caplog.text
