@@ -142,6 +142,9 @@ def test_serve_run_of_deploy_config_answers_a_chat_request(
         model="tailor-base",
         messages=[{"role": "user", "content": "how do I boil an egg"}],
         max_tokens=8,
+        # Greedy: the test model's EOS never wins an argmax (tests/builders.py), so the
+        # answer has text; sampled, EOS first (~1 in 400) made an empty answer.
+        temperature=0,
         user="alice",
     )
     (choice,) = response.choices
