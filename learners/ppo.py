@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from contracts.features import adapters_disabled, pool_hidden_states
+from learners.anchor import LoraState, lora_swapped
 from learners.ppo_config import PPOConfig
 from learners.rollout import Rollout, position_ids_from_mask, sample_responses
 from learners.value_head import ValueHead
@@ -385,6 +386,7 @@ def ppo_update(
     config: PPOConfig,
     kl_controller: KLController | None = None,
     row_groups: list[int] | None = None,
+    anchor: LoraState | None = None,
 ) -> PPOStats:
     """One PPO iteration on ``policy``'s active adapter: sample a response per prompt, score
     it, and take ``ppo_epochs × num_minibatches`` optimiser steps.
@@ -399,6 +401,8 @@ def ppo_update(
     over the whole batch: rows whose rewards differ in kind (a user's own prompts and
     red-team prompts, where the shared heads' penalty spreads rewards far wider) then
     each keep their own signal.
+    ``anchor`` (a LoRA state of ``policy``'s adapter) replaces the base model as the KL
+    reference: the safety start users begin from (learners.anchor).
     Randomness comes from torch's global generator. The policy is left in eval mode.
     """
     if len(prompts) < config.num_minibatches:
@@ -440,6 +444,11 @@ def ppo_update(
         b_values = value_head(hidden) * b_mask  # (B, R)
         del logits, hidden
         b_ref_logprobs, b_features = reference_forward(policy, rollout, temperature)
+        if anchor is not None:
+            with lora_swapped(policy, anchor):
+                logits, _ = forward_response(policy, rollout)
+            b_ref_logprobs = response_logprobs(logits, b_response_ids, temperature)
+            del logits
 
     # 3. KL-shaped reward: score at the last real token, −β·KL at every token.
     with torch.no_grad():

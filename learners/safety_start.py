@@ -27,6 +27,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from contracts.keys import SAFETY_START_KEY, SAFETY_START_LOCK_KEY
+from learners.anchor import LoraState
 from learners.ppo import make_kl_controller, make_optimizer, ppo_update
 from learners.ppo_config import PPOConfig
 from learners.shared_judge import SharedJudge
@@ -34,9 +35,6 @@ from learners.value_head import ValueHead
 
 log = logging.getLogger(__name__)
 LOCK_SECONDS = 1800  # longer than any training of it: a crashed trainer's lock expires
-
-LoraState = dict[str, torch.Tensor]
-
 
 def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
                        prompts: list[list[int]], config: PPOConfig, iterations: int,

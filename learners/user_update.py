@@ -170,7 +170,8 @@ class UserUpdater:
             # far wider than a user's taste, and would otherwise set the batch's scale
             groups = [0] * (len(batch) - red) + [1] * red if red else None
             stats.append(ppo_update(self.policy, value_head, optimizer, self.tokenizer, batch,
-                                    reward_fn, self.ppo_config, kl_controller, groups))
+                                    reward_fn, self.ppo_config, kl_controller, groups,
+                                    anchor=self.start_lora))
             scheduler.renew(user_id, lease_token)
         after = self._evaluate(held_out, reward_fn)
 

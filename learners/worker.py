@@ -70,7 +70,7 @@ class LearnerOptions:
     # the gate rejects does not count, up to twice as many attempts: the reward check
     # is noisy (GateConfig.tolerance), and one rejected refine cost a ranking user of
     # the closed-loop test 6 of its 15 PPO iterations (+6 points instead of +60).
-    refine_updates: int = 2
+    refine_updates: int = 3
     refine_iterations: int = 6  # PPO iterations of one refine (feedback-driven: Settings)
     refine_quiet_s: float = 5.0
     seed: int = 0

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -376,11 +377,18 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
             "eval_samples": after["samples"], "kl": view["kl"], "ppo_seconds": view["ppo_seconds"],
             "adapter_version": view["adapter_version"], "reward_accuracy": view["reward_accuracy"],
             "last_decision": view["last_decision"], "updates": view["updates"],
+            "styles_after": dict(Counter(
+                style or "none" for r in phase_runs["after"][index].records
+                for style in r.eval_styles).most_common()),
         }
     ppo_seconds = [u["ppo_seconds"] for u in per_user.values() if u["ppo_seconds"] is not None]
     return {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
         "users": per_user,
+        # Every user's before phase samples the same base model (no adapter): pooled,
+        # the base rates' noise is a sixth of one user's (6 x 80 answers per category).
+        "base_rates": misbehaviour_rates([record for run in phase_runs["before"]
+                                          for record in run.records]),
         "feedback_lag_p50_s": lag_quantile(lags, 0.50),
         "feedback_lag_p95_s": lag_quantile(lags, 0.95),
         "feedback_lags": len(lags),

@@ -473,3 +473,45 @@ def test_ppo_update_steps_the_adaptive_kl_controller(tokenizer):
     assert stats.kl == 0.0 and stats.kl_coef == 0.05
     assert stats.next_kl_coef == pytest.approx(0.05 * (1 - 0.2 * 4 / 10))
     assert controller.value == stats.next_kl_coef
+
+
+def test_an_anchor_is_the_kl_reference_and_the_features_stay_the_base_models(tokenizer):
+    """Anchored at the policy's own weights, the first iteration's KL is zero although the
+    policy is far from the base model; the reward model still sees base-model features;
+    the policy's weights come back from the anchor's pass in place."""
+    config = PPOConfig(max_new_tokens=6, ppo_epochs=1, num_minibatches=1, learning_rate=1e-3)
+    policy = make_policy(config)
+    with torch.no_grad():  # a start far from the base model
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.5)
+    start = {k: v.detach().clone() for k, v in policy.state_dict().items() if "lora_" in k}
+    prompts = random_prompts(6, 4, seed=2)
+    seen = {}
+
+    def reward_fn(prompt_ids, response_ids, features):
+        seen["features"] = features.clone()
+        return torch.zeros(len(prompt_ids))
+
+    kls = {}
+    for name, anchor in (("base", None), ("start", start)):
+        policy.load_state_dict(start, strict=False)
+        value_head = ValueHead.for_model(policy)
+        torch.manual_seed(0)
+        kls[name] = ppo_update(policy, value_head, make_optimizer(policy, value_head, config),
+                               tokenizer, prompts, reward_fn, config, anchor=anchor).kl
+        seen[name] = seen.pop("features")
+    assert kls["start"] == pytest.approx(0.0, abs=1e-4)
+    assert kls["base"] > 0.5  # the same rollouts, measured from the base model
+    assert torch.equal(seen["base"], seen["start"])  # base-model features either way
+    moved = {k: v for k, v in policy.state_dict().items() if "lora_B" in k}
+    assert any(not torch.equal(moved[k], start[k]) for k in moved)  # trained, not reset
+
+
+def test_an_anchor_from_another_lora_config_is_refused(tokenizer):
+    from learners.anchor import lora_swapped
+
+    policy = make_policy(PPOConfig())
+    with pytest.raises(ValueError, match="weights the policy lacks"), \
+            lora_swapped(policy, {"base_model.model.nowhere.lora_A.default.weight": torch.ones(1)}):
+        pass
