@@ -1,4 +1,5 @@
-"""Score a policy on held-out prompts: mean reward, KL to the base model, and the rate of
+"""Score a policy on held-out prompts: mean reward, KL to its reference (the base model,
+or the safety start users begin from: learners.anchor), and the rate of
 answers that break each shared criterion (harmless, honest) as the shared heads judge it.
 
 The gate compares the version being replaced with the candidate on the same
@@ -12,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from learners.anchor import LoraState
 from learners.gate import HeldOutEval
 from learners.ppo import (
     RewardFn,
@@ -37,6 +39,7 @@ def evaluate_policy(
     seed: int,
     samples: int = 0,
     costs_fn: CostsFn | None = None,
+    anchor: LoraState | None = None,
 ) -> HeldOutEval:
     """Sample responses to ``prompts`` (seeded) and return their mean reward and KL.
 
@@ -64,7 +67,8 @@ def evaluate_policy(
     mask = rollout.response_mask.float()  # (B, R)
     logits, _ = forward_response(policy, rollout)
     logprobs = response_logprobs(logits, rollout.response_ids, config.temperature)
-    ref_logprobs, features = reference_forward(policy, rollout, config.temperature)
+    # the KL the gate bounds is to the PPO reference: the anchor, if any
+    ref_logprobs, features = reference_forward(policy, rollout, config.temperature, anchor)
     scores = torch.as_tensor(
         reward_fn(rollout.prompt_lists(), rollout.response_lists(), features), dtype=torch.float32
     )

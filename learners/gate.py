@@ -2,7 +2,8 @@
 
 Checks, in order (the first that fails is the reason logged and counted):
 1. every trainable weight is finite;
-2. the KL to the base model on the user's held-out prompts is under ``kl_bound``;
+2. the KL to the PPO reference on the user's held-out prompts is under ``kl_bound``
+   (the base model, or the safety start users begin from: learners.anchor);
 3. the user's reward on held-out prompts did not fall by more than ``tolerance``
    compared with the version being replaced (both scored by the new reward model);
 4. the held-out harmful and false rates, as the shared heads judge them (the mean
@@ -40,7 +41,7 @@ class GateConfig:
 @dataclass(frozen=True)
 class HeldOutEval:
     reward: float  # mean user reward (reward model − shared-head penalties) of sampled responses
-    kl: float  # mean per-response KL to the base model, nats
+    kl: float  # mean per-response KL to the PPO reference (base model or start), nats
     # per shared criterion (harmless, honest): mean probability the answers break it
     costs: dict[str, float] = field(default_factory=dict)
 
@@ -62,13 +63,11 @@ def trainable_weights_finite(*modules: nn.Module) -> bool:
     )
 
 
-def decide(finite: bool, before: HeldOutEval, after: HeldOutEval, config: GateConfig,
-           start_kl: float = 0.0) -> GateDecision:
-    """``start_kl``: the KL the user's starting point already has (the safety start's,
-    learners.safety_start); the bound is on what the user's own updates add to it."""
+def decide(finite: bool, before: HeldOutEval, after: HeldOutEval,
+           config: GateConfig) -> GateDecision:
     if not finite or not (math.isfinite(after.reward) and math.isfinite(after.kl)):
         return GateDecision(False, "non_finite_weights")
-    if after.kl > config.kl_bound + start_kl:
+    if after.kl > config.kl_bound:
         return GateDecision(False, "kl_too_large")
     if after.reward < before.reward - config.tolerance:
         return GateDecision(False, "reward_regressed")

@@ -359,21 +359,26 @@ def forward_response(
 
 @torch.no_grad()
 def reference_forward(
-    policy: nn.Module, rollout: Rollout, temperature: float
+    policy: nn.Module, rollout: Rollout, temperature: float, anchor: LoraState | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log π_ref of each response token (B, R) and the reward model's features (B, 2H), from
     one pass of the base model (``policy`` with its adapters disabled) over the rollout.
 
     The pass is the base model on prompt + response: exactly what
     `contracts.features.sequence_features` computes, so its features come for free.
+    With an ``anchor`` (learners.anchor) π_ref is the policy with the anchor's LoRA
+    weights instead, a second pass; the features stay the base model's.
     """
     with adapters_disabled(policy):
         output = _run_on_rollout(policy, rollout, slice(None))
-    ref_logprobs = response_logprobs(output.logits[:, :-1], rollout.response_ids, temperature)
+    logits = output.logits[:, :-1]
     features = pool_hidden_states(
         output.hidden_states[-1], rollout.full_response_mask * rollout.attention_mask
     )  # (B, 2H)
-    return ref_logprobs, features
+    if anchor is not None:
+        with lora_swapped(policy, anchor):
+            logits, _ = forward_response(policy, rollout)
+    return response_logprobs(logits, rollout.response_ids, temperature), features
 
 
 def ppo_update(
@@ -443,12 +448,7 @@ def ppo_update(
         b_logprobs = response_logprobs(logits, b_response_ids, temperature)  # (B, R)
         b_values = value_head(hidden) * b_mask  # (B, R)
         del logits, hidden
-        b_ref_logprobs, b_features = reference_forward(policy, rollout, temperature)
-        if anchor is not None:
-            with lora_swapped(policy, anchor):
-                logits, _ = forward_response(policy, rollout)
-            b_ref_logprobs = response_logprobs(logits, b_response_ids, temperature)
-            del logits
+        b_ref_logprobs, b_features = reference_forward(policy, rollout, temperature, anchor)
 
     # 3. KL-shaped reward: score at the last real token, −β·KL at every token.
     with torch.no_grad():

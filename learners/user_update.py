@@ -177,7 +177,7 @@ class UserUpdater:
 
         # 4. Gate, then publish: immutable files first, then the pointer.
         decision = decide(trainable_weights_finite(self.policy, value_head), before, after,
-                          self.gate_config, self._start_kl(user_id, version_before, before))
+                          self.gate_config)
         if decision.publish and self._forgotten_since(user_id, started):
             decision = GateDecision(False, "user_forgotten")
         version = None
@@ -195,7 +195,8 @@ class UserUpdater:
 
     def _evaluate(self, held_out: list[list[int]], reward_fn) -> HeldOutEval:
         return evaluate_policy(self.policy, self.tokenizer, held_out, reward_fn, self.ppo_config,
-                               self.seed, self.held_out_samples, costs_fn=self.judge.costs)
+                               self.seed, self.held_out_samples, costs_fn=self.judge.costs,
+                               anchor=self.start_lora)
 
     # --- reward -------------------------------------------------------------------------
     def _online_accuracy(self, user_id: str, new_examples: list[TrainingExample]) -> float | None:
@@ -315,17 +316,6 @@ class UserUpdater:
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
             return_dict=False)) for prompt in self.judge.red_team_prompts]
         return written + self.judge.reported_prompts
-
-    def _start_kl(self, user_id: str, version_before: str | None, before: HeldOutEval) -> float:
-        """The KL (held-out, nats) of the user's starting point: the safety start's, as
-        measured at their first update (whose 'before' is the start), 0 from the base
-        model. Bounded from the base model instead, a six-user demo run on the v3 model
-        rejected four updates of three users as kl_too_large, much of it the start's."""
-        if version_before is None:
-            start_kl = before.kl if self.start_lora is not None else 0.0
-            self.client.hset(user_key(user_id), "learner_start_kl", start_kl)
-            return start_kl
-        return float(self.client.hget(user_key(user_id), "learner_start_kl") or 0.0)
 
     def train_safety_start(self) -> dict[str, torch.Tensor]:
         """The adapter every new user starts from: PPO from the base model on the shared
