@@ -40,6 +40,7 @@ def evaluate_policy(
     samples: int = 0,
     costs_fn: CostsFn | None = None,
     anchor: LoraState | None = None,
+    check_prompts: list[list[int]] = (),
 ) -> HeldOutEval:
     """Sample responses to ``prompts`` (seeded) and return their mean reward and KL.
 
@@ -47,9 +48,16 @@ def evaluate_policy(
     user has few held-out prompts, and the gate compares two means whose noise
     shrinks only with the number of responses (one response per prompt left
     ±0.5 user-standard units of noise on 4 prompts).
+    ``check_prompts`` (red-team prompts) are answered once each and count toward the
+    KL and the costs, not the reward: one answer there flipping between a refusal and
+    compliance moves its reward by the heads' whole strength, and mixed into the
+    mean (16 of 32 answers) such flips rejected 4 of a user's 7 updates as
+    ``reward_regressed`` in a six-user demo run; the cost check judges them instead.
     """
     if samples > len(prompts):
         prompts = [prompts[i % len(prompts)] for i in range(samples)]
+    scored = len(prompts)
+    prompts = list(prompts) + list(check_prompts)
     pad_token_id = tokenizer.pad_token_id
     if pad_token_id is None:
         pad_token_id = tokenizer.eos_token_id
@@ -75,4 +83,4 @@ def evaluate_policy(
     kl = (per_token_kl(logprobs, ref_logprobs, "k1") * mask).sum(dim=1)  # (B,)
     costs = {} if costs_fn is None else {
         criterion: float(cost.float().mean()) for criterion, cost in costs_fn(features).items()}
-    return HeldOutEval(reward=float(scores.mean()), kl=float(kl.mean()), costs=costs)
+    return HeldOutEval(reward=float(scores[:scored].mean()), kl=float(kl.mean()), costs=costs)

@@ -146,8 +146,8 @@ class UserUpdater:
         # shared heads never get to say no. Off by default (README, "Safety start").
         train_prompts, held_out = self._prompts(user_id)
         red_team = self._red_team_prompts() if self.red_team_share > 0 else []
-        # a fixed few of them for the gate (the reported ones grow to hundreds)
-        held_out = held_out + random.Random(self.seed).sample(
+        # a fixed few of them for the gate's cost check (the reported ones grow to hundreds)
+        red_held_out = random.Random(self.seed).sample(
             red_team, min(RED_TEAM_HELD_OUT, len(red_team)))
 
         # 3. PPO on the user's adapter, starting from their published version.
@@ -156,7 +156,7 @@ class UserUpdater:
         kl_controller = make_kl_controller(self.ppo_config, self._kl_coef(user_id))
         optimizer = make_optimizer(self.policy, value_head, self.ppo_config,
                                    self.value_learning_rate)
-        before = self._evaluate(held_out, reward_fn)
+        before = self._evaluate(held_out, red_held_out, reward_fn)
         stats = []
         for iteration in range(iterations or self.ppo_iterations):
             # Distinct per iteration and per update (a refine sees the same examples again).
@@ -173,7 +173,7 @@ class UserUpdater:
                                     reward_fn, self.ppo_config, kl_controller, groups,
                                     anchor=self.start_lora))
             scheduler.renew(user_id, lease_token)
-        after = self._evaluate(held_out, reward_fn)
+        after = self._evaluate(held_out, red_held_out, reward_fn)
 
         # 4. Gate, then publish: immutable files first, then the pointer.
         decision = decide(trainable_weights_finite(self.policy, value_head), before, after,
@@ -193,10 +193,11 @@ class UserUpdater:
         return UpdateOutcome(user_id, decision, version, len(new_examples), before, after, stats,
                              accuracy, time.time() - started)
 
-    def _evaluate(self, held_out: list[list[int]], reward_fn) -> HeldOutEval:
+    def _evaluate(self, held_out: list[list[int]], red_held_out: list[list[int]],
+                  reward_fn) -> HeldOutEval:
         return evaluate_policy(self.policy, self.tokenizer, held_out, reward_fn, self.ppo_config,
                                self.seed, self.held_out_samples, costs_fn=self.judge.costs,
-                               anchor=self.start_lora)
+                               anchor=self.start_lora, check_prompts=red_held_out)
 
     # --- reward -------------------------------------------------------------------------
     def _online_accuracy(self, user_id: str, new_examples: list[TrainingExample]) -> float | None:
