@@ -70,7 +70,7 @@ class LearnerOptions:
     # the gate rejects does not count, up to twice as many attempts: the reward check
     # is noisy (GateConfig.tolerance), and one rejected refine cost a ranking user of
     # the closed-loop test 6 of its 15 PPO iterations (+6 points instead of +60).
-    refine_updates: int = 3
+    refine_updates: int = 2
     refine_iterations: int = 6  # PPO iterations of one refine (feedback-driven: Settings)
     refine_quiet_s: float = 5.0
     seed: int = 0
@@ -106,8 +106,13 @@ class LearnerLoop:
         self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000),
                                          answer_features=self.updater.answer_features)
         self.updates: list[UpdateOutcome] = []
-        self.safety_start = SafetyStart(self.client, worker_id,
-                                        settings.learner_safety_start_iterations)
+        start_iterations = settings.learner_safety_start_iterations
+        if start_iterations and not self.updater.judge.red_team_prompts:
+            # a base model without written principles has nothing to start from
+            log.warning("no red-team prompts (no principles file beside the base model, nor "
+                        "TAILOR_PRINCIPLES_FILE): users start from the base model")
+            start_iterations = 0
+        self.safety_start = SafetyStart(self.client, worker_id, start_iterations)
 
     def step(self, block_ms: int = 200) -> UpdateOutcome | None:
         """Apply waiting feedback, then update one user: one with enough new feedback,

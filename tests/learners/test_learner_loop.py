@@ -1,5 +1,6 @@
 """The learner loop on a tiny model: feedback in, a gated adapter out, served at once."""
 
+import logging
 import threading
 from pathlib import Path
 
@@ -184,6 +185,16 @@ def test_every_new_user_starts_from_one_safety_start_that_one_worker_trains(sett
     # 'before' is the start itself: no KL to its reference (to the base model it has some)
     assert outcome.user_id == "newcomer" and outcome.before.kl == pytest.approx(0.0, abs=1e-4)
     assert outcome.after.kl != 0.0  # the user's own update moved away from the start
+
+
+def test_without_principles_a_configured_safety_start_is_off_and_says_so(settings, caplog):
+    # a base model with no principles file has no red-team prompts to train a start on
+    settings = settings.model_copy(update={"learner_safety_start_iterations": 5})
+    with caplog.at_level(logging.WARNING, logger="learners.worker"):
+        loop = LearnerLoop(settings, "w1")
+    assert loop.safety_start.iterations == 0
+    assert "users start from the base model" in caplog.text
+    assert loop.safety_start.ready(lambda: pytest.fail("nothing to train"))
 
 
 def test_a_failed_step_does_not_end_the_learner_loop(settings, caplog):
