@@ -169,6 +169,11 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Feedback a silent worker read but did not apply is taken over after this."
     )
     learner_ppo_iterations: int = Field(3, ge=1, description="PPO updates per user update.")
+    # 2 on the v2 model's closed loop (learners.worker.LearnerOptions says why refines
+    # exist); the v3 runs of README "Honest and harmless for everyone" used 3.
+    learner_refine_updates: int = Field(
+        2, ge=0, description="Idle-time refine updates (PPO on the final reward model) a user "
+        "gets after their feedback stops.")
     # 64, not 16: a style the user prefers may start at ~10% of answers; 64 rollouts see
     # it ~6 times per iteration. Measured on the default model, per second of compute
     # 64 rollouts (8 minibatches) moved the style fastest: ~15% -> ~55% in 8 iterations.

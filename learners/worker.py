@@ -70,7 +70,7 @@ class LearnerOptions:
     # the gate rejects does not count, up to twice as many attempts: the reward check
     # is noisy (GateConfig.tolerance), and one rejected refine cost a ranking user of
     # the closed-loop test 6 of its 15 PPO iterations (+6 points instead of +60).
-    refine_updates: int = 2
+    refine_updates: int = 2  # the learners take TAILOR_LEARNER_REFINE_UPDATES (Settings)
     refine_iterations: int = 6  # PPO iterations of one refine (feedback-driven: Settings)
     refine_quiet_s: float = 5.0
     seed: int = 0
@@ -90,7 +90,7 @@ class LearnerLoop:
     def __init__(self, settings: Settings, worker_id: str, options: LearnerOptions | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.options = options or LearnerOptions()
+        self.options = options or LearnerOptions(refine_updates=settings.learner_refine_updates)
         self.client = redis.Redis.from_url(settings.effective_redis_url)
         self.scheduler = Scheduler(self.client, settings.learner_min_feedback, settings.learner_lease_s)
         base = load_base_model(settings.base_model_path, settings.device)
