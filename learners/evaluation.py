@@ -8,7 +8,7 @@ prompts with the same sampling seed, both scored by the current reward model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -40,7 +40,7 @@ def evaluate_policy(
     samples: int = 0,
     costs_fn: CostsFn | None = None,
     anchor: LoraState | None = None,
-    check_prompts: list[list[int]] = (),
+    check_prompts: Sequence[list[int]] = (),
 ) -> HeldOutEval:
     """Sample responses to ``prompts`` (seeded) and return their mean reward and KL.
 
