@@ -17,11 +17,12 @@ import torch
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve import Application
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from contracts.settings import Settings
 from service.api import create_api
-from service.batching_engine import BatchingEngine
+from service.batching_engine import QUEUE_RETRY_AFTER_S, BatchingEngine
 from service.engine_interface import (
     GenerationEngine,
     GenerationEvent,
@@ -82,6 +83,11 @@ class HandleBackend:
                     answered = True
                     yield event
                 return
+            except BackPressureError as err:  # the Generator's max_queued_requests (serve.yaml)
+                yield GenerationFailure(
+                    429, f"the server is busy: {err}; retry shortly", code="rate_limit_exceeded",
+                    retry_after_s=QUEUE_RETRY_AFTER_S)
+                return
             except RayActorError as err:
                 if answered or attempt == 2:
                     log.error("generator replica lost %s: %s",
@@ -111,6 +117,11 @@ class Ingress:
     def __serve_build_asgi_app__(self):
         return self.api
 
+    async def drain(self, timeout_s: float) -> int:
+        """Refuse new requests, wait for those in flight (``service.draining``); how many
+        are left after ``timeout_s``. The runner calls it before ``serve.shutdown()``."""
+        return await self.api.state.drain.drain(timeout_s)
+
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The Tailor application; ``args`` override the environment's settings.
@@ -131,12 +142,19 @@ def application(
     generator = Generator.options(
         num_replicas=settings.num_replicas,
         # enough in flight that a replica can fill a batch of max_batch_size rows
-        max_ongoing_requests=4 * settings.max_batch_size,
+        # and enough that the Batcher's bound (max_queued_rows) is what refuses a burst
+        # with 429: below it, Serve's router would queue the excess in the Ingress unbounded
+        max_ongoing_requests=max(4 * settings.max_batch_size,
+                                 settings.max_queued_rows + settings.max_batch_size),
+        # a replica Serve stops (rolling update, shutdown) finishes what it has first
+        graceful_shutdown_timeout_s=settings.drain_timeout_s,
+        graceful_shutdown_wait_loop_s=0.5,
         ray_actor_options={
             "num_cpus": settings.replica_num_cpus,
             "num_gpus": settings.replica_num_gpus,
         },
     ).bind(settings, engine_cls)
     return Ingress.options(
-        max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.1}
+        max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.1},
+        graceful_shutdown_timeout_s=settings.drain_timeout_s, graceful_shutdown_wait_loop_s=0.5,
     ).bind(generator, settings)
