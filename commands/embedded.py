@@ -105,6 +105,7 @@ def run_embedded(with_learners: bool = True, stop: threading.Event | None = None
         args = {"redis_url": redis_url, "data_dir": str(Path(settings.data_dir).resolve())}
         os.environ["REDIS_URL"] = redis_url  # learners and replicas read the same Redis
         start_ray(settings)
+        _on_signals(stop)  # again: ray.init replaced the SIGTERM handler with sys.exit
         import ray
         from ray import serve
 

@@ -141,11 +141,14 @@ def application(
     """The deployments of ``build_app``, running ``engine_cls`` in each Generator replica."""
     generator = Generator.options(
         num_replicas=settings.num_replicas,
-        # enough in flight that a replica can fill a batch of max_batch_size rows
-        # and enough that the Batcher's bound (max_queued_rows) is what refuses a burst
-        # with 429: below it, Serve's router would queue the excess in the Ingress unbounded
+        # Enough in flight that a replica can fill a batch of max_batch_size rows, and more
+        # than its Batcher admits (a batch running, max_queued_rows waiting), so that its
+        # bound is what refuses a burst with 429; at Serve's own bound the excess would wait
+        # in the Ingress. That wait is bounded too (max_queued_requests: BackPressureError,
+        # answered 429 by HandleBackend), never a queue that grows every latency.
         max_ongoing_requests=max(4 * settings.max_batch_size,
-                                 settings.max_queued_rows + settings.max_batch_size),
+                                 settings.max_queued_rows + 2 * settings.max_batch_size),
+        max_queued_requests=settings.max_queued_rows,
         # a replica Serve stops (rolling update, shutdown) finishes what it has first
         graceful_shutdown_timeout_s=settings.drain_timeout_s,
         graceful_shutdown_wait_loop_s=0.5,

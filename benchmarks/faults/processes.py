@@ -23,7 +23,8 @@ def role(process: psutil.Process) -> str:
         return "gone"
     title = re.match(r"ray::(\S+)", command)
     if title:
-        return title.group(1).removeprefix("ServeReplica:")
+        # while a method runs, Ray's title names it too (``...:Generator.handle_request``)
+        return title.group(1).split(".")[0].removeprefix("ServeReplica:")
     for part in ("raylet", "gcs_server", "redis-server", "dashboard_agent", "runtime_env_agent",
                  "log_monitor", "monitor.py", "commands.cli"):
         if part in command or part in name:

@@ -62,8 +62,7 @@ def test_sigterm_drains_requests_releases_leases_and_stops_redis_last(serving_mo
            "TAILOR_LEARNER_WORKERS": "1", "TAILOR_LEARNER_MIN_FEEDBACK": "4",
            # an update far longer than the drain: the learner must drop it and free the user
            "TAILOR_LEARNER_PPO_ITERATIONS": "100000", "TAILOR_LEARNER_ROLLOUT_BATCH": "4",
-           "TAILOR_LEARNER_MAX_NEW_TOKENS": "8", "TAILOR_DRAIN_TIMEOUT_S": "20",
-           "TAILOR_MAX_BATCH_SIZE": "2"}
+           "TAILOR_LEARNER_MAX_NEW_TOKENS": "8", "TAILOR_DRAIN_TIMEOUT_S": "20"}
     env.pop("REDIS_URL", None)
     log_path = tmp_path / "tailor-up.log"
     with log_path.open("w") as log:
