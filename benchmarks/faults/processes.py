@@ -17,7 +17,8 @@ MIB = 1024 * 1024
 def role(process: psutil.Process) -> str:
     """A stable name for ``process``: the Serve replica or Ray part it is, else its program."""
     try:
-        command = " ".join(process.cmdline())
+        args = process.cmdline()
+        command = " ".join(args)
         name = process.name()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "gone"
@@ -29,7 +30,8 @@ def role(process: psutil.Process) -> str:
                  "log_monitor", "monitor.py", "commands.cli"):
         if part in command or part in name:
             return {"commands.cli": "tailor up (driver)", "monitor.py": "ray monitor"}.get(part, part)
-    return name
+    script = next((arg for arg in args[1:] if arg.endswith(".py")), None)
+    return f"{name} {script.rsplit('/', 1)[-1]}" if script else name
 
 
 def memory_by_role(root_pids: list[int]) -> dict[str, dict[str, float]]:
