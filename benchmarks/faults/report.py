@@ -83,6 +83,8 @@ def _figure(name: str, part: dict) -> str:
         return (f"acknowledged {part['acknowledged']}, of them stored after restart "
                 f"{part['acknowledged_and_stored']} (lost {part['lost']}); "
                 f"failures {part['load']['failures'] or 'none'}")
+    if name == "shutdown":
+        return f"SIGTERM: `tailor up` exited with {part['exit_status']}"
     if name == "fuzz":
         return (f"{part['cases']} cases, {part['requests']} requests, "
                 f"{part['server_errors']} answered 5xx; statuses {part['statuses']}")
