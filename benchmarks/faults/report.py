@@ -81,7 +81,8 @@ def _figure(name: str, part: dict) -> str:
                 f"replica back: {part['replica_back']}")
     if name == "redis_killed":
         return (f"acknowledged {part['acknowledged']}, of them stored after restart "
-                f"{part['acknowledged_and_stored']} (lost {part['lost']}); "
+                f"{part['acknowledged_and_stored']} (lost {part['lost']}; stored though "
+                f"refused {part['stored_not_acknowledged']}); "
                 f"failures {part['load']['failures'] or 'none'}")
     if name == "shutdown":
         return f"SIGTERM: `tailor up` exited with {part['exit_status']}"
