@@ -1,5 +1,6 @@
-"""`tailor up`, then SIGTERM: answers in flight finish, new requests get 503, the learner
-releases its lease, Redis stops last, and the log holds no reconnection loop."""
+"""`tailor up`, then Ctrl-C: answers in flight finish, new requests get 503, the learner
+releases its lease, Redis stops last, and the log holds no reconnection loop. (SIGTERM takes
+the same path: `tailor check-faults` and tests/benchmarks/test_check_faults.py end with it.)"""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def read_stream(url: str, started: threading.Event, out: list) -> None:
     started.set()
 
 
-def test_sigterm_drains_requests_releases_leases_and_stops_redis_last(serving_model_dir: Path,
+def test_ctrl_c_drains_requests_releases_leases_and_stops_redis_last(serving_model_dir: Path,
                                                                      tmp_path: Path) -> None:
     port, redis_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "TAILOR_BASE_MODEL": str(serving_model_dir),
@@ -86,7 +87,7 @@ def test_sigterm_drains_requests_releases_leases_and_stops_redis_last(serving_mo
             reader.start()
         for _, started in streams:
             started.wait(300)  # each answer is under way
-        runner.send_signal(signal.SIGTERM)
+        os.killpg(runner.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole process group
 
         # Draining: not ready, and a new request is refused with a reason and a retry time,
         # while the learner is given the drain timeout to end its update.
