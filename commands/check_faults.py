@@ -49,5 +49,6 @@ def run_check_faults(config: SuiteConfig, console: Console, json_path: Path | No
     if keep:
         console.print(f"logs and data kept in {work_dir}")
     elif not all(part["ok"] for part in results.values()):
-        console.print("[red]a promise was not kept[/]; the end of `tailor up`'s log:\n" + log[-3000:])
+        console.print("[red]a promise was not kept[/]; the end of `tailor up`'s log:")
+        console.print(log[-3000:], markup=False)
     return all(part["ok"] for part in results.values())

@@ -1,4 +1,5 @@
-"""Tailor: per-user LoRA personalization. Commands: up, learn, model, adapter, simulate, demo, eval-reward, bench, check-faults.
+"""Tailor: per-user LoRA personalization. Commands: up, learn, model, adapter, simulate, demo,
+eval-reward, bench, check-faults.
 
 Commands are thin: each parses options and calls one function elsewhere. Heavy
 imports (torch, ray) happen inside the commands so ``tailor --help`` is quick.
@@ -158,11 +159,14 @@ def check_faults(
         help="Concurrent clients of each sustained load, comma-separated.")] = "16,64",
     duration_s: Annotated[float, typer.Option(help="Seconds of each sustained load.")] = 120.0,
     fault_clients: Annotated[int, typer.Option(help="Clients during each fault.")] = 16,
-    fault_duration_s: Annotated[float, typer.Option(help="Seconds of load around each fault.")] = 45.0,
+    fault_duration_s: Annotated[float, typer.Option(
+        help="Seconds of load around each fault.")] = 45.0,
     faults: Annotated[str, typer.Option(
-        help="Faults to inject, comma-separated: burst, generator, redis, fuzz.")] = "burst,generator,redis,fuzz",
+        help="Faults to inject, comma-separated: burst, generator, redis, fuzz.")
+    ] = "burst,generator,redis,fuzz",
     fuzz_examples: Annotated[int, typer.Option(help="Fuzzer examples per operation.")] = 25,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Write the figures here.")] = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write the figures here.")] = None,
     keep: Annotated[bool, typer.Option(help="Keep the logs and data of the run.")] = False,
 ) -> None:
     """Load (throughput, latency, memory) and faults (Redis, a replica, a burst, a fuzzer)."""

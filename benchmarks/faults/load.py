@@ -113,7 +113,8 @@ def chat_sender(max_tokens: int, users: int = 16) -> Send:
     """Chat requests of ``users`` distinct users, prompts varied, ``max_tokens`` each."""
 
     async def send(http: httpx.AsyncClient, index: int, draw: random.Random) -> httpx.Response:
-        return await http.post("/v1/chat/completions", headers={"X-User-Id": f"load-{index % users}"},
+        user = {"X-User-Id": f"load-{index % users}"}
+        return await http.post("/v1/chat/completions", headers=user,
                                json={"model": "tailor-base", "max_tokens": max_tokens,
                                      "messages": [{"role": "user", "content":
                                                    f"question {draw.randrange(10_000)}"}]})

@@ -12,6 +12,7 @@ import re
 import psutil
 
 MIB = 1024 * 1024
+ROLE_NAMES = {"commands.cli": "tailor up (driver)", "monitor.py": "ray monitor"}
 
 
 def role(process: psutil.Process) -> str:
@@ -29,7 +30,7 @@ def role(process: psutil.Process) -> str:
     for part in ("raylet", "gcs_server", "redis-server", "dashboard_agent", "runtime_env_agent",
                  "log_monitor", "monitor.py", "commands.cli"):
         if part in command or part in name:
-            return {"commands.cli": "tailor up (driver)", "monitor.py": "ray monitor"}.get(part, part)
+            return ROLE_NAMES.get(part, part)
     script = next((arg for arg in args[1:] if arg.endswith(".py")), None)
     return f"{name} {script.rsplit('/', 1)[-1]}" if script else name
 
