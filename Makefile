@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench-serve bench-learn demo simulate clean
+.PHONY: setup run test bench-serve bench-learn demo simulate clean check-faults
 
 setup: $(STAMP) redis-server
 
@@ -50,6 +50,11 @@ bench-learn: setup
 
 demo: setup
 	$(VENV)/bin/tailor demo
+
+# Load and faults against a Tailor of its own, loopback only (README, "Load and faults"):
+# ~12 min on 2 cores. Not in `make test`; its fast part is (tests/benchmarks/test_check_faults.py).
+check-faults: setup
+	$(VENV)/bin/tailor check-faults $(ARGS)
 
 # The real Open WebUI rates a Tailor answer and the rating arrives in Tailor (README,
 # "Use it with Open WebUI"). Not in `make test`: Open WebUI is ~260 packages (~3 GB)

@@ -1,4 +1,5 @@
-"""Tailor: per-user LoRA personalization. Commands: up, learn, model, adapter, simulate, demo, eval-reward, bench.
+"""Tailor: per-user LoRA personalization. Commands: up, learn, model, adapter, simulate, demo,
+eval-reward, bench, check-faults.
 
 Commands are thin: each parses options and calls one function elsewhere. Heavy
 imports (torch, ray) happen inside the commands so ``tailor --help`` is quick.
@@ -150,6 +151,41 @@ def bench_serve(
 
     run_bench_serve(users=users, max_tokens=max_tokens, repeats=repeats, console=console,
                     arrivals=arrivals)
+
+
+@app.command("check-faults")
+def check_faults(
+    clients: Annotated[str, typer.Option(
+        help="Concurrent clients of each sustained load, comma-separated.")] = "16,64",
+    duration_s: Annotated[float, typer.Option(help="Seconds of each sustained load.")] = 120.0,
+    fault_clients: Annotated[int, typer.Option(help="Clients during each fault.")] = 16,
+    fault_duration_s: Annotated[float, typer.Option(
+        help="Seconds of load around each fault.")] = 45.0,
+    faults: Annotated[str, typer.Option(
+        help="Faults to inject, comma-separated: burst, generator, redis, fuzz.")
+    ] = "burst,generator,redis,fuzz",
+    fuzz_examples: Annotated[int, typer.Option(help="Fuzzer examples per operation.")] = 25,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write the figures here.")] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the logs and data of the run.")] = False,
+) -> None:
+    """Load (throughput, latency, memory) and faults (Redis, a replica, a burst, a fuzzer)."""
+    _environment()
+    from benchmarks.faults.suite import SuiteConfig
+    from commands.check_faults import run_check_faults
+
+    try:
+        config = SuiteConfig(
+            load_clients=tuple(int(c) for c in clients.split(",") if c.strip()),
+            load_duration_s=duration_s, fault_clients=fault_clients,
+            fault_duration_s=fault_duration_s,
+            faults=tuple(f.strip() for f in faults.split(",") if f.strip()),
+            fuzz_examples=fuzz_examples)
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    if not run_check_faults(config, console, json_path, keep):
+        raise typer.Exit(1)
 
 
 def _register_commands() -> None:

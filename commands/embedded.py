@@ -2,7 +2,16 @@
 
 Starts a local ``redis-server`` (own port and data folder, AOF on) unless
 ``REDIS_URL`` is set, a local Ray instance, the Serve application and, when
-asked, the learner workers; stops them all on Ctrl-C.
+asked, the learner workers; stops them all on Ctrl-C or SIGTERM, in this order:
+
+1. the Ingress drains: new requests get 503 ``shutting_down``, those in flight
+   finish (``TAILOR_DRAIN_TIMEOUT_S`` at most; ``service.draining`` says why Serve's
+   own shutdown is not enough); meanwhile each learner finishes its update or, when
+   the same time is up, drops it and releases the user's lease;
+2. Serve and Ray stop (the Generator's adapter listener ends with its replica);
+3. Redis stops last, so nothing above meets a dead Redis and loops on reconnecting.
+
+A second Ctrl-C skips the waiting.
 """
 
 from __future__ import annotations
@@ -91,12 +100,12 @@ def run_embedded(with_learners: bool = True, stop: threading.Event | None = None
     settings = Settings()
     ensure_base_model(settings)
     stop = stop or threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    _on_signals(stop)
     with embedded_redis(settings) as redis_url:
         args = {"redis_url": redis_url, "data_dir": str(Path(settings.data_dir).resolve())}
         os.environ["REDIS_URL"] = redis_url  # learners and replicas read the same Redis
         start_ray(settings)
+        _on_signals(stop)  # again: ray.init replaced the SIGTERM handler with sys.exit
         import ray
         from ray import serve
 
@@ -110,12 +119,42 @@ def run_embedded(with_learners: bool = True, stop: threading.Event | None = None
                 f"(model {settings.served_model_name}); Ctrl-C stops it"
             )
             stop.wait()
-            if learners is not None:
-                learners.stop()
+            drain(settings, learners)
         finally:
             console.print("stopping ...")
             serve.shutdown()
             ray.shutdown()
+
+
+def _on_signals(stop: threading.Event) -> None:
+    """The first SIGINT/SIGTERM starts the graceful shutdown; a second one hurries it."""
+
+    def first(signum: int, frame: Any) -> None:
+        console.print(f"[yellow]{signal.Signals(signum).name}: draining[/] (at most the "
+                      "drain timeout; Ctrl-C again to stop at once)")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler)  # KeyboardInterrupt: skip the waits
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, first)
+
+
+def drain(settings: Settings, learners: Any | None) -> None:
+    """Step 1 of the shutdown (module docstring): the Ingress drains while the learners end."""
+    from ray import serve
+
+    from service.app import APP_NAME
+
+    timeout_s = settings.drain_timeout_s
+    draining = serve.get_deployment_handle("Ingress", APP_NAME).drain.remote(timeout_s)
+    if learners is not None:
+        learners.stop(grace_s=timeout_s)
+    left = draining.result(timeout_s=timeout_s + 30)
+    if left:
+        console.print(f"[yellow]{left} request(s) still in flight after {timeout_s:g} s: cut[/]")
+    else:
+        console.print("drained: every request in flight finished")
 
 
 def _start_learners(settings: Settings, args: dict[str, Any]):

@@ -43,5 +43,7 @@ def run_learners(ray_address: str | None = None) -> None:
     console.print(f"[green]{settings.learner_workers} learner worker(s) running[/] against "
                   f"{settings.redis_url}; Ctrl-C stops them")
     stop.wait()
-    pool.stop()
+    # as in `tailor up`: each worker finishes its update within the drain time, or drops it
+    # and releases the user's lease, rather than leaving the lease to expire
+    pool.stop(grace_s=settings.drain_timeout_s)
     ray.shutdown()

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     max_queued_rows: int = Field(
         256, ge=1, description="Rows (choices) a replica lets wait for the batch; a request "
         "beyond it gets 429 with Retry-After at once instead of waiting without bound.")
+    drain_timeout_s: float = Field(
+        30.0, ge=0, description="On SIGINT/SIGTERM, how long requests in flight may take to "
+        "finish (new ones get 503) and a learner its current update, before Tailor stops anyway.")
     batch_wait_ms: float = Field(
         5.0, ge=0, description="How long an idle engine waits for more requests before it starts."
     )

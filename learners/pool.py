@@ -35,6 +35,8 @@ class LearnerPool:
     def status(self) -> list[dict]:
         return ray.get([actor.status.remote() for actor in self.actors])
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 600.0) -> None:
+        """Each worker finishes its update within ``grace_s`` or drops it and releases the
+        user's lease (``LearnerWorker.stop``)."""
         if self.actors:
-            ray.get([actor.stop.remote() for actor in self.actors], timeout=900)
+            ray.get([actor.stop.remote(grace_s) for actor in self.actors], timeout=grace_s + 900)

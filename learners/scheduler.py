@@ -10,6 +10,7 @@ expired cannot renew it or release someone else's.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,10 @@ class LeaseLost(RuntimeError):
     """The lease expired (the update took longer than the lease): do not publish."""
 
 
+class UpdateAbandoned(LeaseLost):
+    """The worker is shutting down and its drain time is up: drop the update, free the user."""
+
+
 class Scheduler:
     def __init__(self, client: redis.Redis, min_feedback: int, lease_s: int) -> None:
         self.client = client
@@ -33,6 +38,10 @@ class Scheduler:
         # The leases this worker holds, by (user, token): a Lock keeps its token itself,
         # while the update is handed the token and passes it back to renew.
         self._held: dict[tuple[str, str], Lock] = {}
+        # Set at shutdown once the drain time is up: the update in progress ends at its
+        # next renewal (between PPO iterations) and its lease is released at once,
+        # rather than left to expire learner_lease_s later.
+        self.abandoning = threading.Event()
 
     def candidates(self, limit: int = 20) -> list[str]:
         """Users with at least ``min_feedback`` pending examples, most pending first."""
@@ -52,7 +61,10 @@ class Scheduler:
         return token
 
     def renew(self, user_id: str, token: str) -> None:
-        """Reset the lease's expiry to ``lease_s``; ``LeaseLost`` if it is no longer ours."""
+        """Reset the lease's expiry to ``lease_s``; ``LeaseLost`` if it is no longer ours,
+        ``UpdateAbandoned`` if the worker is shutting down."""
+        if self.abandoning.is_set():
+            raise UpdateAbandoned(user_id)
         lease = self._held.get((user_id, token))
         if lease is None:
             raise LeaseLost(user_id)

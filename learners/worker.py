@@ -28,7 +28,7 @@ from learners.gate import GateConfig
 from learners.ppo_config import PPOConfig
 from learners.reward_config import RewardConfig
 from learners.safety_start import SafetyStart
-from learners.scheduler import LeaseLost, Scheduler
+from learners.scheduler import LeaseLost, Scheduler, UpdateAbandoned
 from learners.user_update import UpdateOutcome, UserUpdater
 
 log = logging.getLogger(__name__)
@@ -137,6 +137,10 @@ class LearnerLoop:
             outcome = self.updater.update(user_id, self.scheduler, token, iterations)
             # before "idle": watchers see no gap
             self._schedule_refines(user_id, refine, outcome.decision.publish)
+        except UpdateAbandoned:
+            log.warning("shutting down: the update of %s is dropped, its lease released "
+                        "(its feedback stays for the next update)", user_id)
+            return None
         except LeaseLost:
             log.warning("lease on %s expired mid-update: result dropped", user_id)
             return None
@@ -190,15 +194,23 @@ class LearnerLoop:
 
     def run(self, stop: threading.Event) -> None:
         self._status("idle", "")
+        outage = False  # logged once per outage, not once per retry
         while not stop.is_set():
             try:
                 self.step()
+                outage = False
             except redis.ConnectionError:
-                log.warning("Redis unreachable; retrying")
-                time.sleep(1.0)
+                if not outage:
+                    log.warning("Redis unreachable; retrying every second")
+                outage = True
+                stop.wait(1.0)
             except Exception:  # one user's failed update must not stop everyone's learning
                 log.exception("learner step failed; going on with the next")
-                time.sleep(1.0)
+                stop.wait(1.0)
+        try:
+            self._status("stopped", "")
+        except redis.RedisError:
+            pass  # Redis went first: the status is only informative
 
     def _status(self, state: str, user_id: str) -> None:
         self.client.hset(worker_status_key(self.worker_id), mapping={
@@ -220,9 +232,14 @@ class LearnerWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def stop(self) -> int:
+    def stop(self, grace_s: float = 600.0) -> int:
+        """Finish the current update if it ends within ``grace_s``, else drop it at its next
+        PPO iteration and release its lease; then end the loop. The updates it made."""
         self._stop.set()
-        self._thread.join(timeout=600)
+        self._thread.join(timeout=grace_s)
+        if self._thread.is_alive():
+            self.loop.scheduler.abandoning.set()
+            self._thread.join(timeout=600)  # one PPO iteration, at worst
         return len(self.loop.updates)
 
     def status(self) -> dict:

@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from contracts.adapter_store import AdapterStore
 from contracts.settings import Settings
 from service.deps import GenerationBackend
+from service.draining import Drain, DrainMiddleware
 from service.errors import APIError, error_response, install_error_handlers, store_unavailable
 from service.feedback_store import FeedbackStore
 from service.metrics import IngressMetrics
@@ -63,6 +64,9 @@ def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackSt
 
     for area in (chat, feedback, users, operations, page, openwebui):
         app.include_router(area.router)
+    # outside the routes and the rate limits: a draining server refuses before any work
+    app.state.drain = Drain()
+    app.add_middleware(DrainMiddleware, drain=app.state.drain)
     if request_ids:
         # Every response carries X-Request-ID (the client's, when it sent a valid one), and
         # the error logs name it: a user's report of a failed request finds its log line.

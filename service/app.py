@@ -17,11 +17,12 @@ import torch
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve import Application
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from contracts.settings import Settings
 from service.api import create_api
-from service.batching_engine import BatchingEngine
+from service.batching_engine import QUEUE_RETRY_AFTER_S, BatchingEngine
 from service.engine_interface import (
     GenerationEngine,
     GenerationEvent,
@@ -82,6 +83,11 @@ class HandleBackend:
                     answered = True
                     yield event
                 return
+            except BackPressureError as err:  # the Generator's max_queued_requests (serve.yaml)
+                yield GenerationFailure(
+                    429, f"the server is busy: {err}; retry shortly", code="rate_limit_exceeded",
+                    retry_after_s=QUEUE_RETRY_AFTER_S)
+                return
             except RayActorError as err:
                 if answered or attempt == 2:
                     log.error("generator replica lost %s: %s",
@@ -111,6 +117,11 @@ class Ingress:
     def __serve_build_asgi_app__(self):
         return self.api
 
+    async def drain(self, timeout_s: float) -> int:
+        """Refuse new requests, wait for those in flight (``service.draining``); how many
+        are left after ``timeout_s``. The runner calls it before ``serve.shutdown()``."""
+        return await self.api.state.drain.drain(timeout_s)
+
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The Tailor application; ``args`` override the environment's settings.
@@ -130,13 +141,23 @@ def application(
     """The deployments of ``build_app``, running ``engine_cls`` in each Generator replica."""
     generator = Generator.options(
         num_replicas=settings.num_replicas,
-        # enough in flight that a replica can fill a batch of max_batch_size rows
-        max_ongoing_requests=4 * settings.max_batch_size,
+        # Enough in flight that a replica can fill a batch of max_batch_size rows, and more
+        # than its Batcher admits (a batch running, max_queued_rows waiting), so that its
+        # bound is what refuses a burst with 429; at Serve's own bound the excess would wait
+        # in the Ingress. That wait is bounded too (max_queued_requests: BackPressureError,
+        # answered 429 by HandleBackend), never a queue that grows every latency.
+        max_ongoing_requests=max(4 * settings.max_batch_size,
+                                 settings.max_queued_rows + 2 * settings.max_batch_size),
+        max_queued_requests=settings.max_queued_rows,
+        # a replica Serve stops (rolling update, shutdown) finishes what it has first
+        graceful_shutdown_timeout_s=settings.drain_timeout_s,
+        graceful_shutdown_wait_loop_s=0.5,
         ray_actor_options={
             "num_cpus": settings.replica_num_cpus,
             "num_gpus": settings.replica_num_gpus,
         },
     ).bind(settings, engine_cls)
     return Ingress.options(
-        max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.1}
+        max_ongoing_requests=1000, ray_actor_options={"num_cpus": 0.1},
+        graceful_shutdown_timeout_s=settings.drain_timeout_s, graceful_shutdown_wait_loop_s=0.5,
     ).bind(generator, settings)

@@ -64,6 +64,10 @@ class AppendResult:
     duplicate: bool
 
 
+# Connections of one Ingress replica to Redis; each command holds one only while it runs.
+REDIS_MAX_CONNECTIONS = 64
+
+
 class FeedbackStore:
     """Async access to completions and feedback for the online path."""
 
@@ -76,9 +80,14 @@ class FeedbackStore:
     def from_url(cls, url: str, completion_ttl_s: int, timeout_s: float = 5.0) -> FeedbackStore:
         """``timeout_s`` bounds connecting and each command: a Redis that hangs is
         answered as one that is down (503), not by a request that never returns."""
-        client = aioredis.Redis.from_url(url, socket_connect_timeout=timeout_s,
-                                         socket_timeout=timeout_s)
-        return cls(client, completion_ttl_s)
+        # A blocking pool: in a burst, a request beyond max_connections waits (at most
+        # timeout_s) for a free connection. redis-py's default pool raises "Too many
+        # connections" at once instead, which answered a burst of 240 chat requests with
+        # 129 503s "Redis unreachable" while Redis was fine (`tailor check-faults`).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=REDIS_MAX_CONNECTIONS, timeout=timeout_s,
+            socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+        return cls(aioredis.Redis(connection_pool=pool), completion_ttl_s)
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())

@@ -63,16 +63,23 @@ class GeneratorCore:
         Ingress read from Redis, so a missed message only costs a load on first use.
         """
         client = redis.Redis.from_url(self.settings.effective_redis_url)
+        outage = False  # logged once per outage, not once per retry
         while not self._stopping.is_set():
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.subscribe(ADAPTER_CHANNEL)
+                if outage:
+                    log.warning("adapter notifications: Redis is back; subscribed again")
+                    outage = False
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)  # wakes up to see stop()
                     if message is not None:
                         self._on_adapter_message(message["data"].decode())
             except redis.RedisError as err:  # e.g. Redis restarting: resubscribe
-                log.warning("adapter notifications: %s; resubscribing", err)
+                if not outage and not self._stopping.is_set():
+                    log.warning("adapter notifications: %s; resubscribing every second "
+                                "until Redis is back", err)
+                outage = True
                 self._stopping.wait(1.0)
             finally:
                 pubsub.close()

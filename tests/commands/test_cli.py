@@ -62,7 +62,7 @@ def test_help_lists_every_command():
 # code); one dropped from either would still be named in the top-level help's docstring.
 DOCUMENTED_COMMANDS = [
     ["up"], ["learn"], ["model", "build"], ["adapter", "publish"], ["simulate"], ["demo"],
-    ["eval-reward"], ["bench", "serve"], ["bench", "learn"],
+    ["eval-reward"], ["bench", "serve"], ["bench", "learn"], ["check-faults"],
 ]
 
 

@@ -45,3 +45,27 @@ def test_a_published_adapter_is_prefetched_a_forgotten_user_dropped_and_stop_end
         core.stop()
     assert not core._listener.is_alive()
     assert wait_until(lambda: subscribers() == others)
+
+
+def test_a_redis_outage_is_logged_once_and_the_listener_subscribes_again(
+    serving_model_dir: Path, fresh_redis, tmp_path, caplog
+):
+    torch.set_num_threads(1)
+    settings = Settings(base_model=str(serving_model_dir), adapter_store=str(tmp_path / "store"),
+                        data_dir=tmp_path, redis_url=fresh_redis.url)
+    client = redis.Redis.from_url(fresh_redis.url)
+    core = GeneratorCore(settings)
+    core.start()
+    try:
+        assert wait_until(lambda: client.pubsub_numsub(ADAPTER_CHANNEL)[0][1] == 1)
+        fresh_redis.kill()
+        assert wait_until(lambda: "resubscribing" in caplog.text)
+        time.sleep(3.5)  # the listener retries every second meanwhile: ~3 more attempts
+        fresh_redis.start()
+        assert wait_until(lambda: "subscribed again" in caplog.text)
+        assert wait_until(lambda: client.pubsub_numsub(ADAPTER_CHANNEL)[0][1] == 1)
+    finally:
+        core.stop()
+        client.close()
+    assert caplog.text.count("resubscribing") == 1, caplog.text  # once per outage, not per retry
+    assert caplog.text.count("subscribed again") == 1
