@@ -55,11 +55,16 @@ class SuiteConfig:
 
 def run_suite(tailor: TailorProcess, redis_server: RedisControl, config: SuiteConfig,
               progress: Callable[[str], None] = print) -> dict:
-    """Each part's figures by name (``load_16``, ``burst``, ...), each with ``ok``."""
+    """Each part's figures by name (``load_16``, ``burst``, ...), each with ``ok``. A client
+    count given again (``--clients 16,16,16``: is memory still growing?) gets ``load_16_2``..."""
     results: dict = {}
     for clients in config.load_clients:
         progress(f"sustained load: {clients} clients for {config.load_duration_s:g} s")
-        results[f"load_{clients}"] = sustained_load(tailor, redis_server, clients,
+        name, repeat = f"load_{clients}", 1
+        while name in results:
+            repeat += 1
+            name = f"load_{clients}_{repeat}"
+        results[name] = sustained_load(tailor, redis_server, clients,
                                                     config.load_duration_s, config.max_tokens)
     if "burst" in config.faults:
         size = config.burst_factor * (config.queue_bound + config.max_batch_size)
