@@ -32,6 +32,19 @@ class LoadResult:
     latencies_s: list[float] = field(default_factory=list)  # of the 2xx answers
     failure_bodies: Counter = field(default_factory=Counter)  # (status, error code) -> count
 
+    def record(self, response: httpx.Response, latency_s: float) -> None:
+        """One answer: its status, its latency if it succeeded, else its error code."""
+        self.statuses[response.status_code] += 1
+        if response.is_success:
+            self.latencies_s.append(latency_s)
+        else:
+            self.failure_bodies[(response.status_code, error_code(response))] += 1
+
+    def record_lost(self, err: httpx.HTTPError) -> None:
+        """A request that got no answer at all (connection refused or cut, a timeout)."""
+        self.statuses["no answer"] += 1
+        self.failure_bodies[("no answer", type(err).__name__)] += 1
+
     @property
     def requests(self) -> int:
         return sum(self.statuses.values())
@@ -81,15 +94,11 @@ async def run_load(url: str, send: Send, clients: int, duration_s: float, seed: 
             try:
                 response = await send(http, index, draw)
             except httpx.HTTPError as err:
-                result.statuses["no answer"] += 1
-                result.failure_bodies[("no answer", type(err).__name__)] += 1
+                result.record_lost(err)
                 await asyncio.sleep(FAILURE_PAUSE_S)
                 continue
-            result.statuses[response.status_code] += 1
-            if response.is_success:
-                result.latencies_s.append(time.monotonic() - sent)
-            else:
-                result.failure_bodies[(response.status_code, error_code(response))] += 1
+            result.record(response, time.monotonic() - sent)
+            if not response.is_success:
                 await asyncio.sleep(FAILURE_PAUSE_S)
             if on_response is not None:
                 on_response(index, response)

@@ -23,7 +23,7 @@ from typing import Protocol
 import httpx
 import redis
 
-from benchmarks.faults.load import LoadResult, chat_sender, error_code, run_load
+from benchmarks.faults.load import LoadResult, chat_sender, run_load
 from benchmarks.faults.stack import TailorProcess
 from contracts.keys import FEEDBACK_STREAM
 
@@ -78,9 +78,7 @@ async def _sequential(url: str, send, count: int) -> LoadResult:
         for i in range(count):
             sent = time.monotonic()
             response = await send(http, i, random.Random(i))
-            result.statuses[response.status_code] += 1
-            if response.is_success:
-                result.latencies_s.append(time.monotonic() - sent)
+            result.record(response, time.monotonic() - sent)
     result.seconds = time.monotonic() - started
     return result
 
@@ -95,14 +93,9 @@ async def _at_once(url: str, send, size: int) -> LoadResult:
         try:
             response = await send(http, i, random.Random(i))
         except httpx.HTTPError as err:
-            result.statuses["no answer"] += 1
-            result.failure_bodies[("no answer", type(err).__name__)] += 1
+            result.record_lost(err)
             return
-        result.statuses[response.status_code] += 1
-        if response.is_success:
-            result.latencies_s.append(time.monotonic() - sent)
-        else:
-            result.failure_bodies[(response.status_code, error_code(response))] += 1
+        result.record(response, time.monotonic() - sent)
 
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
         await asyncio.gather(*[one(http, i) for i in range(size)])
