@@ -199,6 +199,12 @@ class Settings(BaseSettings):
     learner_shared_head_strength: float = Field(
         2.0, ge=0, description="Reward taken off an answer the shared heads surely judge "
         "harmful or false (0: the heads only gate).")
+    # Below it an answer costs nothing: the heads' small probabilities for everyday
+    # answers differ by style (v3: ~0.05 concise, ~0.01 formal), which times the strength
+    # was a taste of its own (learners.shared_judge).
+    learner_shared_head_threshold: float = Field(
+        0.0, ge=0, lt=1, description="Probability of breaking a shared criterion below which "
+        "an answer pays no penalty; above it the penalty rises linearly to the full strength.")
     # Off until the v3 closed loop is tuned (issue 12): a quarter to a half of every batch
     # held the misbehaviours near their base rates but cost the ordinary users most of
     # their taste (+5..+15 points instead of +28..+67 in tailor demo runs).

@@ -65,6 +65,11 @@ class CrowdConfig:
     # right on held-out answers to 82.8% / 85.5%; with 30, 97.5% / 94.8%, while the same
     # labels taken at face value still drag harmlessness to 83.3% (the ablation's contrast).
     correction_l2: float = 30.0
+    # The correction's bias, where there is a prior: penalised too (not free, as it is for
+    # a head of its own) but less than the weights, so that many judgments of both
+    # verdicts can still say the prior misjudges how common bad answers are. Flags alone
+    # (thumbs-down tagged with the criterion, nothing else) cannot: see _fit_head.
+    correction_bias_l2: float = 10.0
     # Beta(prior_right, prior_wrong) pseudo-counts on α and β: a new rater starts as
     # somewhat reliable (2 / 3) and a few dozen judgments outweigh that. Stronger
     # (8, 2) held a credulous rater's β = 0.3 at 0.47 after 60 judgments.
@@ -101,7 +106,8 @@ class CrowdFit:
 
 
 def fit_crowd(labels: CrowdLabels, config: CrowdConfig = CrowdConfig()) -> CrowdFit:
-    if labels.prior_logits is not None:  # the labels correct a prior: its own penalty
+    correcting = labels.prior_logits is not None
+    if correcting:  # the labels correct a prior: its own penalty
         config = replace(config, l2=config.correction_l2)
     features = labels.features.float()
     # one judged answer has no spread (std of one row is NaN, which no clamp removes: a
@@ -123,7 +129,7 @@ def fit_crowd(labels: CrowdLabels, config: CrowdConfig = CrowdConfig()) -> Crowd
               else labels.prior_logits.float())
     if not config.weight_raters:
         for _ in range(config.iterations):  # Newton rounds to convergence on fixed targets
-            weight, bias = _fit_head(x, offset, target, rated, weight, bias, config)
+            weight, bias = _fit_head(x, offset, target, rated, weight, bias, config, correcting)
         mean_rate = config.prior_right / (config.prior_right + config.prior_wrong)
         flat = torch.full((num_raters,), mean_rate)
         return CrowdFit(weight, bias, flat, flat.clone(), target, list(labels.rater_ids),
@@ -133,7 +139,7 @@ def fit_crowd(labels: CrowdLabels, config: CrowdConfig = CrowdConfig()) -> Crowd
     fold_heads = [(weight.clone(), bias.clone()) for _ in range(folds)]
     ratio = _label_log_ratio(labels, alpha, beta, config.clamp_adversarial)
     for _ in range(config.iterations):
-        weight, bias = _fit_head(x, offset, target, rated, weight, bias, config)
+        weight, bias = _fit_head(x, offset, target, rated, weight, bias, config, correcting)
         prior = torch.sigmoid(x @ weight + bias + offset).clamp(1e-4, 1 - 1e-4)
         # each fold's raters are scored against a head fitted without their labels,
         # plus what the other raters said about the same answers
@@ -148,7 +154,7 @@ def fit_crowd(labels: CrowdLabels, config: CrowdConfig = CrowdConfig()) -> Crowd
             fold_rated = torch.zeros(num_items, dtype=torch.bool)
             fold_rated[labels.item[others]] = True
             fold_weight, fold_bias = _fit_head(x, offset, fold_target, fold_rated, fold_weight,
-                                               fold_bias, config)
+                                               fold_bias, config, correcting)
             fold_heads[fold] = (fold_weight, fold_bias)
             mine = ~others
             logits = (x @ fold_weight + fold_bias + offset).clamp(-9.0, 9.0)
@@ -196,15 +202,23 @@ def _confusions(labels: CrowdLabels, truth: torch.Tensor, num_raters: int,
 
 
 def _fit_head(x: torch.Tensor, offset: torch.Tensor, target: torch.Tensor, rated: torch.Tensor,
-              weight: torch.Tensor, bias: torch.Tensor, config: CrowdConfig
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              weight: torch.Tensor, bias: torch.Tensor, config: CrowdConfig,
+              correcting: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Ridge logistic regression of the rated answers' soft targets on their features, on
     top of the prior's log-odds (``offset``): Newton steps (IRLS) from the last round's
-    head. The bias is not penalised; with no rated answer nothing moves."""
+    head. With no rated answer nothing moves.
+
+    The bias is free for a head of its own but penalised where it corrects a prior
+    (``correction_bias_l2``): the prior already says how common each verdict is, and
+    users judge a criterion mostly to flag a bad answer, so their labels are nearly all
+    "not fine". A free bias read that selection as "most answers are bad": EM walked it
+    down round after round (each posterior below the head's own prediction), to −9
+    log-odds on 33 flags, and the honesty head of a tailor demo run fell below its prior
+    alone."""
     design = torch.cat([x, torch.ones(x.shape[0], 1)], dim=1).double()  # (I, D + 1)
     theta = torch.cat([weight, bias.reshape(1)]).double()
     penalty = torch.full((design.shape[1],), config.l2, dtype=torch.float64)
-    penalty[-1] = 0.0
+    penalty[-1] = config.correction_bias_l2 if correcting else 0.0
     target, offset, rated = target.double(), offset.double(), rated.double()
     for _ in range(config.newton_steps):
         p = torch.sigmoid(design @ theta + offset)

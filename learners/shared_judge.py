@@ -1,11 +1,18 @@
 """The shared harmlessness and honesty heads as a learner uses them.
 
 Every user's PPO reward is their own helpfulness reward minus a fixed penalty for
-each shared criterion: ``strength × P(the answer breaks it)``, the probability from
+each shared criterion: ``strength × (P − τ) / (1 − τ)`` where ``P``, the probability that
+the answer breaks it, is above the threshold ``τ``, and nothing below it. ``P`` is from
 the shared head (``learners.shared_heads``), which starts from the written principles
 (``learners.principles``) and is corrected by everyone's judgments of that criterion,
-each rater weighted by their estimated reliability. The gate checks the same
-probabilities on held-out answers (``learners.gate``).
+each rater weighted by their estimated reliability. The gate checks the mean
+probabilities themselves on held-out answers (``learners.gate``).
+
+Why a threshold: the heads are linear in the answer's features, so an everyday answer
+gets a small probability that differs by style — on the v3 model about 0.05 for concise
+answers and 0.01 for formal ones. Times a strength of 8 that was 0.4 reward units
+against concise answers, a taste no user voted for, and a bias toward formal ones;
+below ``τ`` no style pays anything, above it the penalty rises to the full strength.
 
 Fixed weights rather than Safe RLHF's per-user Lagrange multipliers: a multiplier is
 learned from the user's own rollouts, so it is state that the user's data drives, and
@@ -45,7 +52,7 @@ TextFeatures = Callable[[str, str], np.ndarray]
 class SharedJudge:
     def __init__(self, principles_path: Path | None, text_features: TextFeatures,
                  strength: float, crowd: CrowdConfig | None = None,
-                 guard: HarmlessnessGuard | None = None) -> None:
+                 guard: HarmlessnessGuard | None = None, threshold: float = 0.0) -> None:
         self.principles_path = principles_path
         # A model's built-in guard, fitted on 1,400 labelled answers of its own corpus,
         # is the harmlessness prior where it exists: on the v2 model a few written
@@ -54,6 +61,7 @@ class SharedJudge:
         self.guard = guard
         self.text_features = text_features
         self.strength = strength
+        self.threshold = threshold
         self.crowd = crowd or CrowdConfig()
         self.priors: dict[str, PriorHead] = {}
         # The principles' example prompts: requests that invite harm or a myth, which a
@@ -111,8 +119,11 @@ class SharedJudge:
                 if head.fit is not None or head.prior is not None}
 
     def penalty(self, features: torch.Tensor) -> torch.Tensor:
-        """(N,) reward units taken off each answer."""
-        return self.strength * sum(self.costs(features).values(), torch.zeros(len(features)))
+        """(N,) reward units taken off each answer: per criterion, none up to the
+        threshold, then rising to ``strength`` for an answer surely breaking it."""
+        above = ((cost - self.threshold).clamp(min=0.0) / (1.0 - self.threshold)
+                 for cost in self.costs(features).values())
+        return self.strength * sum(above, torch.zeros(len(features)))
 
     def linear_heads(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Each head as one logistic layer on raw features, (weight (D,), bias ()): the

@@ -112,7 +112,8 @@ class UserUpdater:
         self.judge = SharedJudge(
             settings.principles_path, self.text_features, settings.learner_shared_head_strength,
             CrowdConfig(weight_raters=settings.learner_rater_reliability),
-            guard=HarmlessnessGuard.load(base.path))
+            guard=HarmlessnessGuard.load(base.path),
+            threshold=settings.learner_shared_head_threshold)
         # A new user starts from this state: LoRA B = 0, so the policy is the base model;
         # or from the safety start, where the learners train one (learners.safety_start).
         self.fresh_lora = {k: v.detach().clone() for k, v in self._lora_state().items()}

@@ -64,6 +64,20 @@ def test_before_any_judgment_the_heads_are_the_principles_prior():
     assert torch.allclose(shared.penalty(features), 8.0 * (costs["harmless"] + costs["honest"]))
 
 
+def test_below_the_threshold_an_answer_pays_nothing_and_a_sure_breach_pays_the_strength():
+    shared = SharedJudge(SHIPPED, text_features, 8.0, threshold=0.2)
+    features = torch.randn(64, DIM, generator=torch.Generator().manual_seed(3))
+    costs = shared.costs(features)
+    expected = sum(8.0 * ((c - 0.2).clamp(min=0) / 0.8) for c in costs.values())
+    torch.testing.assert_close(shared.penalty(features), expected)
+    everyday = (costs["harmless"] <= 0.2) & (costs["honest"] <= 0.2)
+    assert bool(everyday.any()) and bool((shared.penalty(features)[everyday] == 0).all())
+    # an answer the heads surely judge harmful and false pays the strength for each
+    sure = SharedJudge(SHIPPED, text_features, 8.0, threshold=0.2)
+    sure.costs = lambda rows: {c: torch.ones(len(rows)) for c in ("harmless", "honest")}
+    torch.testing.assert_close(sure.penalty(features[:2]), torch.full((2,), 16.0))
+
+
 def test_the_principles_prompts_are_the_red_team_prompts_every_users_ppo_sees():
     shared = SharedJudge(SHIPPED, text_features, 8.0)
     principles = load_principles(SHIPPED)
