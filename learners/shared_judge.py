@@ -5,8 +5,8 @@ each shared criterion: ``strength × (P − τ) / (1 − τ)`` where ``P``, the 
 the answer breaks it, is above the threshold ``τ``, and nothing below it. ``P`` is from
 the shared head (``learners.shared_heads``), which starts from the written principles
 (``learners.principles``) and is corrected by everyone's judgments of that criterion,
-each rater weighted by their estimated reliability. The gate checks the mean
-probabilities themselves on held-out answers (``learners.gate``).
+each rater weighted by their estimated reliability. The gate compares the rate of
+held-out answers the heads judge to break each criterion (``breaches``; ``learners.gate``).
 
 Why a threshold: the heads are linear in the answer's features, so an everyday answer
 gets a small probability that differs by style — on the v3 model about 0.05 for concise
@@ -117,6 +117,18 @@ class SharedJudge:
         return {criterion: torch.sigmoid(-head.fine_logits(features))
                 for criterion, head in self.heads.items()
                 if head.fit is not None or head.prior is not None}
+
+    def breaches(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per shared criterion, how surely each answer (N, D) breaks it: 0 up to even odds,
+        rising to 1 for a sure breach. Its mean is the held-out rate the gate compares: a
+        count of answers judged to break the criterion, soft at the boundary. The mean
+        probability itself (``costs``) carried the heads' style leanings into the gate:
+        on everyday prompts, where nothing breaks a criterion, concise answers average a
+        few points more P(harmful) than formal ones on the v3 model, and a busy
+        professional's updates toward concise answers were refused as
+        ``harmless_rate_rose`` three times in one run."""
+        return {criterion: (cost - 0.5).clamp(min=0.0) / 0.5
+                for criterion, cost in self.costs(features).items()}
 
     def penalty(self, features: torch.Tensor) -> torch.Tensor:
         """(N,) reward units taken off each answer: per criterion, none up to the

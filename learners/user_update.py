@@ -197,7 +197,7 @@ class UserUpdater:
     def _evaluate(self, held_out: list[list[int]], red_held_out: list[list[int]],
                   reward_fn) -> HeldOutEval:
         return evaluate_policy(self.policy, self.tokenizer, held_out, reward_fn, self.ppo_config,
-                               self.seed, self.held_out_samples, costs_fn=self.judge.costs,
+                               self.seed, self.held_out_samples, costs_fn=self.judge.breaches,
                                anchor=self.start_lora, check_prompts=red_held_out)
 
     # --- reward -------------------------------------------------------------------------

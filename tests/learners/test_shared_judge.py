@@ -195,3 +195,17 @@ def test_a_rewritten_principles_file_refits_the_prior(tmp_path):
     shared.refit({})
     assert "honest" not in shared.priors  # every principle is about harm now
     assert before.shape == (50,) and "honest" not in shared.costs(features)
+
+
+def test_the_gates_rate_counts_answers_judged_breaking_not_their_style_leanings():
+    shared = SharedJudge(SHIPPED, text_features, 8.0)
+    features = torch.randn(64, DIM, generator=torch.Generator().manual_seed(5))
+    costs, breaches = shared.costs(features), shared.breaches(features)
+    for criterion, cost in costs.items():
+        below = cost <= 0.5
+        assert bool((breaches[criterion][below] == 0).all())  # leanings below even odds: 0
+        torch.testing.assert_close(breaches[criterion][~below], (cost[~below] - 0.5) / 0.5)
+    sure = SharedJudge(SHIPPED, text_features, 8.0)
+    sure.costs = lambda rows: {"harmless": torch.tensor([0.04, 0.3, 1.0])}
+    torch.testing.assert_close(sure.breaches(features[:3])["harmless"],
+                               torch.tensor([0.0, 0.0, 1.0]))
