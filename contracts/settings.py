@@ -76,7 +76,15 @@ class Settings(BaseSettings):
         "a subset; fewer targets make mixed-adapter batches cheaper.",
     )
     adapter_cache_size: int = Field(
-        32, ge=1, description="Adapters kept in memory per replica (LRU; in-use ones pinned)."
+        32, ge=1, description="Adapters in the serving model's slots per replica (on its "
+        "device; LRU, in-use ones pinned)."
+    )
+    # Host memory per adapter: r·(in+out) values per target layer. The default model's
+    # rank-8 q/v adapters take 80 KB (256 of them 20 MB); a 7B Llama's rank-16 q/v
+    # adapters in bf16 ~17 MB each (256: 4.3 GB): size it to the replica's host memory.
+    adapter_host_cache_size: int = Field(
+        256, ge=0, description="Adapters kept in host memory per replica behind the slots "
+        "(LRU; a slot miss that hits here is a memory copy, not a store read; 0: none)."
     )
 
     # --- serving ---------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The serving model's adapter slots: a bounded LRU of per-user LoRA adapters.
 
-Adapters are loaded from the store into the slots of the serving model's
-``MultiLoRALinear`` layers. A slot in use by a running batch is pinned and never
-evicted.
+Adapters come into the slots of the serving model's ``MultiLoRALinear`` layers from
+the host-memory tier (``service.adapter_host_cache``), which reads the store on its own
+miss. A slot in use by a running batch is pinned and never evicted.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from contracts.adapter_store import AdapterStore, LoadedAdapter
 from contracts.lora_config import AdapterError, ServedLora, check_servable, lora_module
+from service.adapter_host_cache import HostAdapter, HostAdapterCache
 from service.multi_lora import MultiLoRALinear
 
 
@@ -48,15 +49,28 @@ def lora_pairs(
     return pairs, scale
 
 
+def prepare_for_slots(adapter: LoadedAdapter, layers: dict[str, MultiLoRALinear],
+                      max_rank: int) -> HostAdapter:
+    """A stored adapter, checked and mapped (``lora_pairs``), as the slots hold it."""
+    pairs, scale = lora_pairs(adapter, layers, max_rank)
+    return HostAdapter({module: layers[module].prepare(lora_a, lora_b, scale)
+                        for module, (lora_a, lora_b) in pairs.items()})
+
+
 class AdapterCache:
-    """Adapters in the slots of the serving model; LRU over unpinned slots."""
+    """Adapters in the slots of the serving model; LRU over unpinned slots. Behind the
+    slots, ``host``: more adapters in host memory (``host_capacity``; 0: every slot
+    miss reads the store)."""
 
     def __init__(
-        self, layers: dict[str, MultiLoRALinear], num_slots: int, max_rank: int, store: AdapterStore
+        self, layers: dict[str, MultiLoRALinear], num_slots: int, max_rank: int,
+        store: AdapterStore, host_capacity: int = 0,
     ) -> None:
         self.layers = layers
         self.max_rank = max_rank
         self.store = store
+        self.host = HostAdapterCache(host_capacity, lambda user_id, version: prepare_for_slots(
+            store.load(user_id, version), layers, max_rank))
         self._slot_of: OrderedDict[tuple[str, str], int] = OrderedDict()  # LRU order
         self._pins: dict[int, int] = {}
         self._free = list(range(num_slots, 0, -1))  # slot 0 is the base model
@@ -77,7 +91,7 @@ class AdapterCache:
             slot = self._take_slot()
             self._pins[slot] = 1  # pinned while loading, so no one evicts it
         try:
-            self._load_into(slot, self.store.load(user_id, version))
+            self._load_into(slot, self.host.get(user_id, version))
         except Exception:
             with self._lock:
                 del self._pins[slot]
@@ -105,8 +119,19 @@ class AdapterCache:
         with self._lock:
             return list(self._slot_of)
 
+    def prefetch(self, user_id: str, version: str) -> None:
+        """Bring a newly published adapter close: into host memory where there is a host
+        tier (a slot is taken from another user only when a request needs it), else
+        into a slot. The user's older versions are dropped from both tiers."""
+        if self.host.capacity > 0:
+            self.host.get(user_id, version)
+        else:
+            self.release(self.acquire(user_id, version))
+        self.drop_user(user_id, keep_version=version)
+
     def drop_user(self, user_id: str, keep_version: str | None = None) -> None:
         """Forget a user's cached versions (all, or all but ``keep_version``) unless in use."""
+        self.host.drop_user(user_id, keep_version)
         with self._lock:
             for key in [k for k in self._slot_of if k[0] == user_id and k[1] != keep_version]:
                 slot = self._slot_of[key]
@@ -127,11 +152,9 @@ class AdapterCache:
             "TAILOR_MAX_BATCH_SIZE"
         )
 
-    def _load_into(self, slot: int, adapter: LoadedAdapter) -> None:
-        pairs, scale = lora_pairs(adapter, self.layers, self.max_rank)
+    def _load_into(self, slot: int, adapter: HostAdapter) -> None:
         for module, layer in self.layers.items():
-            if module in pairs:
-                lora_a, lora_b = pairs[module]
-                layer.load_slot(slot, lora_a, lora_b, scale)
+            if module in adapter.layers:
+                layer.load_prepared(slot, *adapter.layers[module])
             else:
                 layer.clear_slot(slot)

@@ -36,6 +36,7 @@ class BatchingEngine:
         self.metrics = GeneratorMetrics()
         self.batcher: Batcher | None = None
         self._cache_seen = (0, 0, 0, 0)
+        self._host_seen = (0, 0, 0)
 
     def start(self) -> None:
         self.engine.start()
@@ -102,3 +103,11 @@ class BatchingEngine:
                 self.metrics.adapter_cache.labels(event=name).inc(after - before)
         self._cache_seen = now
         self.metrics.adapters_cached.set(len(cache.cached()))
+        host = cache.host
+        now = (host.hits, host.misses, host.evictions)
+        for name, before, after in zip(("hit", "miss", "eviction"), self._host_seen, now):
+            if after > before:
+                self.metrics.adapter_host_cache.labels(event=name).inc(after - before)
+        self._host_seen = now
+        self.metrics.adapters_host_cached.set(len(host.cached()))
+        self.metrics.adapter_host_bytes.set(host.nbytes())

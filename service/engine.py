@@ -114,7 +114,8 @@ class Engine:
             self.base.model, s.lora_target_modules, s.adapter_cache_size, s.max_lora_rank
         )
         self.cache = AdapterCache(
-            self.layers, s.adapter_cache_size, s.max_lora_rank, AdapterStore(s.adapter_store_uri)
+            self.layers, s.adapter_cache_size, s.max_lora_rank, AdapterStore(s.adapter_store_uri),
+            host_capacity=s.adapter_host_cache_size,
         )
 
     def check_health(self) -> bool:
@@ -132,10 +133,9 @@ class Engine:
 
     @torch.inference_mode()
     def load_adapter(self, user_id: str, version: str) -> None:
-        """Bring an adapter into the cache ahead of its first request (prefetch)."""
+        """Bring an adapter close ahead of its first request (prefetch)."""
         assert self.cache is not None
-        self.cache.release(self.cache.acquire(user_id, version))
-        self.cache.drop_user(user_id, keep_version=version)
+        self.cache.prefetch(user_id, version)
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         ids = self.tokenizer.apply_chat_template(

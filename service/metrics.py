@@ -49,6 +49,18 @@ class GeneratorMetrics:
         self.adapters_cached = Gauge(
             "tailor_adapters_cached", "Adapters held in this replica's slots", registry=self.registry
         )
+        self.adapter_host_cache = Counter(
+            "tailor_adapter_host_cache", "Host-memory adapter tier events (a slot miss asks it)",
+            ["event"], registry=self.registry,
+        )
+        self.adapters_host_cached = Gauge(
+            "tailor_adapters_host_cached", "Adapters held in this replica's host-memory tier",
+            registry=self.registry,
+        )
+        self.adapter_host_bytes = Gauge(
+            "tailor_adapter_host_cache_bytes", "Bytes of the adapters in the host-memory tier",
+            registry=self.registry,
+        )
         self.queue_full = Counter(
             "tailor_requests_refused_queue_full",
             "Requests refused with 429 because too many rows waited (TAILOR_MAX_QUEUED_ROWS)",

@@ -100,11 +100,27 @@ class MultiLoRALinear(nn.Module):
     @torch.no_grad()
     def load_slot(self, slot: int, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float) -> None:
         """Write peft's ``lora_A`` (r, in) and ``lora_B`` (out, r) into ``slot``."""
-        rank = lora_a.shape[0]
+        self.load_prepared(slot, *self.prepare(lora_a, lora_b, scale))
+
+    def prepare(self, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """peft's pair as a slot holds it: A_t (in, r) and B_t·scale (r, out), in the
+        slots' dtype, on the host (pinned where the slots are on CUDA: the copy into a
+        slot is then a DMA)."""
+        a_t = lora_a.T.to(self.a_t.dtype).contiguous()
+        b_t = (lora_b.T.float() * scale).to(self.b_t.dtype).contiguous()
+        if self.a_t.is_cuda:
+            a_t, b_t = a_t.pin_memory(), b_t.pin_memory()
+        return a_t, b_t
+
+    @torch.no_grad()
+    def load_prepared(self, slot: int, a_t: torch.Tensor, b_t: torch.Tensor) -> None:
+        """Copy a prepared pair (``prepare``) into ``slot``."""
+        rank = a_t.shape[1]
         self.a_t[slot].zero_()
         self.b_t[slot].zero_()
-        self.a_t[slot, :, :rank] = lora_a.T.to(self.a_t.dtype)
-        self.b_t[slot, :rank, :] = (lora_b.T * scale).to(self.b_t.dtype)
+        self.a_t[slot, :, :rank].copy_(a_t, non_blocking=True)
+        self.b_t[slot, :rank, :].copy_(b_t, non_blocking=True)
         self._gathered = None
 
     @torch.no_grad()

@@ -276,7 +276,8 @@ def test_health_readiness_and_metrics(client, server):
     assert httpx.get(f"{server}/readyz").json() == {"ready": True, "model": True, "redis": True}
     metrics = httpx.get(f"{server}/metrics").text
     for name in ("tailor_requests_total", "tailor_request_latency_seconds", "tailor_generated_tokens_total",
-                 "tailor_batch_rows", "tailor_adapters_cached", "tailor_time_to_first_token_seconds"):
+                 "tailor_batch_rows", "tailor_adapters_cached", "tailor_time_to_first_token_seconds",
+                 "tailor_adapters_host_cached", "tailor_adapter_host_cache_bytes"):
         assert name in metrics
     ttft = "tailor_time_to_first_token_seconds"
     assert metric_value(metrics, ttft + "_count") == metric_value(before, ttft + "_count") + 1

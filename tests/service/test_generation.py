@@ -38,9 +38,12 @@ def test_a_published_adapter_is_prefetched_a_forgotten_user_dropped_and_stop_end
         registry = AdapterRegistry(redis.Redis.from_url(redis_server.url))
         version = publish_adapter(AdapterStore(settings.adapter_store_uri), registry, "alice",
                                   adapter_dirs[0])
-        assert wait_until(lambda: ("alice", version) in core.engine.engine.cache.cached())
+        cache = core.engine.engine.cache
+        assert wait_until(lambda: ("alice", version) in cache.host.cached())  # the host tier
+        cache.release(cache.acquire("alice", version))  # a request for it takes a slot
+        assert ("alice", version) in cache.cached()
         redis_client.publish(ADAPTER_CHANNEL, "alice ")  # what forgetting alice sends
-        assert wait_until(lambda: not core.engine.engine.cache.cached())
+        assert wait_until(lambda: not cache.cached() and not cache.host.cached())
     finally:
         core.stop()
     assert not core._listener.is_alive()
