@@ -7,6 +7,7 @@ imports (torch, ray) happen inside the commands so ``tailor --help`` is quick.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -151,6 +152,33 @@ def bench_serve(
 
     run_bench_serve(users=users, max_tokens=max_tokens, repeats=repeats, console=console,
                     arrivals=arrivals)
+
+
+@bench_app.command("scale")
+def bench_scale(
+    adapters: Annotated[str, typer.Option(
+        help="Distinct users' adapters of each case, comma-separated.")] = "32,256,1024",
+    requests: Annotated[int, typer.Option(
+        help="Timed requests per case (after as many untimed).")] = 300,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write the figures here.")] = None,
+) -> None:
+    """Many users' adapters over the slots and the host tier: hit rates, time to first token."""
+    _environment()
+    from benchmarks.scale_serving import figures, run_bench_scale_serving
+
+    try:
+        counts = [int(count) for count in adapters.split(",") if count.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or requests < 1:
+        console.print(f"[red]error:[/] --adapters {adapters!r} --requests {requests}: give "
+                      "positive whole numbers, e.g. --adapters 32,256,1024 --requests 300")
+        raise typer.Exit(2)
+    cases = run_bench_scale_serving(counts, requests, console)
+    if json_path is not None:
+        json_path.write_text(json.dumps(figures(cases), indent=2))
+        console.print(f"wrote {json_path}")
 
 
 @app.command("check-faults")
