@@ -22,6 +22,7 @@ so the two halves never disagree on where a thing lives.
     tailor:learner:feedback-lag          list: seconds from acceptance to publish, newest first
     tailor:learner:recent                sorted set: user -> time of their last update
     tailor:learner:pending               sorted set: user -> examples not yet trained on
+    tailor:learner:pending-since         sorted set: user -> when their oldest pending example came
     tailor:learner:refine                sorted set: user -> when their last update ended
     tailor:learner:shared-heads          hash: the shared harmless/honest heads' numbers
     tailor:learner:shared-heads:weights  the heads themselves (safetensors, one layer each)
@@ -48,6 +49,7 @@ LEARNER_STATS_KEY = f"{PREFIX}:learner:stats"
 FEEDBACK_LAG_KEY = f"{PREFIX}:learner:feedback-lag"
 LEARNER_RECENT_KEY = f"{PREFIX}:learner:recent"
 PENDING_KEY = f"{PREFIX}:learner:pending"
+PENDING_SINCE_KEY = f"{PREFIX}:learner:pending-since"
 REFINE_KEY = f"{PREFIX}:learner:refine"
 SHARED_HEADS_KEY = f"{PREFIX}:learner:shared-heads"
 SHARED_HEADS_WEIGHTS_KEY = f"{SHARED_HEADS_KEY}:weights"

@@ -26,6 +26,7 @@ from contracts.keys import (
     FEEDBACK_STREAM,
     LEARNER_STATS_KEY,
     PENDING_KEY,
+    PENDING_SINCE_KEY,
     applied_key,
     completion_key,
     examples_key,
@@ -36,12 +37,13 @@ from learners.training_data import example_from
 
 log = logging.getLogger(__name__)
 
-# KEYS: applied set, examples list, pending zset, stream
-# ARGV: event id, example json, user id, group
+# KEYS: applied set, examples list, pending zset, stream, pending-since zset
+# ARGV: event id, example json, user id, group, accepted at
 _APPLY = """
 if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
   redis.call('RPUSH', KEYS[2], ARGV[2])
   redis.call('ZINCRBY', KEYS[3], 1, ARGV[3])
+  redis.call('ZADD', KEYS[5], 'NX', ARGV[5], ARGV[3])
 end
 redis.call('XACK', KEYS[4], ARGV[4], ARGV[1])
 return 1
@@ -111,8 +113,9 @@ class FeedbackConsumer:
         completion = CompletionRecord.from_redis(event.completion_id, raw)
         example = example_from(event_id, event, completion, self._correction_features(event, completion))
         self._apply(
-            keys=[applied_key(event.user_id), examples_key(event.user_id), PENDING_KEY, FEEDBACK_STREAM],
-            args=[event_id, example.to_json(), event.user_id, FEEDBACK_GROUP],
+            keys=[applied_key(event.user_id), examples_key(event.user_id), PENDING_KEY,
+                  FEEDBACK_STREAM, PENDING_SINCE_KEY],
+            args=[event_id, example.to_json(), event.user_id, FEEDBACK_GROUP, event.accepted_at],
         )
         return True
 

@@ -1,16 +1,26 @@
 """Which user a learner trains next, and the lease that keeps it that learner's alone.
 
-Users are ranked by pending examples (new feedback not yet trained on); a user
-needs ``min_feedback`` of them. A worker takes a user with a lease: redis-py's
-``Lock`` on the user's lease key, with an expiry, taken without waiting. If the
-worker dies, the lease expires and another worker takes the user over.
-Renewing and releasing check the lease's token, so a worker whose lease already
-expired cannot renew it or release someone else's.
+A user is ready with ``min_feedback`` pending examples (new feedback not yet trained
+on). Ready users are served by priority = how long their oldest pending example has
+waited × (1 + min(pending, PENDING_BOOST_CAP) / PENDING_BOOST_CAP): waiting time first,
+so every ready user's turn comes; more pending feedback at most doubles it, so a user
+who floods the stream gets their feedback in sooner but cannot starve the rest. (By
+pending count alone, as before, one flooding user was first after every update of
+theirs.) The bound, with one worker and R ready users: anyone trained ahead of a user
+who has waited w had waited at least w/2 since their own last update, so each of
+the other R − 1 users goes ahead at most three times: a ready user waits at most
+3·(R − 1) updates (W workers share that out).
+
+A worker takes a user with a lease: redis-py's ``Lock`` on the user's lease key, with
+an expiry, taken without waiting. If the worker dies, the lease expires and another
+worker takes the user over. Renewing and releasing check the lease's token, so a
+worker whose lease already expired cannot renew it or release someone else's.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +29,21 @@ import redis
 from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
-from contracts.keys import PENDING_KEY, lease_key
+from contracts.keys import PENDING_KEY, PENDING_SINCE_KEY, lease_key
+
+PENDING_BOOST_CAP = 64  # pending examples at which the boost to priority stops growing (×2)
+
+# KEYS: pending zset, pending-since zset; ARGV: user, examples trained on, update start
+_MARK_TRAINED = """
+local left = tonumber(redis.call('ZINCRBY', KEYS[1], -tonumber(ARGV[2]), ARGV[1]))
+if left <= 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+end
+return tostring(left)
+"""
 
 
 class LeaseLost(RuntimeError):
@@ -42,13 +66,29 @@ class Scheduler:
         # next renewal (between PPO iterations) and its lease is released at once,
         # rather than left to expire learner_lease_s later.
         self.abandoning = threading.Event()
+        self._mark_trained = client.register_script(_MARK_TRAINED)
 
-    def candidates(self, limit: int = 20) -> list[str]:
-        """Users with at least ``min_feedback`` pending examples, most pending first."""
-        users = self.client.zrevrangebyscore(
-            PENDING_KEY, "+inf", self.min_feedback, start=0, num=limit
-        )
-        return [u.decode() for u in users]
+    def candidates(self, limit: int = 20, now: float | None = None) -> list[str]:
+        """Ready users (at least ``min_feedback`` pending examples), highest priority first
+        (the module's docstring); ties go to the one with more pending."""
+        ready = self.client.zrangebyscore(PENDING_KEY, self.min_feedback, "+inf",
+                                          withscores=True)
+        if not ready:
+            return []
+        now = time.time() if now is None else now
+        users = [user for user, _ in ready]
+        since = self.client.zmscore(PENDING_SINCE_KEY, users)
+        unknown = {user: now for user, at in zip(users, since, strict=True) if at is None}
+        if unknown:  # pending from before this key existed: waiting from now on
+            self.client.zadd(PENDING_SINCE_KEY, unknown, nx=True)
+
+        def priority(pending: float, at: float | None) -> float:
+            waited = max(0.0, now - (now if at is None else at))
+            return waited * (1.0 + min(pending, PENDING_BOOST_CAP) / PENDING_BOOST_CAP)
+
+        ranked = sorted(zip(ready, since, strict=True),
+                        key=lambda row: (-priority(row[0][1], row[1]), -row[0][1]))
+        return [user.decode() for (user, _), _ in ranked[:limit]]
 
     def try_lease(self, user_id: str) -> str | None:
         """The token of a new lease on ``user_id``; None if another worker holds one."""
@@ -96,8 +136,10 @@ class Scheduler:
                 return
         yield None
 
-    def mark_trained(self, user_id: str, examples: int) -> None:
-        """Take the examples an update used off the user's pending count."""
-        remaining = self.client.zincrby(PENDING_KEY, -examples, user_id)
-        if remaining <= 0:
-            self.client.zrem(PENDING_KEY, user_id)
+    def mark_trained(self, user_id: str, examples: int, started_at: float | None = None) -> None:
+        """Take the examples an update used off the user's pending count. What is left
+        came during the update (started at ``started_at``): it waits from then."""
+        # One script: feedback applied between a separate ZINCRBY and ZREM was lost.
+        self._mark_trained(keys=[PENDING_KEY, PENDING_SINCE_KEY],
+                           args=[user_id, examples, time.time() if started_at is None
+                                 else started_at])

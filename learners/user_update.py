@@ -190,7 +190,7 @@ class UserUpdater:
         else:
             log.warning("update of %s not published: %s", user_id, decision.reason)
         self._record(user_id, decision, metrics, len(examples))
-        scheduler.mark_trained(user_id, len(new_examples))
+        scheduler.mark_trained(user_id, len(new_examples), started)
         return UpdateOutcome(user_id, decision, version, len(new_examples), before, after, stats,
                              accuracy, time.time() - started)
 

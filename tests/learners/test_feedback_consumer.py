@@ -6,7 +6,14 @@ import time
 import numpy as np
 import pytest
 
-from contracts.keys import FEEDBACK_GROUP, FEEDBACK_STREAM, PENDING_KEY, applied_key, examples_key
+from contracts.keys import (
+    FEEDBACK_GROUP,
+    FEEDBACK_STREAM,
+    PENDING_KEY,
+    PENDING_SINCE_KEY,
+    applied_key,
+    examples_key,
+)
 from contracts.records import ChoiceRecord, CompletionRecord, FeedbackEvent
 from learners.feedback_consumer import FeedbackConsumer
 from learners.training_data import TrainingExample
@@ -42,6 +49,9 @@ def test_each_event_becomes_one_example_with_its_features(redis_server, redis_cl
     assert examples[0].ranking == [2, 0, 1] and examples[1].label == 0 and examples[1].choice == 1
     np.testing.assert_array_equal(examples[0].features, record.features)
     assert redis_client.zscore(PENDING_KEY, "alice") == 2
+    # the scheduler's waiting time starts at the oldest pending example's acceptance
+    assert redis_client.zscore(PENDING_SINCE_KEY, "alice") == pytest.approx(
+        min(e.accepted_at for e in examples), abs=1e-3)
     assert redis_client.xpending(FEEDBACK_STREAM, FEEDBACK_GROUP)["pending"] == 0
 
 

@@ -4,13 +4,64 @@ import time
 
 import pytest
 
-from contracts.keys import PENDING_KEY, lease_key
+from contracts.keys import PENDING_KEY, PENDING_SINCE_KEY, lease_key
 from learners.scheduler import LeaseLost, Scheduler
 
 
-def test_candidates_need_min_feedback_and_come_most_pending_first(redis_client):
+def arrive(client, user: str, examples: int, at: float) -> None:
+    """What the feedback consumer does for each applied example (learners.feedback_consumer)."""
+    client.zincrby(PENDING_KEY, examples, user)
+    client.zadd(PENDING_SINCE_KEY, {user: at}, nx=True)
+
+
+def test_candidates_need_min_feedback_and_come_most_pending_first_when_all_waited_alike(
+        redis_client):
     redis_client.zadd(PENDING_KEY, {"a": 2, "b": 9, "c": 5})
     assert Scheduler(redis_client, min_feedback=4, lease_s=10).candidates() == ["b", "c"]
+
+
+def test_the_longest_waiting_user_goes_first_and_more_pending_at_most_doubles_priority(
+        redis_client):
+    arrive(redis_client, "patient", 4, at=100.0)  # waited 10 s at t = 110
+    arrive(redis_client, "flooder", 5000, at=106.0)  # 4 s × 2 = 8 < 10 s × (1 + 4/64)
+    arrive(redis_client, "newcomer", 4, at=109.0)
+    scheduler = Scheduler(redis_client, min_feedback=4, lease_s=10)
+    assert scheduler.candidates(now=110.0) == ["patient", "flooder", "newcomer"]
+    arrive(redis_client, "flooder", 10, at=0.0)  # NX: its oldest pending still counts
+    assert scheduler.candidates(now=110.0)[0] == "patient"
+    assert scheduler.candidates(now=113.0)[0] == "flooder"  # 7 s × 2 > 13 s × (1 + 4/64)
+
+
+def test_a_flooding_user_cannot_starve_the_rest_and_no_ready_user_waits_past_the_bound(
+        redis_client):
+    """One worker, one update per second; 20 ordinary users who send 4 judgments, and
+    again 7 s after each update of theirs; one user who sends 50 every second."""
+    scheduler = Scheduler(redis_client, min_feedback=4, lease_s=10)
+    ordinary = [f"user{i}" for i in range(20)]
+    ready_at = dict.fromkeys(ordinary, 0.0)
+    for user in ordinary:
+        arrive(redis_client, user, 4, 0.0)
+    comes_back: dict[str, float] = {}
+    waits, trained = [], []
+    for step in range(400):
+        now = float(step)
+        arrive(redis_client, "flooder", 50, now)
+        for user, at in list(comes_back.items()):
+            if at <= now:
+                del comes_back[user]
+                ready_at[user] = now
+                arrive(redis_client, user, 4, now)
+        user = scheduler.candidates(now=now)[0]
+        trained.append(user)
+        scheduler.mark_trained(user, int(redis_client.zscore(PENDING_KEY, user)), started_at=now)
+        if user in ready_at:
+            waits.append(now - ready_at.pop(user))
+            comes_back[user] = now + 7
+    bound = 3 * (len(ordinary) + 1 - 1)  # the bound in learners.scheduler, R = 21 ready users
+    assert max(waits) <= bound, (max(waits), bound)  # measured 23 s
+    assert min(trained.count(user) for user in ordinary) >= 10, trained  # nobody starved
+    flooder_share = trained.count("flooder") / len(trained)
+    assert flooder_share <= 0.25, flooder_share  # measured 0.11; by pending count alone: 1.0
 
 
 def test_a_user_is_leased_to_one_worker_at_a_time(redis_client):
