@@ -173,6 +173,10 @@ class Settings(BaseSettings):
     learner_min_feedback: int = Field(
         8, ge=1, description="New feedback events a user needs before the next update."
     )
+    learner_user_cache_size: int = Field(
+        64, ge=0, description="Recently trained users whose published adapter and value head "
+        "a learner worker keeps in host memory, so their next update reads neither the "
+        "adapter store nor Redis for them (LRU; 0: none).")
     learner_lease_s: int = Field(
         300, ge=1, description="A user's training lease; expires if its worker dies."
     )

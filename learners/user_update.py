@@ -52,6 +52,7 @@ from learners.safety_start import train_safety_start
 from learners.scheduler import Scheduler
 from learners.shared_judge import SharedJudge
 from learners.training_data import TrainingExample
+from learners.user_state_cache import UserState, UserStateCache
 from learners.value_head import ValueHead
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class UserUpdater:
         self.start_lora: dict[str, torch.Tensor] | None = None
         self.reward_model: RewardModel | None = None
         self._population_examples = 0
+        self.user_states = UserStateCache(settings.learner_user_cache_size)
 
     # --- the update -------------------------------------------------------------------
     def update(self, user_id: str, scheduler: Scheduler, lease_token: str,
@@ -186,6 +188,7 @@ class UserUpdater:
         if decision.publish:
             scheduler.renew(user_id, lease_token)  # still ours: nobody else trained this user
             version = self._publish(user_id, value_head, metrics)
+            self._keep_user_state(user_id, version, value_head)
             self._record_lag(new_examples)
         else:
             log.warning("update of %s not published: %s", user_id, decision.reason)
@@ -287,15 +290,30 @@ class UserUpdater:
         return {k: v for k, v in self.policy.state_dict().items() if "lora_" in k}
 
     def _load_user_state(self, user_id: str, version: str | None) -> ValueHead:
-        if version is None:
-            self.policy.load_state_dict(self.start_lora or self.fresh_lora, strict=False)
-        else:
-            set_peft_model_state_dict(self.policy, self.store.load(user_id, version).tensors)
+        """The policy set to the user's published adapter (or the start), and their value
+        head: from this worker's cache of recently trained users, else the stores."""
         value_head = ValueHead.for_model(self.policy).to(self.policy.device)
+        if version is None:  # no adapter: new, or forgotten (then nothing of theirs stays)
+            self.user_states.drop(user_id)
+            self.policy.load_state_dict(self.start_lora or self.fresh_lora, strict=False)
+            return value_head
+        kept = self.user_states.get(user_id, version)
+        if kept is not None:
+            self.policy.load_state_dict(kept.lora, strict=False)
+            value_head.load_state_dict(kept.value_head)
+            return value_head
+        set_peft_model_state_dict(self.policy, self.store.load(user_id, version).tensors)
         blob = self.client.get(value_head_key(user_id))
-        if blob is not None and version is not None:
+        if blob is not None:
             value_head.load_state_dict(load_tensors(blob))
         return value_head
+
+    def _keep_user_state(self, user_id: str, version: str, value_head: ValueHead) -> None:
+        def host(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {name: t.detach().to("cpu", copy=True) for name, t in tensors.items()}
+
+        self.user_states.put(user_id, UserState(version, host(self._lora_state()),
+                                                host(value_head.state_dict())))
 
     def _kl_coef(self, user_id: str) -> float | None:
         value = self.client.hget(user_key(user_id), "learner_kl_coef")
