@@ -129,6 +129,7 @@ class UserUpdater:
         """Train ``user_id`` on all their feedback: reward model, ``iterations`` PPO iterations
         (default: ``ppo_iterations``), gate, publish. The caller holds the user's lease."""
         started = time.time()
+        self._drop_forgotten_states()
         examples = [TrainingExample.from_json(raw)
                     for raw in self.client.lrange(examples_key(user_id), 0, -1)]
         trained_before, updates_before = (int(v or 0) for v in self.client.hmget(
@@ -344,6 +345,12 @@ class UserUpdater:
             self.policy, self.tokenizer, self.fresh_lora, self.judge, self._red_team_prompts(),
             self.ppo_config, self.settings.learner_safety_start_iterations,
             self.rollout_batch, self.value_learning_rate, self.seed)
+
+    def _drop_forgotten_states(self) -> None:
+        users = self.user_states.users()
+        stamps = self.client.mget([forgotten_key(u) for u in users]) if users else []
+        self.user_states.drop_forgotten({user: float(stamp) for user, stamp
+                                         in zip(users, stamps, strict=True) if stamp is not None})
 
     def _forgotten_since(self, user_id: str, started: float) -> bool:
         forgotten_at = self.client.get(forgotten_key(user_id))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import httpx
 import torch
 
 from contracts.adapter_store import AdapterStore
@@ -28,6 +29,11 @@ def test_the_cache_is_bounded_evicts_the_least_recently_trained_and_serves_only_
     assert cache.get("ann", "v2") is None  # another worker published v2 since: not ours
     cache.drop("cat")
     assert cache.users() == ["ann"] and (cache.hits, cache.misses) == (1, 1)
+    kept_at = cache.get("ann", "v1").kept_at
+    cache.drop_forgotten({"ann": kept_at - 1.0})  # forgotten before it was kept (came back)
+    assert cache.users() == ["ann"]
+    cache.drop_forgotten({"ann": kept_at})  # forgotten since: dropped
+    assert cache.users() == []
     none_kept = UserStateCache(0)
     none_kept.put("ann", state("v1"))
     assert none_kept.users() == []
@@ -58,5 +64,10 @@ def test_a_returning_user_is_trained_from_the_workers_cache_not_the_store(
         shutil.rmtree(store.version_path("alice", first.version))
         give_rankings(url, "alice", 4, start=4)
         second = loop.step(block_ms=50)
-    assert second.user_id == "alice" and second.examples == 4 and second.decision.publish
-    assert loop.updater.user_states.hits == 2  # the check above, and the update
+        assert second.user_id == "alice" and second.examples == 4 and second.decision.publish
+        assert loop.updater.user_states.hits == 2  # the check above, and the update
+        # forgotten: at the worker's next update (here bob's) nothing of alice's stays
+        httpx.delete(f"{url}/v1/users/alice", headers={"X-User-Id": "alice"}).raise_for_status()
+        give_rankings(url, "bob", 4, start=8)
+        assert loop.step(block_ms=50).user_id == "bob"
+    assert loop.updater.user_states.users() == ["bob"]
