@@ -6,10 +6,12 @@ waited × (1 + min(pending, PENDING_BOOST_CAP) / PENDING_BOOST_CAP): waiting tim
 so every ready user's turn comes; more pending feedback at most doubles it, so a user
 who floods the stream gets their feedback in sooner but cannot starve the rest. (By
 pending count alone, as before, one flooding user was first after every update of
-theirs.) The bound, with one worker and R ready users: anyone trained ahead of a user
-who has waited w had waited at least w/2 since their own last update, so each of
-the other R − 1 users goes ahead at most three times: a ready user waits at most
-3·(R − 1) updates (W workers share that out).
+theirs.) The bound, with one worker, updates of one length and R ready users: whoever
+is trained ahead of a user who has waited w had waited at least w/2 since their own
+last update, so a user v going ahead of u again and again does so at times that at
+least double, at most 2 + log2(w) times: a ready user waits at most w updates where
+w ≤ (R − 1)·(2 + log2 w), i.e. O(R log R) (about 190 for R = 21; strictly by waiting
+time it would be R − 1; W workers share it out).
 
 A worker takes a user with a lease: redis-py's ``Lock`` on the user's lease key, with
 an expiry, taken without waiting. If the worker dies, the lease expires and another

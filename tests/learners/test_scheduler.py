@@ -57,8 +57,10 @@ def test_a_flooding_user_cannot_starve_the_rest_and_no_ready_user_waits_past_the
         if user in ready_at:
             waits.append(now - ready_at.pop(user))
             comes_back[user] = now + 7
-    bound = 3 * (len(ordinary) + 1 - 1)  # the bound in learners.scheduler, R = 21 ready users
-    assert max(waits) <= bound, (max(waits), bound)  # measured 23 s
+    # learners.scheduler proves w <= (R - 1)(2 + log2 w), ~190 updates for R = 21; measured
+    # 23: held here at three rounds of everyone, so a drift toward the bound shows
+    bound = 3 * (len(ordinary) + 1 - 1)
+    assert max(waits) <= bound, (max(waits), bound)
     assert min(trained.count(user) for user in ordinary) >= 10, trained  # nobody starved
     flooder_share = trained.count("flooder") / len(trained)
     assert flooder_share <= 0.25, flooder_share  # measured 0.11; by pending count alone: 1.0
