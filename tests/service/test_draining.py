@@ -4,6 +4,8 @@ request in flight finishes and the drain returns when it did (or says how many a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import httpx
 from starlette.applications import Starlette
@@ -27,14 +29,22 @@ def slow_app(release: asyncio.Event, entered: asyncio.Event) -> tuple[Drain, Dra
     return drain, DrainMiddleware(app, drain)
 
 
+@contextlib.asynccontextmanager
+async def one_in_flight() -> AsyncIterator[tuple[Drain, httpx.AsyncClient, asyncio.Event,
+                                                  asyncio.Task]]:
+    """A drainable app with one request in flight until the returned event is set."""
+    release, entered = asyncio.Event(), asyncio.Event()
+    drain, app = slow_app(release, entered)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://tailor") as client:
+        in_flight = asyncio.create_task(client.get("/work"))
+        await entered.wait()
+        yield drain, client, release, in_flight
+
+
 def test_a_drain_refuses_new_requests_and_waits_for_the_one_in_flight() -> None:
     async def scenario() -> None:
-        release, entered = asyncio.Event(), asyncio.Event()
-        drain, app = slow_app(release, entered)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://tailor") as client:
-            in_flight = asyncio.create_task(client.get("/work"))
-            await entered.wait()
+        async with one_in_flight() as (drain, client, release, in_flight):
             draining = asyncio.create_task(drain.drain(timeout_s=600))
             await asyncio.sleep(0)  # the drain has begun
             assert drain.draining and drain.in_flight == 1
@@ -57,12 +67,7 @@ def test_a_drain_refuses_new_requests_and_waits_for_the_one_in_flight() -> None:
 
 def test_a_drain_past_its_timeout_says_how_many_requests_are_left() -> None:
     async def scenario() -> None:
-        release, entered = asyncio.Event(), asyncio.Event()
-        drain, app = slow_app(release, entered)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://tailor") as client:
-            in_flight = asyncio.create_task(client.get("/work"))
-            await entered.wait()
+        async with one_in_flight() as (drain, _, release, in_flight):
             assert await drain.drain(timeout_s=0) == 1
             release.set()
             await in_flight
