@@ -6,7 +6,9 @@ the same batch: ``batch_size`` prompts of ``prompt_tokens`` random tokens, one
 the response), γ = 1, GAE λ, ``ppo_epochs`` × ``num_minibatches`` clipped-PPO steps.
 
   ours:  `learners.ppo.ppo_update` — KV-cached `generate`, then the batch's
-         log-probs, reference log-probs and values in one forward each.
+         log-probs, reference log-probs and values in one forward each; and
+         `ppo_update_batch` with K users' LoRAs in one batch (each user the same
+         rollouts as alone), users updated per minute against K = 1.
   RLlib: RLlib's PPO (new API stack, torch) on `benchmarks.rllib_token_env` — one
          environment step per token, the full context through the model at every
          step (no KV cache), weights synced learner → env runner after each update
@@ -48,7 +50,7 @@ from benchmarks.rllib_token_env import (
     load_base_model,
 )
 from contracts.settings import Settings
-from learners.ppo import make_optimizer, ppo_update
+from learners.ppo import PPOMember, make_optimizer, ppo_update_batch
 from learners.ppo_config import PPOConfig
 from learners.value_head import ValueHead
 
@@ -66,11 +68,12 @@ class BenchLearnConfig:
     num_minibatches: int = 2  # minibatches per pass
     threads: int = 1  # torch threads on each side (and in RLlib's env runner)
     rllib_env_runners: int = 0  # RLlib env-runner actors; 0 samples in the driver process
+    users_per_batch: int = 8  # K of the batched side: users trained together (1: no such side)
     seed: int = 0  # prompts and sampling
 
     def __post_init__(self) -> None:
         for name in ("prompt_tokens", "response_tokens", "batch_size", "iterations",
-                     "ppo_epochs", "num_minibatches", "threads"):
+                     "ppo_epochs", "num_minibatches", "threads", "users_per_batch"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"BenchLearnConfig.{name}={value!r}: must be an integer >= 1.")
@@ -119,8 +122,11 @@ def benchmark_prompts(
 class SideResult:
     """Median timing of one side's PPO updates."""
 
-    seconds_per_update: float  # median wall time of one PPO update (one user's batch)
+    seconds_per_update: float  # median wall time of one PPO update (``users`` users' batches)
     response_tokens_per_update: float  # PPO actions (RLlib env steps) per update
+    users: int = 1  # users updated by one update
+    state_bytes_per_user: int = 0  # a batched user's LoRA, critic and their Adam moments
+    peak_bytes: int | None = None  # CUDA only: the update's peak allocated memory
 
     @property
     def tokens_per_s(self) -> float:
@@ -128,7 +134,7 @@ class SideResult:
 
     @property
     def users_per_min(self) -> float:
-        return 60.0 / self.seconds_per_update
+        return 60.0 * self.users / self.seconds_per_update
 
 
 class _TokenIds:
@@ -147,30 +153,55 @@ def _even_share_reward(
 
 
 def run_ours(
-    config: BenchLearnConfig, spec: BenchModelSpec, progress: Progress | None = None
+    config: BenchLearnConfig, spec: BenchModelSpec, progress: Progress | None = None,
+    users: int = 1,
 ) -> SideResult:
-    """Time `ppo_update` on one user's LoRA over ``warmup + iterations`` updates."""
+    """Time PPO iterations over ``warmup + iterations`` updates: of one user's LoRA
+    (`ppo_update`), or with ``users`` > 1 of that many users' LoRAs in one batch
+    (`ppo_update_batch`, each user ``batch_size`` rollouts, as alone)."""
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     ppo_config = config.ppo_config()
     policy = get_peft_model(load_base_model(spec), ppo_config.lora_config())
-    value_head = ValueHead.for_model(policy)
-    optimizer = make_optimizer(policy, value_head, ppo_config)
+    slots = ["default"] + [f"user{i}" for i in range(1, users)]
+    for slot in slots[1:]:
+        policy.add_adapter(slot, ppo_config.lora_config())
+    policy.base_model.set_requires_grad(slots, True)
     vocab_size = policy.config.vocab_size
     prompts = benchmark_prompts(config, vocab_size, spec.special_token_ids())
     ids = _TokenIds(vocab_size, policy.config.pad_token_id)
-    task = progress.add_task("ours: PPO updates", total=config.warmup + config.iterations) \
-        if progress else None
-    seconds, tokens = [], []
+    members = []
+    for slot in slots:
+        value_head = ValueHead.for_model(policy)
+        members.append(PPOMember(prompts, _even_share_reward, value_head,
+                                 make_optimizer(policy, value_head, ppo_config, adapter=slot),
+                                 adapter=slot if users > 1 else None))
+    label = "ours: PPO updates" if users == 1 else f"ours: PPO updates, {users} users per batch"
+    task = progress.add_task(label, total=config.warmup + config.iterations) if progress else None
+    cuda = torch.cuda.is_available() and next(policy.parameters()).is_cuda
+    seconds, tokens, peaks = [], [], []
     for index in range(config.warmup + config.iterations):
-        stats = ppo_update(policy, value_head, optimizer, ids, prompts, _even_share_reward,
-                           ppo_config)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        outcomes = ppo_update_batch(policy, ids, members, ppo_config)
+        failed = [o for o in outcomes if isinstance(o, Exception)]
+        if failed:
+            raise failed[0]
         if index >= config.warmup:
-            seconds.append(stats.seconds)
-            tokens.append(stats.response_tokens)
+            seconds.append(outcomes[0].seconds)
+            tokens.append(sum(o.response_tokens for o in outcomes))
+            if cuda:
+                peaks.append(torch.cuda.max_memory_allocated())
         if progress is not None:
             progress.advance(task)
-    return SideResult(statistics.median(seconds), statistics.mean(tokens))
+    return SideResult(statistics.median(seconds), statistics.mean(tokens), users,
+                      _state_bytes(policy, members[0]), max(peaks) if peaks else None)
+
+
+def _state_bytes(policy, member: PPOMember) -> int:
+    """Bytes one user holds while trained: LoRA and critic weights, and Adam's two moments."""
+    weights = [p for group in member.optimizer.param_groups for p in group["params"]]
+    return 3 * sum(p.numel() * p.element_size() for p in weights)
 
 
 def _rllib_algorithm_config(config: BenchLearnConfig, spec: BenchModelSpec, vocab_size: int):
@@ -285,9 +316,12 @@ def run_bench_learn(
     """Run both sides, print the table and the ratio, and return the numbers.
 
     ``spec`` defaults to `default_model_spec()` (the built base model, else a random Llama
-    of its shape). Keys of the result: ``model``, ``ours_*`` and ``rllib_*`` with
-    ``tokens_per_s``, ``users_per_min``, ``seconds_per_update``; ``ratio`` (ours / RLlib
-    tokens/s), ``rllib_episode_len_mean``, ``load_avg_1m`` (before, after).
+    of its shape). Keys of the result: ``users_per_minute`` and ``tokens_per_s`` by K
+    (``"1"`` and ``str(users_per_batch)``), ``users_per_batch_gain`` (users/min at K over
+    K = 1), ``state_bytes_per_batched_user``, ``peak_bytes`` by K (CUDA only), ``model``,
+    ``ours_*`` (K = 1) and ``rllib_*`` with ``tokens_per_s``, ``users_per_min``,
+    ``seconds_per_update``; ``ratio`` (ours / RLlib tokens/s), ``rllib_episode_len_mean``,
+    ``load_avg_1m`` (before, after).
     """
     config = config or BenchLearnConfig()
     spec = spec or default_model_spec()
@@ -304,28 +338,42 @@ def run_bench_learn(
         f"RLlib env runners: {config.rllib_env_runners}; median of {config.iterations} after "
         f"{config.warmup} warm-up"
     )
+    k = config.users_per_batch
     with Progress(console=console, transient=True) as progress:
         ours = run_ours(config, spec, progress)
+        batched = run_ours(config, spec, progress, users=k) if k > 1 else ours
         rllib, episode_len_mean = run_rllib(config, spec, vocab_size, progress)
     load_after = os.getloadavg()[0]
     ratio = ours.tokens_per_s / rllib.tokens_per_s
+    batch_gain = batched.users_per_min / ours.users_per_min
 
     table = Table(title="PPO throughput on one user's LoRA (response tokens = PPO actions)")
     table.add_column("variant")
     table.add_column("tokens/s", justify="right")
     table.add_column("users updated/min", justify="right")
     table.add_column("s/update", justify="right")
-    for name, side in (("tailor PPO (KV-cached generate, batched)", ours),
-                       ("RLlib PPO (token per env step, no KV cache)", rllib)):
+    rows = [("tailor PPO, K = 1 (KV-cached generate, batched)", ours),
+            ("RLlib PPO (token per env step, no KV cache)", rllib)]
+    if k > 1:
+        rows.insert(1, (f"tailor PPO, K = {k} users in one batch", batched))
+    for name, side in rows:
         table.add_row(name, f"{side.tokens_per_s:.0f}", f"{side.users_per_min:.1f}",
                       f"{side.seconds_per_update:.2f}")
     console.print(table)
+    peak = (f", peak {batched.peak_bytes / 2**20:.0f} MiB at K = {k} against "
+            f"{ours.peak_bytes / 2**20:.0f} MiB at K = 1" if batched.peak_bytes else "")
     console.print(
-        f"ratio ours / RLlib: [bold]{ratio:.1f}×[/bold] (target ≥ 10×); "
-        f"load average (1 min) {load_before:.2f} before, {load_after:.2f} after, "
-        f"{os.cpu_count()} CPUs"
+        f"ratio ours / RLlib: [bold]{ratio:.1f}×[/bold] (target ≥ 10×); users/min K = {k} / "
+        f"K = 1: [bold]{batch_gain:.2f}×[/bold] (target ≥ 4× on a GPU); state per batched user "
+        f"{batched.state_bytes_per_user / 1024:.0f} KiB{peak}; load average (1 min) "
+        f"{load_before:.2f} before, {load_after:.2f} after, {os.cpu_count()} CPUs"
     )
     return {
+        "users_per_minute": {"1": ours.users_per_min, str(k): batched.users_per_min},
+        "tokens_per_s": {"1": ours.tokens_per_s, str(k): batched.tokens_per_s},
+        "users_per_batch_gain": batch_gain,
+        "state_bytes_per_batched_user": batched.state_bytes_per_user,
+        "peak_bytes": {"1": ours.peak_bytes, str(k): batched.peak_bytes},
         "model": spec.describe(),
         "ours_tokens_per_s": ours.tokens_per_s,
         "ours_users_per_min": ours.users_per_min,

@@ -6,6 +6,7 @@ benchmark-only dependency: install it with ``pip install -e ".[bench]"``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +28,12 @@ def bench_learn(
     rllib_env_runners: Annotated[
         int, typer.Option(help="RLlib env-runner actors (0: sample in the driver).")
     ] = 0,
+    users_per_batch: Annotated[
+        int, typer.Option(help="K of the batched side: users trained in one PPO batch.")
+    ] = 8,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the figures to this JSON file.")
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option(help="HF model folder (default: the built base model, else a random "
@@ -57,8 +64,11 @@ def bench_learn(
             num_minibatches=num_minibatches,
             threads=threads,
             rllib_env_runners=rllib_env_runners,
+            users_per_batch=users_per_batch,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
     spec = BenchModelSpec(path=str(model)) if model is not None else default_model_spec()
-    run_bench_learn(config, spec)
+    result = run_bench_learn(config, spec)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2) + "\n")

@@ -53,7 +53,8 @@ PENDING_SINCE_KEY = f"{PREFIX}:learner:pending-since"
 REFINE_KEY = f"{PREFIX}:learner:refine"
 SHARED_HEADS_KEY = f"{PREFIX}:learner:shared-heads"
 SHARED_HEADS_WEIGHTS_KEY = f"{SHARED_HEADS_KEY}:weights"
-SAFETY_START_KEY = f"{PREFIX}:learner:safety-start"
+# v2: tensors named as peft saves an adapter (no adapter name); v1 blobs are retrained
+SAFETY_START_KEY = f"{PREFIX}:learner:safety-start:v2"
 SAFETY_START_LOCK_KEY = f"{SAFETY_START_KEY}:lock"
 
 IDEMPOTENCY_TTL_S = 7 * 24 * 3600

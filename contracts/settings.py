@@ -184,6 +184,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Feedback a silent worker read but did not apply is taken over after this."
     )
     learner_ppo_iterations: int = Field(3, ge=1, description="PPO updates per user update.")
+    # 1 here: on this 2-core CPU the tiny model's PPO is compute-bound, so 8 users in one
+    # batch took as long as 8 in turn (README "Several users per PPO batch"); on a GPU,
+    # where one user's 64 rows leave it mostly idle, batch users (8 in k8s/).
+    learner_users_per_batch: int = Field(
+        1, ge=1, le=64, description="Users a learner worker trains together in one PPO batch "
+        "(K): their rollouts share every forward pass, each row through its user's LoRA.")
     # 2 on the v2 model's closed loop (learners.worker.LearnerOptions says why refines
     # exist); the v3 runs of README "Honest and harmless for everyone" used 3.
     learner_refine_updates: int = Field(

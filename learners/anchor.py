@@ -8,31 +8,45 @@ part of what the start moved away from — and charges each user for the start's
 own distance before their taste moves anything. So the KL is measured against
 the start instead: the policy the user's personalization begins from, as
 InstructGPT's reference is the SFT model its RL began from. The reward model's
-features stay the base model's (served completions record those).
+features stay the base model's (served completions record those). The start
+sits in a frozen adapter of its own (``anchor``), and the reference pass runs
+every row through it, whichever user's adapter the row trains.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
-from torch import nn
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
 
+# A LoRA state as peft saves it: names without the adapter's (get_peft_model_state_dict)
 LoraState = dict[str, torch.Tensor]
+ANCHOR_ADAPTER = "anchor"
 
 
-@contextmanager
-def lora_swapped(policy: nn.Module, state: LoraState) -> Iterator[None]:
-    """``policy`` with the LoRA weights of ``state`` in place of its own, restored after.
-    In-place copies: the optimiser keeps the same parameter objects."""
-    own = {k: v.detach().clone() for k, v in policy.state_dict().items() if k in state}
+def lora_state(policy: PeftModel, adapter: str) -> LoraState:
+    """A host-memory copy of ``adapter``'s LoRA weights, named as peft saves them."""
+    return {name: tensor.detach().to("cpu", copy=True)
+            for name, tensor in get_peft_model_state_dict(policy, adapter_name=adapter).items()}
+
+
+def load_lora(policy: PeftModel, adapter: str, state: LoraState) -> None:
+    """Copy ``state`` into ``adapter``'s weights, in place (optimisers keep their parameters);
+    a state with weights the adapter lacks (saved from another LoRA config) is refused."""
+    own = get_peft_model_state_dict(policy, adapter_name=adapter)
     missing = set(state) - set(own)
     if missing:
-        raise ValueError(f"anchor names {len(missing)} weights the policy lacks, e.g. "
+        raise ValueError(f"the LoRA state names {len(missing)} weights the policy lacks, e.g. "
                          f"{sorted(missing)[0]}: was it saved from another LoRA config?")
-    policy.load_state_dict(state, strict=False)
-    try:
-        yield
-    finally:
-        policy.load_state_dict(own, strict=False)
+    set_peft_model_state_dict(policy, state, adapter_name=adapter)
+
+
+def load_anchor(policy: PeftModel, state: LoraState, trained: list[str]) -> str:
+    """Put ``state`` in the frozen adapter that PPO's reference runs through (created the
+    first time); ``trained`` are the adapters that stay trainable. Returns its name."""
+    if ANCHOR_ADAPTER not in policy.peft_config:
+        policy.add_adapter(ANCHOR_ADAPTER, policy.peft_config[trained[0]])
+    load_lora(policy, ANCHOR_ADAPTER, state)
+    # adding an adapter resets which ones train: only the active one
+    policy.base_model.set_requires_grad(trained, True)
+    policy.base_model.set_requires_grad([ANCHOR_ADAPTER], False)
+    return ANCHOR_ADAPTER

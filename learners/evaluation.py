@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from learners.anchor import LoraState
 from learners.gate import HeldOutEval
 from learners.ppo import (
     RewardFn,
@@ -39,8 +38,9 @@ def evaluate_policy(
     seed: int,
     samples: int = 0,
     costs_fn: CostsFn | None = None,
-    anchor: LoraState | None = None,
+    anchor: str | None = None,
     check_prompts: Sequence[list[int]] = (),
+    adapter: str | None = None,
 ) -> HeldOutEval:
     """Sample responses to ``prompts`` (seeded) and return their mean reward and KL.
 
@@ -53,6 +53,8 @@ def evaluate_policy(
     compliance moves its reward by the heads' whole strength, and mixed into the
     mean (16 of 32 answers) such flips rejected 4 of a user's 7 updates as
     ``reward_regressed`` in a six-user demo run; the cost check judges them instead.
+    ``adapter`` names the peft adapter evaluated (None: the active one), ``anchor`` the
+    one the KL is measured to (None: the base model).
     """
     if samples > len(prompts):
         prompts = [prompts[i % len(prompts)] for i in range(samples)]
@@ -71,9 +73,11 @@ def evaluate_policy(
             max_new_tokens=config.max_new_tokens,
             temperature=config.temperature,
             max_prompt_tokens=config.max_prompt_tokens,
+            adapter_names=None if adapter is None else [adapter] * len(prompts),
         )
     mask = rollout.response_mask.float()  # (B, R)
-    logits, _ = forward_response(policy, rollout)
+    logits, _ = forward_response(
+        policy, rollout, adapter_names=None if adapter is None else [adapter] * len(prompts))
     logprobs = response_logprobs(logits, rollout.response_ids, config.temperature)
     # the KL the gate bounds is to the PPO reference: the anchor, if any
     ref_logprobs, features = reference_forward(policy, rollout, config.temperature, anchor)

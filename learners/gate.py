@@ -55,12 +55,14 @@ class GateDecision:
     reason: str
 
 
-def trainable_weights_finite(*modules: nn.Module) -> bool:
+def trainable_weights_finite(*modules: nn.Module, adapter: str | None = None) -> bool:
+    """Whether every trainable weight of ``modules`` is finite (with ``adapter``, of that
+    peft adapter only: the other users trained beside it are theirs to judge)."""
     return all(
         bool(torch.isfinite(p).all())
         for module in modules
-        for p in module.parameters()
-        if p.requires_grad
+        for name, p in module.named_parameters()
+        if (p.requires_grad if adapter is None or "lora_" not in name else f".{adapter}." in name)
     )
 
 

@@ -131,16 +131,19 @@ def sample_responses(
     max_new_tokens: int,
     temperature: float = 1.0,
     max_prompt_tokens: int = 64,
+    adapter_names: list[str] | None = None,
 ) -> Rollout:
-    """Sample one response per prompt from ``policy`` (its active adapter on) with `generate`.
+    """Sample one response per prompt from ``policy`` (its active adapter on; with
+    ``adapter_names``, one peft adapter per prompt) with `generate`.
 
     Randomness comes from torch's global generator: seed it for a reproducible rollout.
     """
     device = next(policy.parameters()).device
     prompt_ids, prompt_mask = left_pad_prompts(prompts, pad_token_id, max_prompt_tokens, device)
     config = sampling_config(max_new_tokens, temperature, eos_token_id, pad_token_id)
+    per_row = {} if adapter_names is None else {"adapter_names": adapter_names}
     sequences = policy.generate(
-        input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config
+        input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config, **per_row
     )  # (B, P + R), R <= max_new_tokens
     context_length = prompt_ids.shape[1]
     response_ids = sequences[:, context_length:]

@@ -27,9 +27,10 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from contracts.keys import SAFETY_START_KEY, SAFETY_START_LOCK_KEY
-from learners.anchor import LoraState
-from learners.ppo import make_kl_controller, make_optimizer, ppo_update
+from learners.anchor import LoraState, load_lora, lora_state
+from learners.ppo import make_optimizer, ppo_update
 from learners.ppo_config import PPOConfig
+from learners.ppo_math import make_kl_controller
 from learners.shared_judge import SharedJudge
 from learners.value_head import ValueHead
 
@@ -45,9 +46,10 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
     if not prompts:
         raise ValueError("the safety start needs red-team prompts: add them to the "
                          "principles file (examples or red_team)")
-    policy.load_state_dict(start, strict=False)
+    adapter = policy.active_adapter
+    load_lora(policy, adapter, start)
     value_head = ValueHead.for_model(policy).to(policy.device)
-    optimizer = make_optimizer(policy, value_head, config, value_learning_rate)
+    optimizer = make_optimizer(policy, value_head, config, value_learning_rate, adapter)
     kl_controller = make_kl_controller(config)
     draw = random.Random(seed)
     torch.manual_seed(seed)
@@ -61,7 +63,7 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
                            kl_controller)
         log.info("safety start %d/%d: mean penalty %.3f, KL %.2f", iteration + 1, iterations,
                  -stats.score, stats.kl)
-    return {k: v.detach().clone() for k, v in policy.state_dict().items() if "lora_" in k}
+    return lora_state(policy, adapter)
 
 
 class SafetyStart:

@@ -128,15 +128,25 @@ class Scheduler:
     @contextmanager
     def next_user(self) -> Iterator[tuple[str, str] | None]:
         """Lease the neediest user nobody else is training; yields (user, token) or None."""
-        for user_id in self.candidates():
-            token = self.try_lease(user_id)
-            if token is not None:
-                try:
-                    yield user_id, token
-                finally:
-                    self.release(user_id, token)
-                return
-        yield None
+        with self.next_users(1) as leased:
+            yield leased[0] if leased else None
+
+    @contextmanager
+    def next_users(self, count: int) -> Iterator[list[tuple[str, str]]]:
+        """Lease up to ``count`` of the neediest users nobody else is training, in priority
+        order (one PPO batch); yields their (user, token) pairs, released afterwards."""
+        leased: list[tuple[str, str]] = []
+        try:
+            for user_id in self.candidates(limit=max(20, 2 * count)):
+                if len(leased) == count:
+                    break
+                token = self.try_lease(user_id)
+                if token is not None:
+                    leased.append((user_id, token))
+            yield leased
+        finally:
+            for user_id, token in leased:
+                self.release(user_id, token)
 
     def mark_trained(self, user_id: str, examples: int, started_at: float | None = None) -> None:
         """Take the examples an update used off the user's pending count. What is left

@@ -1,9 +1,12 @@
-"""One user's update: reward model, PPO on their adapter, the gate, publishing.
+"""Users' updates: reward model, PPO on their adapters, the gate, publishing.
 
-``UserUpdater`` holds the base model once, wrapped by peft with one LoRA slot
-that is loaded with whichever user is being trained (DESIGN.md decision 8: a
-worker trains many users in turn). The reference policy is the same model
-with the adapter disabled.
+``UserUpdater`` holds the base model once, wrapped by peft with
+``TAILOR_LEARNER_USERS_PER_BATCH`` LoRA slots (peft adapters), each loaded with
+whichever user is being trained (DESIGN.md decision 8: a worker trains many
+users in turn). `update_many` trains up to that many users together: their
+PPO rows share every forward pass (learners.ppo), while reward, critic,
+optimiser, gate and publish stay each user's own. The reference policy is the
+same model with the adapters disabled, or the safety start's frozen adapter.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import redis
 import torch
-from peft import get_peft_model, set_peft_model_state_dict
+from peft import get_peft_model
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
@@ -38,20 +41,23 @@ from contracts.keys import (
 )
 from contracts.modeling import BaseModel
 from contracts.settings import Settings
+from learners.anchor import LoraState, load_anchor, load_lora, lora_state
 from learners.evaluation import evaluate_policy
 from learners.gate import GateConfig, GateDecision, HeldOutEval, decide, trainable_weights_finite
 from learners.guard import HarmlessnessGuard
 from learners.judgments import reward_events
-from learners.ppo import PPOStats, make_kl_controller, make_optimizer, ppo_update
+from learners.ppo import PPOStats, make_optimizer, ppo_update_batch
 from learners.ppo_config import PPOConfig
+from learners.ppo_math import make_kl_controller
 from learners.rater_reliability import CrowdConfig
 from learners.reward_config import RewardConfig
 from learners.reward_data import FeedbackBuilder
 from learners.reward_model import RewardModel
 from learners.safety_start import train_safety_start
-from learners.scheduler import Scheduler
+from learners.scheduler import LeaseLost, Scheduler, UpdateAbandoned
 from learners.shared_judge import SharedJudge
 from learners.training_data import TrainingExample
+from learners.update_job import UpdateJob
 from learners.user_state_cache import UserState, UserStateCache
 from learners.value_head import ValueHead
 
@@ -108,6 +114,11 @@ class UserUpdater:
         self.registry = AdapterRegistry(client)
         base.model.requires_grad_(False)
         self.policy = get_peft_model(base.model, ppo_config.lora_config())
+        # one LoRA slot per user trained together; "default" is the first
+        self.slots = ["default"] + [f"slot{i}" for i in range(1, settings.learner_users_per_batch)]
+        for slot in self.slots[1:]:
+            self.policy.add_adapter(slot, ppo_config.lora_config())
+        self.policy.base_model.set_requires_grad(self.slots, True)
         self.policy.eval()
         # Harmless and honest: shared by everyone, started from the written principles.
         self.judge = SharedJudge(
@@ -117,8 +128,12 @@ class UserUpdater:
             threshold=settings.learner_shared_head_threshold)
         # A new user starts from this state: LoRA B = 0, so the policy is the base model;
         # or from the safety start, where the learners train one (learners.safety_start).
-        self.fresh_lora = {k: v.detach().clone() for k, v in self._lora_state().items()}
-        self.start_lora: dict[str, torch.Tensor] | None = None
+        # (Every slot starts a new user from the first slot's: a slot's own random LoRA A
+        # would make a user's training depend on the slot they landed in.)
+        self.fresh_lora = lora_state(self.policy, "default")
+        self.start_lora: LoraState | None = None  # set by the worker (learners.safety_start)
+        self.anchor: str | None = None  # the adapter holding it, PPO's KL reference
+        self._anchor_state: LoraState | None = None
         self.reward_model: RewardModel | None = None
         self._population_examples = 0
         self.user_states = UserStateCache(settings.learner_user_cache_size)
@@ -126,10 +141,81 @@ class UserUpdater:
     # --- the update -------------------------------------------------------------------
     def update(self, user_id: str, scheduler: Scheduler, lease_token: str,
                iterations: int | None = None) -> UpdateOutcome:
-        """Train ``user_id`` on all their feedback: reward model, ``iterations`` PPO iterations
-        (default: ``ppo_iterations``), gate, publish. The caller holds the user's lease."""
-        started = time.time()
+        """Train ``user_id`` alone (`update_many` with one user); raises what failed it."""
+        (outcome,) = self.update_many([(user_id, lease_token, iterations)], scheduler)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def update_many(self, leased: list[tuple[str, str, int | None]],
+                    scheduler: Scheduler) -> list[UpdateOutcome | Exception]:
+        """Train each leased (user, lease token, PPO iterations or None for
+        ``ppo_iterations``) on all their feedback, together: reward model, PPO with every
+        user's rows in one batch (learners.ppo), then per user the gate and the publish.
+        Per user, the outcome or the error that stopped that user's update alone; a
+        shutdown (``UpdateAbandoned``) stops them all. The caller holds the leases."""
+        if len(leased) > len(self.slots):
+            raise ValueError(f"update_many: {len(leased)} users for {len(self.slots)} adapter "
+                             "slots (TAILOR_LEARNER_USERS_PER_BATCH)")
         self._drop_forgotten_states()
+        self._load_anchor()
+        results: dict[str, UpdateOutcome | Exception] = {}
+        jobs: list[UpdateJob] = []
+        for (user_id, token, iterations), slot in zip(leased, self.slots):
+            try:
+                jobs.append(self._prepare(user_id, token, slot, iterations))
+            except UpdateAbandoned:
+                raise
+            except Exception as err:  # this user's data or state: the others go on
+                results[user_id] = err
+        red_team = self._red_team_prompts() if self.red_team_share > 0 and jobs else []
+        for iteration in range(max((job.iterations for job in jobs), default=0)):
+            active = [job for job in jobs if job.error is None and iteration < job.iterations]
+            if active:
+                self._ppo_iteration(active, iteration, red_team, scheduler)
+            # a user whose iterations are done is gated and published now, not after the
+            # longest update of the batch (a refine's)
+            for job in jobs:
+                if job.user_id not in results and (job.error is not None
+                                                   or job.iterations == iteration + 1):
+                    results[job.user_id] = self._finish_or_error(job, scheduler)
+        return [results[user_id] for user_id, _, _ in leased]
+
+    def _ppo_iteration(self, active: list[UpdateJob], iteration: int,
+                       red_team: list[list[int]], scheduler: Scheduler) -> None:
+        """One PPO iteration of every active user, in one batch; then renew their leases."""
+        # the rollouts' randomness: the first user's, as when each trains alone
+        torch.manual_seed(active[0].round_seed(self.seed, iteration))
+        members = [job.member(self.seed, iteration, red_team, self.red_team_share,
+                              self.rollout_batch) for job in active]
+        outcomes = ppo_update_batch(self.policy, self.tokenizer, members, self.ppo_config,
+                                    self.anchor)
+        for job, outcome in zip(active, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                job.error = outcome
+                continue
+            job.stats.append(outcome)
+            try:
+                scheduler.renew(job.user_id, job.token)
+            except UpdateAbandoned:
+                raise
+            except LeaseLost as err:
+                job.error = err
+
+    def _finish_or_error(self, job: UpdateJob, scheduler: Scheduler) -> UpdateOutcome | Exception:
+        if job.error is not None:
+            return job.error
+        try:
+            return self._finish(job, scheduler)
+        except UpdateAbandoned:
+            raise
+        except Exception as err:  # this user's gate or publish: the others go on
+            return err
+
+    def _prepare(self, user_id: str, token: str, slot: str, iterations: int | None) -> UpdateJob:
+        """Everything of ``user_id``'s update before PPO: their reward, prompts, adapter in
+        ``slot``, critic, optimiser, and the gate's evaluation of the version in place."""
+        started = time.time()
         examples = [TrainingExample.from_json(raw)
                     for raw in self.client.lrange(examples_key(user_id), 0, -1)]
         trained_before, updates_before = (int(v or 0) for v in self.client.hmget(
@@ -154,55 +240,57 @@ class UserUpdater:
         red_held_out = random.Random(self.seed).sample(
             red_team, min(RED_TEAM_HELD_OUT, len(red_team)))
 
-        # 3. PPO on the user's adapter, starting from their published version.
+        # 3. The user's published adapter (or the start) in their slot, critic, optimiser.
         version_before = self.registry.current(user_id)
-        value_head = self._load_user_state(user_id, version_before)
-        kl_controller = make_kl_controller(self.ppo_config, self._kl_coef(user_id))
-        optimizer = make_optimizer(self.policy, value_head, self.ppo_config,
-                                   self.value_learning_rate)
-        before = self._evaluate(held_out, red_held_out, reward_fn)
-        stats = []
-        for iteration in range(iterations or self.ppo_iterations):
-            # Distinct per iteration and per update (a refine sees the same examples again).
-            round_seed = self.seed + 1000 * iteration + len(examples) + 100_003 * updates_before
-            torch.manual_seed(round_seed)
-            draw = random.Random(round_seed)
-            red = round(self.red_team_share * self.rollout_batch) if red_team else 0
-            batch = (draw.choices(train_prompts, k=self.rollout_batch - red)
-                     + draw.choices(red_team, k=red))
-            # advantages whitened apart: the red-team rows' penalties spread their rewards
-            # far wider than a user's taste, and would otherwise set the batch's scale
-            groups = [0] * (len(batch) - red) + [1] * red if red else None
-            stats.append(ppo_update(self.policy, value_head, optimizer, self.tokenizer, batch,
-                                    reward_fn, self.ppo_config, kl_controller, groups,
-                                    anchor=self.start_lora))
-            scheduler.renew(user_id, lease_token)
-        after = self._evaluate(held_out, red_held_out, reward_fn)
+        value_head = self._load_user_state(user_id, version_before, slot)
+        job = UpdateJob(
+            user_id=user_id, token=token, slot=slot,
+            iterations=iterations or self.ppo_iterations, started=started,
+            examples=len(examples), new_examples=new_examples, updates_before=updates_before,
+            accuracy=accuracy, reward_fn=reward_fn, train_prompts=train_prompts,
+            held_out=held_out, red_held_out=red_held_out, value_head=value_head,
+            kl_controller=make_kl_controller(self.ppo_config, self._kl_coef(user_id)),
+            optimizer=make_optimizer(self.policy, value_head, self.ppo_config,
+                                     self.value_learning_rate, slot))
+        job.before = self._evaluate(job)
+        return job
 
-        # 4. Gate, then publish: immutable files first, then the pointer.
-        decision = decide(trainable_weights_finite(self.policy, value_head), before, after,
-                          self.gate_config)
-        if decision.publish and self._forgotten_since(user_id, started):
+    def _finish(self, job: UpdateJob, scheduler: Scheduler) -> UpdateOutcome:
+        """The gate, then publish: immutable files first, then the pointer."""
+        user_id = job.user_id
+        after = self._evaluate(job)
+        decision = decide(trainable_weights_finite(self.policy, job.value_head, adapter=job.slot),
+                          job.before, after, self.gate_config)
+        if decision.publish and self._forgotten_since(user_id, job.started):
             decision = GateDecision(False, "user_forgotten")
         version = None
-        metrics = self._metrics(stats, before, after, accuracy, kl_controller.value)
+        metrics = self._metrics(job.stats, job.before, after, job.accuracy,
+                                job.kl_controller.value)
         if decision.publish:
-            scheduler.renew(user_id, lease_token)  # still ours: nobody else trained this user
-            version = self._publish(user_id, value_head, metrics)
-            self._keep_user_state(user_id, version, value_head)
-            self._record_lag(new_examples)
+            scheduler.renew(user_id, job.token)  # still ours: nobody else trained this user
+            version = self._publish(user_id, job.slot, job.value_head, metrics)
+            self._keep_user_state(user_id, version, job.slot, job.value_head)
+            self._record_lag(job.new_examples)
         else:
             log.warning("update of %s not published: %s", user_id, decision.reason)
-        self._record(user_id, decision, metrics, len(examples))
-        scheduler.mark_trained(user_id, len(new_examples), started)
-        return UpdateOutcome(user_id, decision, version, len(new_examples), before, after, stats,
-                             accuracy, time.time() - started)
+        self._record(user_id, decision, metrics, job.examples)
+        scheduler.mark_trained(user_id, len(job.new_examples), job.started)
+        return UpdateOutcome(user_id, decision, version, len(job.new_examples), job.before,
+                             after, job.stats, job.accuracy, time.time() - job.started)
 
-    def _evaluate(self, held_out: list[list[int]], red_held_out: list[list[int]],
-                  reward_fn) -> HeldOutEval:
-        return evaluate_policy(self.policy, self.tokenizer, held_out, reward_fn, self.ppo_config,
-                               self.seed, self.held_out_samples, costs_fn=self.judge.breaches,
-                               anchor=self.start_lora, check_prompts=red_held_out)
+    def _evaluate(self, job: UpdateJob) -> HeldOutEval:
+        return evaluate_policy(self.policy, self.tokenizer, job.held_out, job.reward_fn,
+                               self.ppo_config, self.seed, self.held_out_samples,
+                               costs_fn=self.judge.breaches, anchor=self.anchor,
+                               check_prompts=job.red_held_out, adapter=job.slot)
+
+    def _load_anchor(self) -> None:
+        """The safety start, where there is one, in the adapter PPO's KL is measured to."""
+        if self.start_lora is None:
+            self.anchor = None
+        elif self._anchor_state is not self.start_lora:
+            self.anchor = load_anchor(self.policy, self.start_lora, self.slots)
+            self._anchor_state = self.start_lora
 
     # --- reward -------------------------------------------------------------------------
     def _online_accuracy(self, user_id: str, new_examples: list[TrainingExample]) -> float | None:
@@ -287,34 +375,30 @@ class UserUpdater:
         return self.answer_features(prompt_ids, answer)
 
     # --- adapter state --------------------------------------------------------------------
-    def _lora_state(self) -> dict[str, torch.Tensor]:
-        return {k: v for k, v in self.policy.state_dict().items() if "lora_" in k}
-
-    def _load_user_state(self, user_id: str, version: str | None) -> ValueHead:
-        """The policy set to the user's published adapter (or the start), and their value
+    def _load_user_state(self, user_id: str, version: str | None, slot: str) -> ValueHead:
+        """``slot`` set to the user's published adapter (or the start), and their value
         head: from this worker's cache of recently trained users, else the stores."""
         value_head = ValueHead.for_model(self.policy).to(self.policy.device)
         if version is None:  # no adapter: new, or forgotten (then nothing of theirs stays)
             self.user_states.drop(user_id)
-            self.policy.load_state_dict(self.start_lora or self.fresh_lora, strict=False)
+            load_lora(self.policy, slot, self.start_lora or self.fresh_lora)
             return value_head
         kept = self.user_states.get(user_id, version)
         if kept is not None:
-            self.policy.load_state_dict(kept.lora, strict=False)
+            load_lora(self.policy, slot, kept.lora)
             value_head.load_state_dict(kept.value_head)
             return value_head
-        set_peft_model_state_dict(self.policy, self.store.load(user_id, version).tensors)
+        load_lora(self.policy, slot, self.store.load(user_id, version).tensors)
         blob = self.client.get(value_head_key(user_id))
         if blob is not None:
             value_head.load_state_dict(load_tensors(blob))
         return value_head
 
-    def _keep_user_state(self, user_id: str, version: str, value_head: ValueHead) -> None:
-        def host(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {name: t.detach().to("cpu", copy=True) for name, t in tensors.items()}
-
-        self.user_states.put(user_id, UserState(version, host(self._lora_state()),
-                                                host(value_head.state_dict())))
+    def _keep_user_state(self, user_id: str, version: str, slot: str,
+                         value_head: ValueHead) -> None:
+        state = {name: t.detach().to("cpu", copy=True)
+                 for name, t in value_head.state_dict().items()}
+        self.user_states.put(user_id, UserState(version, lora_state(self.policy, slot), state))
 
     def _kl_coef(self, user_id: str) -> float | None:
         value = self.client.hget(user_key(user_id), "learner_kl_coef")
@@ -356,11 +440,14 @@ class UserUpdater:
         forgotten_at = self.client.get(forgotten_key(user_id))
         return forgotten_at is not None and float(forgotten_at) >= started
 
-    def _publish(self, user_id: str, value_head: ValueHead, metrics: dict[str, float]) -> str:
+    def _publish(self, user_id: str, slot: str, value_head: ValueHead,
+                 metrics: dict[str, float]) -> str:
         version = self.registry.next_version(user_id)
         with tempfile.TemporaryDirectory() as folder:
-            self.policy.save_pretrained(folder)
-            self.store.put(user_id, version, Path(folder))
+            self.policy.save_pretrained(folder, selected_adapters=[slot])
+            # peft writes any adapter but "default" to a subfolder of its name
+            saved = Path(folder) if slot == "default" else Path(folder) / slot
+            self.store.put(user_id, version, saved)
         self.client.set(value_head_key(user_id), save_tensors(value_head.state_dict()))
         self.registry.publish(user_id, version, {f"learner_{k}": v for k, v in metrics.items()})
         return version

@@ -115,41 +115,59 @@ class LearnerLoop:
         self.safety_start = SafetyStart(self.client, worker_id, start_iterations)
 
     def step(self, block_ms: int = 200) -> UpdateOutcome | None:
-        """Apply waiting feedback, then update one user: one with enough new feedback,
-        else (when idle) one due for polishing. No user before the safety start exists,
-        where there is one (trained here, or waited for)."""
+        """`step_batch`, for one user per batch (the default): its update, or None."""
+        outcomes = self.step_batch(block_ms)
+        return outcomes[0] if outcomes else None
+
+    def step_batch(self, block_ms: int = 200) -> list[UpdateOutcome]:
+        """Apply waiting feedback, then update up to K users together (K the updater's
+        slots): those with enough new feedback first, the free slots (all of them when
+        nobody has new feedback) for users due for polishing. No user before the safety
+        start exists, where there is one (trained here, or waited for)."""
         self.consumer.poll(block_ms=block_ms)
         if not self.safety_start.ready(self.updater.train_safety_start):
-            return None  # another worker trains the start every user begins from
+            return []  # another worker trains the start every user begins from
         self.updater.start_lora = self.safety_start.state
-        with self.scheduler.next_user() as leased:
-            if leased is not None:
-                return self._update(*leased, refine=False)
-        with self._next_quiet_user() as leased:
-            if leased is not None:
-                return self._update(*leased, refine=True)
-        return None
+        slots = len(self.updater.slots)
+        with self.scheduler.next_users(slots) as ready, \
+                self._next_quiet_users(slots - len(ready)) as quiet:
+            leased = [(user, token, False) for user, token in ready]
+            leased += [(user, token, True) for user, token in quiet]
+            return self._update(leased) if leased else []
 
-    def _update(self, user_id: str, token: str, refine: bool) -> UpdateOutcome | None:
-        self._status("updating", user_id)
+    def _update(self, leased: list[tuple[str, str, bool]]) -> list[UpdateOutcome]:
+        """Update the leased (user, token, refine?) together; the outcomes. A user whose
+        update failed is logged and left for later; the first such error is raised after
+        the others' outcomes are kept (the loop logs it and pauses)."""
+        self._status("updating", ",".join(user for user, _, _ in leased))
+        outcomes, failed = [], []
         try:
-            iterations = self.options.refine_iterations if refine else None
-            outcome = self.updater.update(user_id, self.scheduler, token, iterations)
-            # before "idle": watchers see no gap
-            self._schedule_refines(user_id, refine, outcome.decision.publish)
+            results = self.updater.update_many(
+                [(user, token, self.options.refine_iterations if refine else None)
+                 for user, token, refine in leased], self.scheduler)
+            for (user_id, _, refine), result in zip(leased, results, strict=True):
+                if isinstance(result, LeaseLost):
+                    log.warning("lease on %s expired mid-update: result dropped", user_id)
+                elif isinstance(result, Exception):
+                    log.error("the update of %s failed: %r", user_id, result)
+                    failed.append(result)
+                else:  # before "idle": watchers see no gap
+                    self._schedule_refines(user_id, refine, result.decision.publish)
+                    outcomes.append(result)
         except UpdateAbandoned:
             log.warning("shutting down: the update of %s is dropped, its lease released "
-                        "(its feedback stays for the next update)", user_id)
-            return None
-        except LeaseLost:
-            log.warning("lease on %s expired mid-update: result dropped", user_id)
-            return None
+                        "(its feedback stays for the next update)",
+                        ", ".join(user for user, _, _ in leased))
+            return []
         finally:
             self._status("idle", "")
-        self.updates.append(outcome)
-        log.info("user %s%s: %s (%.1fs)", user_id, " (refine)" if refine else "",
-                 outcome.decision.reason, outcome.seconds)
-        return outcome
+        self.updates.extend(outcomes)
+        for outcome in outcomes:
+            log.info("user %s: %s (%.1fs)", outcome.user_id, outcome.decision.reason,
+                     outcome.seconds)
+        if failed:
+            raise failed[0]
+        return outcomes
 
     def _schedule_refines(self, user_id: str, refine: bool, published: bool) -> None:
         """A feedback-driven update (re)arms the user's refines; a published refine uses
@@ -174,30 +192,35 @@ class LearnerLoop:
             self.client.zrem(REFINE_KEY, user_id)
 
     @contextmanager
-    def _next_quiet_user(self) -> Iterator[tuple[str, str] | None]:
-        """Lease the user longest due for polishing; yields (user, token) or None."""
-        due = time.time() - self.options.refine_quiet_s
-        for raw in self.client.zrangebyscore(REFINE_KEY, "-inf", due, start=0, num=20):
-            user_id = raw.decode()
-            left = self.client.hget(user_key(user_id), REFINES_LEFT)
-            if left is None or int(left) <= 0 or not self.client.exists(examples_key(user_id)):
-                self.client.zrem(REFINE_KEY, user_id)  # forgotten, or nothing left to do
-                continue
-            token = self.scheduler.try_lease(user_id)
-            if token is not None:
-                try:
-                    yield user_id, token
-                finally:
-                    self.scheduler.release(user_id, token)
-                return
-        yield None
+    def _next_quiet_users(self, count: int) -> Iterator[list[tuple[str, str]]]:
+        """Lease up to ``count`` users longest due for polishing; yields (user, token) pairs,
+        released afterwards."""
+        leased: list[tuple[str, str]] = []
+        try:
+            due = time.time() - self.options.refine_quiet_s
+            for raw in (self.client.zrangebyscore(REFINE_KEY, "-inf", due, start=0,
+                                                  num=max(20, 2 * count)) if count > 0 else []):
+                if len(leased) == count:
+                    break
+                user_id = raw.decode()
+                left = self.client.hget(user_key(user_id), REFINES_LEFT)
+                if left is None or int(left) <= 0 or not self.client.exists(examples_key(user_id)):
+                    self.client.zrem(REFINE_KEY, user_id)  # forgotten, or nothing left to do
+                    continue
+                token = self.scheduler.try_lease(user_id)
+                if token is not None:
+                    leased.append((user_id, token))
+            yield leased
+        finally:
+            for user_id, token in leased:
+                self.scheduler.release(user_id, token)
 
     def run(self, stop: threading.Event) -> None:
         self._status("idle", "")
         outage = False  # logged once per outage, not once per retry
         while not stop.is_set():
             try:
-                self.step()
+                self.step_batch()
                 outage = False
             except redis.ConnectionError:
                 if not outage:

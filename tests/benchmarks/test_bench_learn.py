@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 from benchmarks.learn import BenchLearnConfig, run_bench_learn
@@ -31,7 +32,8 @@ def test_token_env_episode_is_response_tokens_steps_with_reward_at_the_end() -> 
 
 def test_bench_learn_runs_both_sides_on_a_tiny_model() -> None:
     config = BenchLearnConfig(
-        prompt_tokens=8, response_tokens=4, batch_size=4, iterations=1, warmup=0
+        prompt_tokens=8, response_tokens=4, batch_size=4, iterations=1, warmup=0,
+        users_per_batch=3,
     )
     result = run_bench_learn(config, TINY, Console(width=120))
     for key in ("ours_tokens_per_s", "ours_users_per_min", "rllib_tokens_per_s",
@@ -43,3 +45,10 @@ def test_bench_learn_runs_both_sides_on_a_tiny_model() -> None:
     for side in ("ours", "rllib"):
         tokens_per_update = result[f"{side}_tokens_per_s"] * result[f"{side}_seconds_per_update"]
         assert np.isclose(tokens_per_update, config.batch_size * config.response_tokens), side
+    # K = 3: three users' batches in each update, each as large as one user's alone
+    per_minute = result["users_per_minute"]
+    assert set(per_minute) == {"1", "3"} and per_minute["1"] == result["ours_users_per_min"]
+    assert result["tokens_per_s"]["3"] / per_minute["3"] == pytest.approx(
+        config.batch_size * config.response_tokens / 60)
+    assert result["users_per_batch_gain"] == pytest.approx(per_minute["3"] / per_minute["1"])
+    assert result["state_bytes_per_batched_user"] > 0

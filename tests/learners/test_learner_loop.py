@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -12,11 +13,15 @@ import torch
 
 from contracts.keys import (
     LEARNER_STATS_KEY,
+    PENDING_KEY,
     SAFETY_START_KEY,
     SAFETY_START_LOCK_KEY,
     examples_key,
+    forgotten_key,
+    user_prompts_key,
 )
 from contracts.settings import DEFAULT_MODEL_DIR, Settings
+from learners.anchor import lora_state
 from learners.gate import GateConfig
 from learners.judgments import reward_events
 from learners.training_data import TrainingExample
@@ -176,8 +181,8 @@ def test_every_new_user_starts_from_one_safety_start_that_one_worker_trains(sett
     second.step(block_ms=10)  # w2 loads it, and does not train it again
     assert redis_client.hget(SAFETY_START_KEY, "version") == version
     assert all(torch.equal(second.safety_start.state[k], state[k]) for k in state)
-    second.updater._load_user_state("newcomer", None)  # a new user's adapter starts there
-    lora = second.updater._lora_state()
+    second.updater._load_user_state("newcomer", None, "default")  # a new user starts there
+    lora = lora_state(second.updater.policy, "default")
     assert all(torch.equal(lora[k], state[k]) for k in state)
     with local_server(settings) as url:  # and their KL is measured from it
         give_rankings(url, "newcomer", 4)
@@ -206,6 +211,35 @@ def test_a_failed_step_does_not_end_the_learner_loop(settings, caplog):
             raise ValueError("reward_fn returned non-finite scores")
         stop.set()
 
-    loop.step = step
+    loop.step_batch = step
     loop.run(stop)
     assert len(steps) == 2 and "learner step failed" in caplog.text
+
+
+def test_users_trained_in_one_batch_publish_apart_and_one_failure_or_rejection_stays_theirs(
+        settings, redis_client):
+    """K = 3: three ready users share one PPO batch. One cannot be trained (their prompts
+    are gone), one is rejected by the gate (forgotten during the update); the third is
+    published and serves, and the failed one's feedback waits for a later update."""
+    settings = settings.model_copy(update={"learner_users_per_batch": 3})
+    with local_server(settings) as url:
+        for user in ("ann", "ben", "cy"):
+            give_rankings(url, user, 4)
+        loop = LearnerLoop(settings, "w1")
+        assert loop.updater.slots == ["default", "slot1", "slot2"]
+        loop.consumer.poll(block_ms=50)  # everyone's feedback applied, then:
+        redis_client.delete(user_prompts_key("ben"))  # ben's update fails
+        redis_client.set(forgotten_key("cy"), time.time() + 3600)  # the gate refuses cy's
+        with pytest.raises(ValueError, match="no recorded prompts"):
+            loop.step_batch(block_ms=50)
+        (ann,) = [o for o in loop.updates if o.user_id == "ann"]
+        (cy,) = [o for o in loop.updates if o.user_id == "cy"]
+        assert ann.decision.publish and len(ann.ppo) == 2
+        assert not cy.decision.publish and cy.decision.reason == "user_forgotten"
+        assert not [o for o in loop.updates if o.user_id == "ben"]
+        assert redis_client.zscore(PENDING_KEY, "ben") == 4  # still waiting
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        served = client.chat.completions.create(
+            model="tailor-base", max_tokens=4, extra_headers={"X-User-Id": "ann"},
+            messages=[{"role": "user", "content": "hi"}])
+    assert served.system_fingerprint == f"tailor-{ann.version}"

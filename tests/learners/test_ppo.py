@@ -10,7 +10,10 @@ import torch
 from peft import PeftModel, get_peft_model
 
 from contracts.features import sequence_features
-from learners.ppo import (
+from learners.anchor import load_anchor, load_lora, lora_state
+from learners.ppo import make_optimizer, ppo_update, reference_forward
+from learners.ppo_config import PPOConfig
+from learners.ppo_math import (
     AdaptiveKLController,
     FixedKLController,
     apply_missing_eos_penalty,
@@ -22,17 +25,13 @@ from learners.ppo import (
     kl_k1,
     kl_k3,
     make_kl_controller,
-    make_optimizer,
     masked_mean,
     masked_var,
     masked_whiten,
     per_token_kl,
-    ppo_update,
-    reference_forward,
     response_logprobs,
     shaped_rewards,
 )
-from learners.ppo_config import PPOConfig
 from learners.rollout import sample_responses
 from learners.value_head import ValueHead
 from tests.builders import EOS_ID, PAD_ID, tiny_llama, tiny_tokenizer
@@ -485,7 +484,8 @@ def test_an_anchor_is_the_kl_reference_and_the_features_stay_the_base_models(tok
         for name, parameter in policy.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0.0, 0.5)
-    start = {k: v.detach().clone() for k, v in policy.state_dict().items() if "lora_" in k}
+    start = lora_state(policy, "default")
+    anchor = load_anchor(policy, start, ["default"])
     prompts = random_prompts(6, 4, seed=2)
     seen = {}
 
@@ -494,24 +494,26 @@ def test_an_anchor_is_the_kl_reference_and_the_features_stay_the_base_models(tok
         return torch.zeros(len(prompt_ids))
 
     kls = {}
-    for name, anchor in (("base", None), ("start", start)):
-        policy.load_state_dict(start, strict=False)
+    for name, reference in (("base", None), ("start", anchor)):
+        load_lora(policy, "default", start)
         value_head = ValueHead.for_model(policy)
         torch.manual_seed(0)
-        kls[name] = ppo_update(policy, value_head, make_optimizer(policy, value_head, config),
-                               tokenizer, prompts, reward_fn, config, anchor=anchor).kl
+        optimizer = make_optimizer(policy, value_head, config, adapter="default")
+        kls[name] = ppo_update(policy, value_head, optimizer, tokenizer, prompts, reward_fn,
+                               config, anchor=reference).kl
         seen[name] = seen.pop("features")
     assert kls["start"] == pytest.approx(0.0, abs=1e-4)
     assert kls["base"] > 0.5  # the same rollouts, measured from the base model
     assert torch.equal(seen["base"], seen["start"])  # base-model features either way
-    moved = {k: v for k, v in policy.state_dict().items() if "lora_B" in k}
+    moved = lora_state(policy, "default")
     assert any(not torch.equal(moved[k], start[k]) for k in moved)  # trained, not reset
+    assert lora_state(policy, anchor).keys() == start.keys()
+    assert all(torch.equal(lora_state(policy, anchor)[k], start[k]) for k in start)  # frozen
+    assert not any(p.requires_grad for n, p in policy.named_parameters() if ".anchor." in n)
 
 
 def test_an_anchor_from_another_lora_config_is_refused(tokenizer):
-    from learners.anchor import lora_swapped
-
     policy = make_policy(PPOConfig())
-    with pytest.raises(ValueError, match="weights the policy lacks"), \
-            lora_swapped(policy, {"base_model.model.nowhere.lora_A.default.weight": torch.ones(1)}):
-        pass
+    with pytest.raises(ValueError, match="weights the policy lacks"):
+        load_anchor(policy, {"base_model.model.nowhere.lora_A.weight": torch.ones(1)},
+                    ["default"])

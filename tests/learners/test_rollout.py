@@ -6,8 +6,9 @@ import pytest
 import torch
 from peft import get_peft_model
 
-from learners.ppo import forward_response, response_logprobs
+from learners.ppo import forward_response
 from learners.ppo_config import PPOConfig
+from learners.ppo_math import response_logprobs
 from learners.rollout import (
     Rollout,
     left_pad_prompts,

@@ -1,0 +1,58 @@
+"""One user's update in progress: what a learner worker holds for them between preparing
+the update and gating it, and their share (a `PPOMember`) of each batched PPO iteration."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from learners.gate import HeldOutEval
+from learners.ppo import PPOMember, PPOStats, RewardFn
+from learners.ppo_math import KLController
+from learners.training_data import TrainingExample
+from learners.value_head import ValueHead
+
+
+@dataclass
+class UpdateJob:
+    user_id: str
+    token: str  # the user's lease
+    slot: str  # the peft adapter their LoRA trains in
+    iterations: int  # PPO iterations of this update
+    started: float  # time.time() when it began
+    examples: int  # all the user's examples
+    new_examples: list[TrainingExample]  # those not trained on before
+    updates_before: int
+    accuracy: float | None  # the reward model's online accuracy on the new feedback
+    reward_fn: RewardFn
+    train_prompts: list[list[int]]
+    held_out: list[list[int]]  # the gate's prompts
+    red_held_out: list[list[int]]  # red-team prompts of the gate's cost check
+    value_head: ValueHead
+    kl_controller: KLController
+    optimizer: torch.optim.Optimizer
+    before: HeldOutEval | None = None  # the gate's evaluation of the version in place
+    stats: list[PPOStats] = field(default_factory=list)
+    error: Exception | None = None  # what stopped this user's update (the others go on)
+
+    def round_seed(self, seed: int, iteration: int) -> int:
+        """Distinct per iteration and per update (a refine sees the same examples again)."""
+        return seed + 1000 * iteration + self.examples + 100_003 * self.updates_before
+
+    def member(self, seed: int, iteration: int, red_team: list[list[int]], red_team_share: float,
+               rollout_batch: int) -> PPOMember:
+        """This user's rows of PPO iteration ``iteration``: prompts drawn from their own (and
+        red-team ones), their critic, optimiser, β and a minibatch order of their own."""
+        round_seed = self.round_seed(seed, iteration)
+        draw = random.Random(round_seed)
+        red = round(red_team_share * rollout_batch) if red_team else 0
+        prompts = (draw.choices(self.train_prompts, k=rollout_batch - red)
+                   + draw.choices(red_team, k=red))
+        # advantages whitened apart: the red-team rows' penalties spread their rewards
+        # far wider than a user's taste, and would otherwise set the batch's scale
+        groups = [0] * (len(prompts) - red) + [1] * red if red else None
+        return PPOMember(prompts, self.reward_fn, self.value_head, self.optimizer,
+                         self.kl_controller, adapter=self.slot, row_groups=groups,
+                         generator=torch.Generator().manual_seed(round_seed))
