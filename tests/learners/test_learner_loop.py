@@ -220,10 +220,11 @@ def test_users_trained_in_one_batch_publish_apart_and_one_failure_or_rejection_s
         settings, redis_client):
     """K = 3: three ready users share one PPO batch. One cannot be trained (their prompts
     are gone), one is rejected by the gate (forgotten during the update); the third is
-    published and serves, and the failed one's feedback waits for a later update."""
+    published from its slot (not the first: ben, who waited longest, takes that) and
+    serves, and the failed one's feedback waits for a later update."""
     settings = settings.model_copy(update={"learner_users_per_batch": 3})
     with local_server(settings) as url:
-        for user in ("ann", "ben", "cy"):
+        for user in ("ben", "ann", "cy"):
             give_rankings(url, user, 4)
         loop = LearnerLoop(settings, "w1")
         assert loop.updater.slots == ["default", "slot1", "slot2"]
