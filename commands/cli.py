@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -157,27 +158,57 @@ def bench_serve(
 @bench_app.command("scale")
 def bench_scale(
     adapters: Annotated[str, typer.Option(
-        help="Distinct users' adapters of each case, comma-separated.")] = "32,256,1024",
+        help="Distinct users' adapters of each serving case, comma-separated.")] = "32,256,1024",
     requests: Annotated[int, typer.Option(
-        help="Timed requests per case (after as many untimed).")] = 300,
+        help="Timed requests per serving case (after as many untimed).")] = 300,
+    users: Annotated[str, typer.Option(
+        help="Simulated users of each learning case, comma-separated.")] = "4,16,64",
+    users_per_batch: Annotated[int, typer.Option(
+        help="K of the learning cases, each run against K = 1.")] = 8,
+    period_s: Annotated[float, typer.Option(
+        help="Seconds between one simulated user's judgments.")] = 20.0,
+    duration_s: Annotated[float, typer.Option(help="Seconds of each learning case.")] = 90.0,
+    parts: Annotated[str, typer.Option(
+        help="What to measure, comma-separated: serving, learning.")] = "serving,learning",
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="Write the figures here.")] = None,
 ) -> None:
-    """Many users' adapters over the slots and the host tier: hit rates, time to first token."""
+    """Many users: adapters over the slots and the host tier (hit rates, time to first
+    token); feedback lag and users updated per minute as simulated users grow, K = 1 vs K."""
     _environment()
-    from benchmarks.scale_serving import figures, run_bench_scale_serving
-
+    chosen = {part.strip() for part in parts.split(",") if part.strip()}
     try:
         counts = [int(count) for count in adapters.split(",") if count.strip()]
+        user_counts = [int(count) for count in users.split(",") if count.strip()]
     except ValueError:
-        counts = []
-    if not counts or min(counts) < 1 or requests < 1:
-        console.print(f"[red]error:[/] --adapters {adapters!r} --requests {requests}: give "
-                      "positive whole numbers, e.g. --adapters 32,256,1024 --requests 300")
+        counts, user_counts = [], []
+    if (not counts or min(counts) < 1 or requests < 1 or not user_counts or min(user_counts) < 1
+            or users_per_batch < 1 or period_s <= 0 or duration_s <= 0
+            or not chosen or chosen - {"serving", "learning"}):
+        console.print(f"[red]error:[/] --adapters {adapters!r} --requests {requests} --users "
+                      f"{users!r} --users-per-batch {users_per_batch} --period-s {period_s} "
+                      f"--duration-s {duration_s} --parts {parts!r}: give positive numbers and "
+                      "parts among serving, learning, e.g. --adapters 32,256,1024 --users 4,16,64")
         raise typer.Exit(2)
-    cases = run_bench_scale_serving(counts, requests, console)
+    result: dict = {}
+    if "serving" in chosen:
+        from benchmarks.scale_serving import figures, run_bench_scale_serving
+
+        result |= figures(run_bench_scale_serving(counts, requests, console))
+    if "learning" in chosen:
+        from benchmarks.scale_learning import figures as learning_figures
+        from benchmarks.scale_learning import run_bench_scale_learning
+        from commands.redis_server import RedisServer, free_port
+
+        with tempfile.TemporaryDirectory(prefix="tailor-bench-redis-") as folder:
+            server = RedisServer(free_port(), Path(folder)).start()
+            try:
+                result |= learning_figures(run_bench_scale_learning(
+                    server.url, user_counts, users_per_batch, period_s, duration_s, console))
+            finally:
+                server.stop()
     if json_path is not None:
-        json_path.write_text(json.dumps(figures(cases), indent=2))
+        json_path.write_text(json.dumps(result, indent=2))
         console.print(f"wrote {json_path}")
 
 

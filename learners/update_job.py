@@ -24,6 +24,7 @@ class UpdateJob:
     started: float  # time.time() when it began
     examples: int  # all the user's examples
     new_examples: list[TrainingExample]  # those not trained on before
+    unpublished: list[TrainingExample]  # those not in any published version yet
     updates_before: int
     accuracy: float | None  # the reward model's online accuracy on the new feedback
     reward_fn: RewardFn

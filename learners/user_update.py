@@ -218,9 +218,16 @@ class UserUpdater:
         started = time.time()
         examples = [TrainingExample.from_json(raw)
                     for raw in self.client.lrange(examples_key(user_id), 0, -1)]
-        trained_before, updates_before = (int(v or 0) for v in self.client.hmget(
-            user_key(user_id), "learner_examples_trained", "learner_updates"))
+        trained, updates, published = self.client.hmget(
+            user_key(user_id), "learner_examples_trained", "learner_updates",
+            "learner_examples_published")
+        trained_before, updates_before = int(trained or 0), int(updates or 0)
         new_examples = examples[trained_before:]
+        if published is None:  # none yet, or from before the field existed: then, as if
+            # everything trained on had been published with the version in place
+            published_before = trained_before if self.registry.current(user_id) else 0
+        else:
+            published_before = int(published)
 
         # 1. Reward model: score the new feedback before training on it, then fit.
         accuracy = self._online_accuracy(user_id, new_examples)
@@ -247,6 +254,7 @@ class UserUpdater:
             user_id=user_id, token=token, slot=slot,
             iterations=iterations or self.ppo_iterations, started=started,
             examples=len(examples), new_examples=new_examples, updates_before=updates_before,
+            unpublished=examples[published_before:],
             accuracy=accuracy, reward_fn=reward_fn, train_prompts=train_prompts,
             held_out=held_out, red_held_out=red_held_out, value_head=value_head,
             kl_controller=make_kl_controller(self.ppo_config, self._kl_coef(user_id)),
@@ -270,10 +278,13 @@ class UserUpdater:
             scheduler.renew(user_id, job.token)  # still ours: nobody else trained this user
             version = self._publish(user_id, job.slot, job.value_head, metrics)
             self._keep_user_state(user_id, version, job.slot, job.value_head)
-            self._record_lag(job.new_examples)
+            # every judgment since the last published version: one an update the gate
+            # rejected used reaches the user only now
+            self._record_lag(job.unpublished)
         else:
             log.warning("update of %s not published: %s", user_id, decision.reason)
-        self._record(user_id, decision, metrics, job.examples)
+        self._record(user_id, decision, metrics, job.examples,
+                     job.examples if decision.publish else job.examples - len(job.unpublished))
         scheduler.mark_trained(user_id, len(job.new_examples), job.started)
         return UpdateOutcome(user_id, decision, version, len(job.new_examples), job.before,
                              after, job.stats, job.accuracy, time.time() - job.started)
@@ -470,12 +481,15 @@ class UserUpdater:
         return metrics
 
     def _record(self, user_id: str, decision: GateDecision, metrics: dict[str, float],
-                examples: int) -> None:
+                examples: int, published: int) -> None:
+        """The update's outcome; ``published``: the user's examples in their published
+        version now (the feedback lag of the rest counts on)."""
         with self.client.pipeline() as pipe:
             pipe.hset(user_key(user_id), mapping={
                 "learner_examples_trained": examples,
                 "learner_last_decision": decision.reason,
                 "learner_kl_coef": metrics["kl_coef"],
+                "learner_examples_published": published,
             })
             pipe.hincrby(user_key(user_id), "learner_updates", 1)
             pipe.hincrby(LEARNER_STATS_KEY, "updates", 1)

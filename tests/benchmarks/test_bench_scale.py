@@ -1,4 +1,5 @@
-"""`tailor bench scale`'s serving part, small: the tiers do what their hit rates say."""
+"""`tailor bench scale`, small: the serving tiers do what their hit rates say; the learning
+part measures lag and updates per minute."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 
 from rich.console import Console
 
+from benchmarks.scale_learning import figures as learning_figures
+from benchmarks.scale_learning import run_bench_scale_learning
 from benchmarks.scale_serving import figures, run_bench_scale_serving, user_sequence
 from contracts.settings import Settings
 
@@ -29,3 +32,18 @@ def test_more_users_than_slots_round_robin_miss_every_slot_and_hit_the_host_tier
     assert set(written["ttft_p95_s"]) == {"slots", "slots+host", "all_cached"}
     assert set(written["ttft_p95_s"]["slots"][str(slots + 8)]) == {"round_robin", "zipf"}
     assert json.loads(json.dumps(written)) == written
+
+
+def test_the_learning_part_measures_lag_and_updates_per_minute_at_k_1_and_k(redis_server):
+    """Two simulated users judging every 2 s, 10 s per case, on the default model: each
+    K = 1 and K = 2 case gets judgments, updates them, and reports a lag no longer than
+    the case (a judgment waiting at the end counts at its age)."""
+    cases = run_bench_scale_learning(redis_server.url, [2], 2, period_s=2.0, duration_s=10.0,
+                                     console=Console(width=120))
+    assert [(c.users, c.users_per_batch) for c in cases] == [(2, 1), (2, 2)]
+    for case in cases:
+        assert case.judgments >= 8 and case.updates >= 1
+        assert 0 < case.lag_p50_s <= case.lag_p95_s <= case.seconds + 5
+    written = learning_figures(cases)
+    assert set(written["lag_p95_s"]) == {"1", "2"} and set(written["lag_p95_s"]["2"]) == {"2"}
+    assert written["users_per_minute"]["1"]["2"] == cases[0].users_per_minute

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from contracts.keys import (
+    FEEDBACK_LAG_KEY,
     LEARNER_STATS_KEY,
     PENDING_KEY,
     SAFETY_START_KEY,
@@ -244,3 +245,20 @@ def test_users_trained_in_one_batch_publish_apart_and_one_failure_or_rejection_s
             model="tailor-base", max_tokens=4, extra_headers={"X-User-Id": "ann"},
             messages=[{"role": "user", "content": "hi"}])
     assert served.system_fingerprint == f"tailor-{ann.version}"
+
+
+def test_feedback_lag_counts_the_judgments_of_a_rejected_update_when_they_are_published(
+        settings, redis_client):
+    """Lag is judgment -> an adapter trained on it published: the 4 judgments of an update
+    the gate rejected reach the user with the next published one, and count then."""
+    loop = LearnerLoop(settings, "w1", LearnerOptions(gate=GateConfig(kl_bound=-1.0)))
+    with local_server(settings) as url:
+        give_rankings(url, "dora", 4)
+        assert not loop.step(block_ms=50).decision.publish
+        assert redis_client.llen(FEEDBACK_LAG_KEY) == 0
+        loop.updater.gate_config = GateConfig(kl_bound=1e9, tolerance=1e9, cost_tolerance=1.0)
+        give_rankings(url, "dora", 4, start=4)
+        outcome = loop.step(block_ms=50)
+    assert outcome.decision.publish and outcome.examples == 4
+    lags = sorted(float(x) for x in redis_client.lrange(FEEDBACK_LAG_KEY, 0, -1))
+    assert len(lags) == 8 and lags[-1] > lags[0]  # the first four waited longer
