@@ -21,6 +21,7 @@ worker whose lease already expired cannot renew it or release someone else's.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -132,12 +133,16 @@ class Scheduler:
             yield leased[0] if leased else None
 
     @contextmanager
-    def next_users(self, count: int) -> Iterator[list[tuple[str, str]]]:
+    def next_users(self, count: int, workers: int = 1) -> Iterator[list[tuple[str, str]]]:
         """Lease up to ``count`` of the neediest users nobody else is training, in priority
-        order (one PPO batch); yields their (user, token) pairs, released afterwards."""
+        order (one PPO batch), but no more than a ``workers``-th of those ready (rounded
+        up): with several workers, each takes its share rather than one batching every
+        ready user while the others wait. Yields (user, token) pairs, released afterwards."""
         leased: list[tuple[str, str]] = []
         try:
-            for user_id in self.candidates(limit=max(20, 2 * count)):
+            ready = self.candidates(limit=max(20, 2 * count * workers))
+            count = min(count, max(1, math.ceil(len(ready) / max(1, workers))))
+            for user_id in ready:
                 if len(leased) == count:
                     break
                 token = self.try_lease(user_id)

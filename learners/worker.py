@@ -129,7 +129,7 @@ class LearnerLoop:
             return []  # another worker trains the start every user begins from
         self.updater.start_lora = self.safety_start.state
         slots = len(self.updater.slots)
-        with self.scheduler.next_users(slots) as ready, \
+        with self.scheduler.next_users(slots, self.settings.learner_workers) as ready, \
                 self._next_quiet_users(slots - len(ready)) as quiet:
             leased = [(user, token, False) for user, token in ready]
             leased += [(user, token, True) for user, token in quiet]

@@ -223,7 +223,7 @@ def test_users_trained_in_one_batch_publish_apart_and_one_failure_or_rejection_s
     are gone), one is rejected by the gate (forgotten during the update); the third is
     published from its slot (not the first: ben, who waited longest, takes that) and
     serves, and the failed one's feedback waits for a later update."""
-    settings = settings.model_copy(update={"learner_users_per_batch": 3})
+    settings = settings.model_copy(update={"learner_users_per_batch": 3, "learner_workers": 1})
     with local_server(settings) as url:
         for user in ("ben", "ann", "cy"):
             give_rankings(url, user, 4)

@@ -114,3 +114,18 @@ def test_mark_trained_takes_used_examples_off_the_pending_count(redis_client):
     assert redis_client.zscore(PENDING_KEY, "a") == 2
     scheduler.mark_trained("a", 2)
     assert redis_client.zscore(PENDING_KEY, "a") is None
+
+
+def test_workers_share_the_ready_users_out_rather_than_one_batching_them_all(redis_client):
+    """K = 8, two workers, five ready users: the first leases three (its share, rounded up),
+    the second the other two, instead of one worker training all five while the other
+    waits; the neediest go first."""
+    for i, user in enumerate(["u0", "u1", "u2", "u3", "u4"]):
+        arrive(redis_client, user, 4, at=100.0 + i)
+    first = Scheduler(redis_client, min_feedback=4, lease_s=10)
+    second = Scheduler(redis_client, min_feedback=4, lease_s=10)
+    with first.next_users(8, workers=2) as mine, second.next_users(8, workers=2) as theirs:
+        assert [user for user, _ in mine] == ["u0", "u1", "u2"]
+        assert [user for user, _ in theirs] == ["u3", "u4"]
+    with first.next_users(8, workers=1) as alone:  # the leases came back; one worker takes all
+        assert len(alone) == 5
