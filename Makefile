@@ -40,7 +40,7 @@ run: setup
 	$(VENV)/bin/tailor up
 
 test: setup chromium
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=25
 
 bench-serve: setup
 	$(VENV)/bin/tailor bench serve

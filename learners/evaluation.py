@@ -56,6 +56,8 @@ def evaluate_policy(
     ``adapter`` names the peft adapter evaluated (None: the active one), ``anchor`` the
     one the KL is measured to (None: the base model).
     """
+    if adapter == getattr(policy, "active_adapter", None):
+        adapter = None  # peft's plain forward: no per-row sub-batches
     if samples > len(prompts):
         prompts = [prompts[i % len(prompts)] for i in range(samples)]
     scored = len(prompts)

@@ -276,7 +276,7 @@ def ppo_update_batch(
         max_new_tokens=config.max_new_tokens,
         temperature=config.temperature,
         max_prompt_tokens=config.max_prompt_tokens,
-        adapter_names=_row_adapters(members),
+        adapter_names=_row_adapters(members, policy),
     )
     return ppo_step(policy, rollout, members, config, anchor, started)
 
@@ -293,7 +293,7 @@ def ppo_step(
                          f"{sum(len(m.prompts) for m in members)} prompts of the members.")
     policy.eval()
     temperature = config.temperature
-    row_adapters = _row_adapters(members)
+    row_adapters = _row_adapters(members, policy)
     b_response_ids = rollout.response_ids  # (B, R)
     b_mask = rollout.response_mask.float()  # (B, R)
 
@@ -349,9 +349,11 @@ def ppo_step(
     return outcomes
 
 
-def _row_adapters(members: list[PPOMember]) -> list[str] | None:
-    """Each row's adapter name, or None when every member uses the active adapter."""
-    if all(member.adapter is None for member in members):
+def _row_adapters(members: list[PPOMember], policy: nn.Module) -> list[str] | None:
+    """Each row's adapter name, or None when every member uses the active adapter (then
+    peft's plain forward runs, not its per-row one: no sub-batches to gather)."""
+    active = getattr(policy, "active_adapter", None)
+    if all(member.adapter in (None, active) for member in members):
         return None
     if any(member.adapter is None for member in members):
         raise ValueError("ppo_update: name every member's adapter, or none (the active one).")

@@ -35,10 +35,10 @@ def test_more_users_than_slots_round_robin_miss_every_slot_and_hit_the_host_tier
 
 
 def test_the_learning_part_measures_lag_and_updates_per_minute_at_k_1_and_k(redis_server):
-    """Two simulated users judging every 2 s, 10 s per case, on the default model: each
+    """Two simulated users judging every 1.5 s, 8 s per case, on the default model: each
     K = 1 and K = 2 case gets judgments, updates them, and reports a lag no longer than
     the case (a judgment waiting at the end counts at its age)."""
-    cases = run_bench_scale_learning(redis_server.url, [2], 2, period_s=2.0, duration_s=10.0,
+    cases = run_bench_scale_learning(redis_server.url, [2], 2, period_s=1.5, duration_s=8.0,
                                      console=Console(width=120))
     assert [(c.users, c.users_per_batch) for c in cases] == [(2, 1), (2, 2)]
     for case in cases:
