@@ -40,13 +40,12 @@ def load_lora(policy: PeftModel, adapter: str, state: LoraState) -> None:
     set_peft_model_state_dict(policy, state, adapter_name=adapter)
 
 
-def load_anchor(policy: PeftModel, state: LoraState, trained: list[str]) -> str:
+def load_anchor(policy: PeftModel, state: LoraState) -> str:
     """Put ``state`` in the frozen adapter that PPO's reference runs through (created the
-    first time); ``trained`` are the adapters that stay trainable. Returns its name."""
+    first time, with the active adapter's config). Returns its name. (Which adapters
+    train is set where they train: `learners.ppo.ppo_step`.)"""
     if ANCHOR_ADAPTER not in policy.peft_config:
-        policy.add_adapter(ANCHOR_ADAPTER, policy.peft_config[trained[0]])
+        policy.add_adapter(ANCHOR_ADAPTER, policy.peft_config[policy.active_adapter])
     load_lora(policy, ANCHOR_ADAPTER, state)
-    # adding an adapter resets which ones train: only the active one
-    policy.base_model.set_requires_grad(trained, True)
     policy.base_model.set_requires_grad([ANCHOR_ADAPTER], False)
     return ANCHOR_ADAPTER

@@ -127,12 +127,6 @@ class Scheduler:
             pass  # expired: nothing of ours to release
 
     @contextmanager
-    def next_user(self) -> Iterator[tuple[str, str] | None]:
-        """Lease the neediest user nobody else is training; yields (user, token) or None."""
-        with self.next_users(1) as leased:
-            yield leased[0] if leased else None
-
-    @contextmanager
     def next_users(self, count: int, workers: int = 1) -> Iterator[list[tuple[str, str]]]:
         """Lease up to ``count`` of the neediest users nobody else is training, in priority
         order (one PPO batch), but no more than a ``workers``-th of those ready (rounded

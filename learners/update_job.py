@@ -30,6 +30,7 @@ class UpdateJob:
     reward_fn: RewardFn
     train_prompts: list[list[int]]
     held_out: list[list[int]]  # the gate's prompts
+    red_team: list[list[int]]  # red-team prompts for the batches (none: share 0)
     red_held_out: list[list[int]]  # red-team prompts of the gate's cost check
     value_head: ValueHead
     kl_controller: KLController
@@ -42,15 +43,15 @@ class UpdateJob:
         """Distinct per iteration and per update (a refine sees the same examples again)."""
         return seed + 1000 * iteration + self.examples + 100_003 * self.updates_before
 
-    def member(self, seed: int, iteration: int, red_team: list[list[int]], red_team_share: float,
+    def member(self, seed: int, iteration: int, red_team_share: float,
                rollout_batch: int) -> PPOMember:
         """This user's rows of PPO iteration ``iteration``: prompts drawn from their own (and
         red-team ones), their critic, optimiser, β and a minibatch order of their own."""
         round_seed = self.round_seed(seed, iteration)
         draw = random.Random(round_seed)
-        red = round(red_team_share * rollout_batch) if red_team else 0
+        red = round(red_team_share * rollout_batch) if self.red_team else 0
         prompts = (draw.choices(self.train_prompts, k=rollout_batch - red)
-                   + draw.choices(red_team, k=red))
+                   + draw.choices(self.red_team, k=red))
         # advantages whitened apart: the red-team rows' penalties spread their rewards
         # far wider than a user's taste, and would otherwise set the batch's scale
         groups = [0] * (len(prompts) - red) + [1] * red if red else None

@@ -118,7 +118,6 @@ class UserUpdater:
         self.slots = ["default"] + [f"slot{i}" for i in range(1, settings.learner_users_per_batch)]
         for slot in self.slots[1:]:
             self.policy.add_adapter(slot, ppo_config.lora_config())
-        self.policy.base_model.set_requires_grad(self.slots, True)
         self.policy.eval()
         # Harmless and honest: shared by everyone, started from the written principles.
         self.judge = SharedJudge(
@@ -139,14 +138,6 @@ class UserUpdater:
         self.user_states = UserStateCache(settings.learner_user_cache_size)
 
     # --- the update -------------------------------------------------------------------
-    def update(self, user_id: str, scheduler: Scheduler, lease_token: str,
-               iterations: int | None = None) -> UpdateOutcome:
-        """Train ``user_id`` alone (`update_many` with one user); raises what failed it."""
-        (outcome,) = self.update_many([(user_id, lease_token, iterations)], scheduler)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
     def update_many(self, leased: list[tuple[str, str, int | None]],
                     scheduler: Scheduler) -> list[UpdateOutcome | Exception]:
         """Train each leased (user, lease token, PPO iterations or None for
@@ -168,11 +159,10 @@ class UserUpdater:
                 raise
             except Exception as err:  # this user's data or state: the others go on
                 results[user_id] = err
-        red_team = self._red_team_prompts() if self.red_team_share > 0 and jobs else []
         for iteration in range(max((job.iterations for job in jobs), default=0)):
             active = [job for job in jobs if job.error is None and iteration < job.iterations]
             if active:
-                self._ppo_iteration(active, iteration, red_team, scheduler)
+                self._ppo_iteration(active, iteration, scheduler)
             # a user whose iterations are done is gated and published now, not after the
             # longest update of the batch (a refine's)
             for job in jobs:
@@ -182,12 +172,12 @@ class UserUpdater:
         return [results[user_id] for user_id, _, _ in leased]
 
     def _ppo_iteration(self, active: list[UpdateJob], iteration: int,
-                       red_team: list[list[int]], scheduler: Scheduler) -> None:
+                       scheduler: Scheduler) -> None:
         """One PPO iteration of every active user, in one batch; then renew their leases."""
         # the rollouts' randomness: the first user's, as when each trains alone
         torch.manual_seed(active[0].round_seed(self.seed, iteration))
-        members = [job.member(self.seed, iteration, red_team, self.red_team_share,
-                              self.rollout_batch) for job in active]
+        members = [job.member(self.seed, iteration, self.red_team_share, self.rollout_batch)
+                   for job in active]
         outcomes = ppo_update_batch(self.policy, self.tokenizer, members, self.ppo_config,
                                     self.anchor)
         for job, outcome in zip(active, outcomes, strict=True):
@@ -256,7 +246,8 @@ class UserUpdater:
             examples=len(examples), new_examples=new_examples, updates_before=updates_before,
             unpublished=examples[published_before:],
             accuracy=accuracy, reward_fn=reward_fn, train_prompts=train_prompts,
-            held_out=held_out, red_held_out=red_held_out, value_head=value_head,
+            held_out=held_out, red_team=red_team, red_held_out=red_held_out,
+            value_head=value_head,
             kl_controller=make_kl_controller(self.ppo_config, self._kl_coef(user_id)),
             optimizer=make_optimizer(self.policy, value_head, self.ppo_config,
                                      self.value_learning_rate, slot))
@@ -300,7 +291,7 @@ class UserUpdater:
         if self.start_lora is None:
             self.anchor = None
         elif self._anchor_state is not self.start_lora:
-            self.anchor = load_anchor(self.policy, self.start_lora, self.slots)
+            self.anchor = load_anchor(self.policy, self.start_lora)
             self._anchor_state = self.start_lora
 
     # --- reward -------------------------------------------------------------------------

@@ -485,7 +485,7 @@ def test_an_anchor_is_the_kl_reference_and_the_features_stay_the_base_models(tok
             if "lora_B" in name:
                 parameter.normal_(0.0, 0.5)
     start = lora_state(policy, "default")
-    anchor = load_anchor(policy, start, ["default"])
+    anchor = load_anchor(policy, start)
     prompts = random_prompts(6, 4, seed=2)
     seen = {}
 
@@ -515,5 +515,4 @@ def test_an_anchor_is_the_kl_reference_and_the_features_stay_the_base_models(tok
 def test_an_anchor_from_another_lora_config_is_refused(tokenizer):
     policy = make_policy(PPOConfig())
     with pytest.raises(ValueError, match="weights the policy lacks"):
-        load_anchor(policy, {"base_model.model.nowhere.lora_A.weight": torch.ones(1)},
-                    ["default"])
+        load_anchor(policy, {"base_model.model.nowhere.lora_A.weight": torch.ones(1)})

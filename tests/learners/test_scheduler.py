@@ -69,10 +69,10 @@ def test_a_flooding_user_cannot_starve_the_rest_and_no_ready_user_waits_past_the
 def test_a_user_is_leased_to_one_worker_at_a_time(redis_client):
     redis_client.zadd(PENDING_KEY, {"a": 5, "b": 4})
     first, second = Scheduler(redis_client, 4, 10), Scheduler(redis_client, 4, 10)
-    with first.next_user() as one, second.next_user() as two:
-        assert one[0] == "a" and two[0] == "b"
-        with Scheduler(redis_client, 4, 10).next_user() as three:
-            assert three is None
+    with first.next_users(1) as one, second.next_users(1) as two:
+        assert one[0][0] == "a" and two[0][0] == "b"
+        with Scheduler(redis_client, 4, 10).next_users(1) as three:
+            assert three == []
     assert not redis_client.exists(lease_key("a")) and not redis_client.exists(lease_key("b"))
 
 
