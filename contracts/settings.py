@@ -116,6 +116,9 @@ class Settings(BaseSettings):
         description="Requests join the running batch between decode steps; false: each batch "
         "runs to its end before the next starts.",
     )
+    prefill_chunk_tokens: int = Field(
+        512, ge=16, description="Prompt tokens run per engine step beside the decode of the "
+        "running rows; a longer prompt runs over several steps (chunked prefill).")
     metrics_max_users: int = Field(
         50, ge=0, description="Users with their own learner series in /metrics (most recently "
         "updated first); every user's numbers are in GET /v1/users/{id}.",

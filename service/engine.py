@@ -28,7 +28,9 @@ from contracts.records import ChoiceRecord
 from contracts.settings import Settings
 from service.adapter_cache import AdapterCache
 from service.engine_interface import GenerationResult, SamplingParams
+from service import packed_step
 from service.multi_lora import inject_multi_lora
+from service.packed_step import Chunk, PackedStep
 from service.running_batch import RunningBatch
 from service.sampling import RowSampling, row_generator, sample_next
 
@@ -67,6 +69,7 @@ class _Row:
     emitted: int = 0  # characters of ``text`` already streamed
     finish_reason: str | None = None
     hit_stop_string: bool = False
+    prefilled: int = 0  # prompt tokens already run (a long prompt runs over several steps)
 
     @property
     def holdback(self) -> int:
@@ -100,6 +103,9 @@ class Engine:
         self._batch: RunningBatch | None = None  # tensors of the rows decoding now
         self._active: list[_Row] = []  # those rows, in batch order
         self._requests: list[_Running] = []  # admitted and not yet returned
+        self._joining: list[_Row] = []  # admitted rows whose prompts have not all run, in order
+        self._carried: RunningBatch | None = None  # KV of the first of them, if it has started
+        self._packed = False  # whether steps run packed (packed_step.py)
         self._selection_stale = True
 
     # --- lifecycle -------------------------------------------------------------
@@ -117,6 +123,12 @@ class Engine:
             self.layers, s.adapter_cache_size, s.max_lora_rank, AdapterStore(s.adapter_store_uri),
             host_capacity=s.adapter_host_cache_size,
         )
+        with torch.inference_mode():
+            probe, _ = RunningBatch.prefill(self.base.model, [[self.tokenizer.pad_token_id]],
+                                            self.tokenizer.pad_token_id, self.base.device)
+        self._packed = probe.joinable  # full attention: rows can share a step and join
+        if self._packed:
+            packed_step.install(self.base.model)
 
     def check_health(self) -> bool:
         return self.base is not None
@@ -148,7 +160,13 @@ class Engine:
     # --- generation: the running batch ---------------------------------------
     @property
     def running_rows(self) -> int:
-        return len(self._active)
+        """Rows decoding or about to (admitted, prompt still running): the batch's load."""
+        return len(self._active) + len(self._joining)
+
+    @property
+    def joining_rows(self) -> int:
+        """Admitted rows whose prompts have not all run yet (chunked prefill)."""
+        return len(self._joining)
 
     @property
     def can_join(self) -> bool:
@@ -157,7 +175,8 @@ class Engine:
 
     @torch.inference_mode()
     def admit(self, requests: list[EngineRequest]) -> list[AdapterError | None]:
-        """Prefill ``requests`` and add their rows to the running batch.
+        """Add ``requests``' rows to the running batch: their prompts run with the
+        next ``step`` (packed with the decode; at once, for models that cannot pack).
 
         Returns, per request, the ``AdapterError`` that kept it out, or None.
         """
@@ -174,7 +193,10 @@ class Engine:
             errors.append(None)
             arrived_at = request.arrived_at if request.arrived_at is not None else time.perf_counter()
             admitted.append(_Running(request, slot, self._rows(request, slot), arrived_at))
-        if admitted:
+        if admitted and self._packed:
+            self._requests.extend(admitted)
+            self._joining.extend(row for running in admitted for row in running.rows)
+        elif admitted:
             try:
                 self._prefill(admitted)
             except BaseException:
@@ -185,23 +207,30 @@ class Engine:
 
     @torch.inference_mode()
     def step(self) -> list[tuple[EngineRequest, GenerationResult]]:
-        """One decode step for every running row; the requests that finished with it."""
-        if self._active:
+        """One decode step for every running row (with the joining rows' prompts, up to
+        the chunk budget, in the same forward); the requests that finished with it."""
+        if self._joining:
+            self._packed_step()
+        elif self._active:
             if self._selection_stale:  # the rows changed since the last forward
                 self.selection.select([row.slot for row in self._active], self.base.device)
                 self._selection_stale = False
-            logits = self._batch.decode(self.base.model, [r.token_ids[-1] for r in self._active])
-            tokens = sample_next(logits, [row.sampling for row in self._active]).tolist()
-            keep = [i for i, (row, token) in enumerate(zip(self._active, tokens, strict=True))
-                    if self._feed(row, token)]
-            if len(keep) < len(self._active):
-                self._active = [self._active[i] for i in keep]
-                if keep:
-                    self._batch.keep(keep)
-                else:
-                    self._batch = None
-                self._selection_stale = True
+            self._sample_decoded(
+                self._batch.decode(self.base.model, [r.token_ids[-1] for r in self._active]))
         return self._finish()
+
+    def _sample_decoded(self, logits: torch.Tensor) -> None:
+        """Each running row's next token; finished rows leave the batch."""
+        tokens = sample_next(logits, [row.sampling for row in self._active]).tolist()
+        keep = [i for i, (row, token) in enumerate(zip(self._active, tokens, strict=True))
+                if self._feed(row, token)]
+        if len(keep) < len(self._active):
+            self._active = [self._active[i] for i in keep]
+            if keep:
+                self._batch.keep(keep)
+            else:
+                self._batch = None
+            self._selection_stale = True
 
     def abort(self) -> list[EngineRequest]:
         """Drop the running batch (after an engine failure); the requests it held."""
@@ -209,6 +238,7 @@ class Engine:
         for running in self._requests:
             self.cache.release(running.slot)
         self._requests, self._active, self._batch = [], [], None
+        self._joining, self._carried = [], None
         self.selection.clear()
         self._selection_stale = True
         return requests
@@ -256,19 +286,47 @@ class Engine:
             for choice in range(request.n)
         ]
 
-    def _prefill(self, admitted: list[_Running]) -> None:
-        """Run the new rows' prompts, sample their first tokens, join the running batch."""
-        rows = [row for running in admitted for row in running.rows]
-        self.selection.select([row.slot for row in rows], self.base.device)
-        self._selection_stale = True  # the running rows need theirs back before the next step
-        batch, logits = RunningBatch.prefill(
-            self.base.model, [row.prompt_ids for row in rows], self.tokenizer.pad_token_id,
-            self.base.device,
-        )
+    def _packed_step(self) -> None:
+        """Decode the running rows and run the joining rows' prompts, one forward."""
+        budget = self.settings.prefill_chunk_tokens
+        chunks: list[Chunk] = []
+        for row in self._joining:  # in arrival order: only the last chunk may stop short
+            if budget == 0:
+                break
+            end = min(len(row.prompt_ids), row.prefilled + budget)
+            chunks.append(Chunk(row.prompt_ids[row.prefilled:end], row.prefilled,
+                                completes=end == len(row.prompt_ids)))
+            budget -= end - row.prefilled
+        joining = self._joining[: len(chunks)]
+        decode_tokens = [row.token_ids[-1] for row in self._active]
+        self.selection.select([row.slot for row in self._active], self.base.device,
+                              segments=[(row.slot, len(c.tokens)) for row, c in zip(joining, chunks)])
+        self._selection_stale = True  # the next decode step drops the segments
+        step = PackedStep(self._batch, decode_tokens, chunks, self._carried, self.base.device)
+        decode_logits, chunk_logits = step.forward(
+            self.base.model, decode_tokens + [t for chunk in chunks for t in chunk.tokens])
+        for row, chunk in zip(joining, chunks, strict=True):
+            row.prefilled += len(chunk.tokens)
+        group, self._carried = step.group, None
+        ready = len(chunks) - (not chunks[-1].completes)
+        if ready < len(chunks):  # the last prompt goes on next step, from its KV so far
+            self._carried = group.take([ready])
+            group.keep(list(range(ready)))
+        self._joining = self._joining[ready:]
+        if self._active:
+            self._sample_decoded(decode_logits)
+        if ready:
+            self._join(joining[:ready], group, chunk_logits[:ready], self._requests)
+
+    def _join(self, rows: list[_Row], batch: RunningBatch, logits: torch.Tensor,
+              requests: list[_Running]) -> None:
+        """Rows whose prompts have run (of ``requests``): sample their first tokens, add
+        them to the running batch."""
         tokens = sample_next(logits, [row.sampling for row in rows]).tolist()
-        now = time.perf_counter()
-        for running in admitted:
-            running.first_token_s = now - running.arrived_at
+        now, started = time.perf_counter(), {id(row) for row in rows}
+        for running in requests:
+            if running.first_token_s is None and any(id(r) in started for r in running.rows):
+                running.first_token_s = now - running.arrived_at
         keep = [i for i, (row, token) in enumerate(zip(rows, tokens, strict=True))
                 if self._feed(row, token)]
         if keep:
@@ -279,6 +337,18 @@ class Engine:
             else:
                 self._batch.join(batch)
             self._active.extend(rows[i] for i in keep)
+        self._selection_stale = True
+
+    def _prefill(self, admitted: list[_Running]) -> None:
+        """Models that cannot pack: run the new rows' prompts now, then join them."""
+        rows = [row for running in admitted for row in running.rows]
+        self.selection.select([row.slot for row in rows], self.base.device)
+        self._selection_stale = True  # the running rows need theirs back before the next step
+        batch, logits = RunningBatch.prefill(
+            self.base.model, [row.prompt_ids for row in rows], self.tokenizer.pad_token_id,
+            self.base.device,
+        )
+        self._join(rows, batch, logits, admitted)
         # Last: until here a failure leaves the admitted requests to ``admit``,
         # which releases their slots.
         self._requests.extend(admitted)

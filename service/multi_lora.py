@@ -15,8 +15,6 @@ Slots are filled from peft-format adapters (see ``adapter_cache.py``); ranks bel
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -25,18 +23,30 @@ from torch import nn
 
 @dataclass
 class SlotSelection:
-    """Which slot each row of the running batch uses; shared by all layers."""
+    """Which slot each row of the running batch uses; shared by all layers.
+
+    In a packed step (``packed_step.py``) the input is one sequence: a token per
+    running row (``slot_ids``/``single_slot`` as in a decode step), then
+    ``segments``, the joining rows' prompt chunks, as (slot, tokens) in order.
+    """
 
     slot_ids: torch.Tensor | None = None  # (B,) long, on the model's device; None: base only
     single_slot: int | None = None  # set when every row uses the same non-base slot
-    generation: int = 0  # bumped per batch so layers refresh their gathered weights
-    _next_generation: int = field(default=0, repr=False)
+    segments: list[tuple[int, int]] | None = None  # packed steps only
+    rows: int = 0
+    generation: int = 0  # bumped when the rows' slots change, so layers re-gather
+    _slots: list[int] | None = field(default=None, repr=False)
 
-    def select(self, slot_ids: list[int], device: torch.device) -> None:
-        self._next_generation += 1
-        self.generation = self._next_generation
+    def select(self, slot_ids: list[int], device: torch.device,
+               segments: list[tuple[int, int]] | None = None) -> None:
+        self.segments = segments
+        self.rows = len(slot_ids)
+        if slot_ids == self._slots:  # a packed step and the decode steps around it
+            return
+        self._slots = list(slot_ids)
+        self.generation += 1
         distinct = set(slot_ids)
-        if distinct == {0}:
+        if distinct <= {0}:
             self.slot_ids, self.single_slot = None, None
         elif len(distinct) == 1:
             self.slot_ids, self.single_slot = None, slot_ids[0]
@@ -45,14 +55,8 @@ class SlotSelection:
             self.single_slot = None
 
     def clear(self) -> None:
-        self.slot_ids, self.single_slot = None, None
-
-    def reorder(self, keep: torch.Tensor) -> None:
-        """Follow the batch when finished rows are dropped (``keep``: row indices)."""
-        if self.slot_ids is not None:
-            self.slot_ids = self.slot_ids[keep]
-            self._next_generation += 1
-            self.generation = self._next_generation
+        self.slot_ids, self.single_slot, self.segments, self._slots = None, None, None, None
+        self.rows = 0
 
 
 class MultiLoRALinear(nn.Module):
@@ -83,19 +87,42 @@ class MultiLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)
+        if self.selection.segments is None:
+            delta = self._rows_delta(x)
+            return y if delta is None else y + delta
+        return y + self._packed_delta(x[0])[None]
+
+    def _rows_delta(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The LoRA term of (B, T, in), row b through its row's slot; None: base only."""
         sel = self.selection
         if sel.single_slot is not None:
             # Common when one user's batch runs alone: no gather, plain matmuls.
-            return y + (x @ self.a_t[sel.single_slot]) @ self.b_t[sel.single_slot]
+            return (x @ self.a_t[sel.single_slot]) @ self.b_t[sel.single_slot]
         if sel.slot_ids is None:
-            return y
+            return None
         gathered = self._gathered  # one read: the prefetch thread may reset it meanwhile
         if gathered is None or gathered[0] != sel.generation:
             # Gather once per change of the running rows, not once per decode step.
             gathered = (sel.generation, self.a_t[sel.slot_ids], self.b_t[sel.slot_ids])
             self._gathered = gathered
         _, a_rows, b_rows = gathered  # (B, in, r), (B, r, out)
-        return y + torch.bmm(torch.bmm(x, a_rows), b_rows)
+        return torch.bmm(torch.bmm(x, a_rows), b_rows)
+
+    def _packed_delta(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The LoRA term of a packed step's (tokens, in): rows first, then the chunks."""
+        sel = self.selection
+        pieces = []
+        if sel.rows:
+            rows = self._rows_delta(tokens[: sel.rows, None])
+            pieces.append(tokens.new_zeros((sel.rows, self.b_t.shape[-1])) if rows is None
+                          else rows[:, 0])
+        start = sel.rows
+        for slot, length in sel.segments:  # one matmul pair per chunk: its row's slot
+            chunk = tokens[start : start + length]
+            start += length
+            pieces.append((chunk @ self.a_t[slot]) @ self.b_t[slot] if slot
+                          else chunk.new_zeros((length, self.b_t.shape[-1])))
+        return torch.cat(pieces)
 
     @torch.no_grad()
     def load_slot(self, slot: int, lora_a: torch.Tensor, lora_b: torch.Tensor, scale: float) -> None:
@@ -153,12 +180,3 @@ def inject_multi_lora(
             "set TAILOR_LORA_TARGET_MODULES to module names of this model"
         )
     return selection, layers
-
-
-@contextlib.contextmanager
-def rows_use_slots(selection: SlotSelection, slot_ids: list[int], device: torch.device) -> Iterator[None]:
-    selection.select(slot_ids, device)
-    try:
-        yield
-    finally:
-        selection.clear()

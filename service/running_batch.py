@@ -86,6 +86,16 @@ class RunningBatch:
                                          _left_pad_mask(other.attention_mask, width)])
         self.last_positions = torch.cat([self.last_positions, other.last_positions])
 
+    def take(self, indices: list[int]) -> RunningBatch:
+        """A new batch of copies of the rows at ``indices``; this one is unchanged."""
+        index = torch.tensor(indices, dtype=torch.long, device=self.attention_mask.device)
+        cache = DynamicCache()
+        for number, layer in enumerate(self.cache.layers):
+            cache.update(layer.keys[index], layer.values[index], number)
+        taken = RunningBatch(cache, self.attention_mask[index], self.last_positions[index])
+        taken.keep(list(range(len(indices))))  # cuts the columns only other rows used
+        return taken
+
     def keep(self, indices: list[int]) -> None:
         """Keep only the rows at ``indices`` (in that order), then cut dead leading columns."""
         index = torch.tensor(indices, dtype=torch.long, device=self.attention_mask.device)

@@ -219,13 +219,15 @@ def test_requests_that_join_a_running_batch_get_what_they_get_alone(engine, serv
     assert order[-1] == id(running)
 
 
-def test_a_request_that_ends_at_its_first_token_is_returned_by_the_next_step(engine):
+def test_a_request_that_ends_at_its_first_token_is_returned_by_the_step_that_runs_its_prompt(
+        engine):
     one = EngineRequest(prompt_of(engine, "hi"), SamplingParams(max_tokens=1, temperature=0.0))
     assert engine.admit([one]) == [None]
-    assert engine.running_rows == 0  # its only row finished at prefill
+    assert engine.running_rows == 1  # admitted: its prompt runs with the next step
     (request, result), = engine.step()
     assert request is one and len(result.choices[0].token_ids) == 1
     assert result.choices[0].finish_reason == "length"
+    assert engine.running_rows == 0
 
 
 def test_a_prompt_longer_than_max_prompt_tokens_is_refused_and_one_at_the_limit_is_served(
@@ -260,3 +262,35 @@ def test_a_prompt_longer_than_max_prompt_tokens_is_refused_and_one_at_the_limit_
     assert (refusal.status, refusal.code, refusal.param) == (400, "context_length_exceeded",
                                                              "messages")
     assert "17 tokens" in refusal.message
+
+
+def test_prompts_longer_than_the_chunk_budget_join_over_several_steps_and_get_what_they_get_alone(
+        serving_model_dir, adapter_dirs, tmp_path):
+    torch.set_num_threads(1)
+    settings = Settings(base_model=str(serving_model_dir), adapter_store=str(tmp_path / "store"),
+                        data_dir=tmp_path, adapter_cache_size=2, max_batch_size=8,
+                        prefill_chunk_tokens=16)
+    store = AdapterStore(settings.adapter_store_uri)
+    for i, path in enumerate(adapter_dirs[:2]):
+        store.put(f"user{i}", "v1", path)
+    engine = Engine(settings)
+    engine.start()
+    running = EngineRequest(prompt_of(engine, "hi"), SamplingParams(max_tokens=30, temperature=0.0),
+                            user_id="user0", adapter_version="v1")
+    long_a = prompt_of(engine, "how do I boil an egg for breakfast when the pan is small")
+    long_b = prompt_of(engine, "what should I cook tonight for four hungry friends")
+    assert len(long_a) > 16 and len(long_b) > 16  # each takes more than one step's budget
+    joiners = [EngineRequest(long_a, GREEDY, user_id="user1", adapter_version="v1"),
+               EngineRequest(long_b, GREEDY)]
+    engine.admit([EngineRequest(long_a, GREEDY)])
+    engine.step()  # 16 of its tokens: not yet done
+    assert engine.joining_rows == 1 and engine.running_rows == 1
+    engine.abort()
+    results, _ = run_to_end(engine, 3, [running], joiners)
+
+    assert results[id(running)].choices[0].token_ids == peft_greedy(
+        serving_model_dir, adapter_dirs[0], running.prompt_ids, 30)
+    assert results[id(joiners[0])].choices[0].token_ids == peft_greedy(
+        serving_model_dir, adapter_dirs[1], long_a, 12)
+    assert results[id(joiners[1])].choices[0].token_ids == peft_greedy(
+        serving_model_dir, None, long_b, 12)
