@@ -82,3 +82,18 @@ def run_arrivals(engine: Engine, requests: list[EngineRequest], gap_s: float,
         mean_by_length_s={length: statistics.fmean(v) for length, v in sorted(latencies.items())},
         tokens_per_s=tokens / elapsed,
     )
+
+
+def median_stats(runs: list[ArrivalStats]) -> ArrivalStats:
+    """Each figure's median over ``runs`` of the same schedule."""
+    def median(figure) -> float:
+        return statistics.median(figure(run) for run in runs)
+
+    return ArrivalStats(
+        mean_s=median(lambda r: r.mean_s),
+        p95_s=median(lambda r: r.p95_s),
+        ttft_mean_s=median(lambda r: r.ttft_mean_s),
+        mean_by_length_s={length: median(lambda r, n=length: r.mean_by_length_s[n])
+                          for length in runs[0].mean_by_length_s},
+        tokens_per_s=median(lambda r: r.tokens_per_s),
+    )

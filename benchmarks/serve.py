@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM
 
-from benchmarks.arrivals import arrival_requests, run_arrivals
+from benchmarks.arrivals import ArrivalStats, arrival_requests, median_stats, run_arrivals
 from contracts.adapter_store import AdapterStore
 from contracts.settings import Settings
 from service.engine import Engine, EngineRequest
@@ -69,7 +69,7 @@ def _timed(fn, repeats: int) -> tuple[float, int]:
 
 
 def run_bench_serve(users: int, max_tokens: int, repeats: int, console: Console,
-                    arrivals: int = 48) -> dict[str, float]:
+                    arrivals: int = 96, rounds: int = 5) -> dict[str, float]:
     torch.set_num_threads(1)
     settings = Settings()
     workdir = Path(tempfile.mkdtemp(prefix="tailor-bench-"))
@@ -148,45 +148,69 @@ def run_bench_serve(users: int, max_tokens: int, repeats: int, console: Console,
     console.print(f"b/a = {ratios['b_over_a']:.2f} (target >= 0.8)   "
                   f"b/c = {ratios['b_over_c']:.2f} (target >= 4)")
     if arrivals:
-        ratios |= bench_arrivals(engine, prompts, arrivals, users, step_s=t_mixed / max_tokens,
-                                 console=console)
+        apart = Engine(settings.model_copy(update={"chunked_prefill": False}))
+        apart.start()
+        ratios |= bench_arrivals({True: engine, False: apart}, prompts, arrivals, users,
+                                 step_s=t_mixed / max_tokens, rounds=rounds, console=console)
     return {**rates, **ratios}
 
 
-def bench_arrivals(engine: Engine, prompts: list[list[int]], count: int, max_batch_size: int,
-                   step_s: float, console: Console) -> dict[str, float]:
-    """Latency of ``count`` arrivals, continuous vs whole batches, same schedule."""
+def bench_arrivals(engines: dict[bool, Engine], prompts: list[list[int]], count: int,
+                   max_batch_size: int, step_s: float, rounds: int,
+                   console: Console) -> dict[str, float]:
+    """Latency of ``count`` arrivals under three schedules, same arrivals, ``rounds`` times.
+
+    ``engines`` by ``chunked_prefill``. The schedules take turns round by round and
+    each cell is the median over the rounds: one round's means move by a fifth from
+    one run to the next on this machine (which requests share a batch shifts with
+    a millisecond's jitter), the same in every schedule.
+    """
     short, long = 8, 64
     gap_s = 3 * step_s  # about a third of a full batch's decode speed: a busy, not flooded, server
-    stats = {}
-    for continuous in (True, False):
-        name = "continuous" if continuous else "whole batches"
-        requests = arrival_requests(prompts, count, short, long, long_share=0.25)
-        with console.status(f"arrivals: {count} requests every {gap_s * 1000:.1f} ms, {name} ..."):
-            stats[continuous] = run_arrivals(engine, requests, gap_s, max_batch_size, continuous)
+    schedules = {  # label -> (chunked prefill, continuous)
+        "continuous, fused": (True, True),
+        "continuous, apart": (False, True),
+        "whole batches": (True, False),
+    }
+    runs: dict[str, list[ArrivalStats]] = {label: [] for label in schedules}
+    for round_ in range(rounds):
+        for label, (chunked, continuous) in schedules.items():
+            requests = arrival_requests(prompts, count, short, long, long_share=0.25)
+            with console.status(f"arrivals: {count} requests every {gap_s * 1000:.1f} ms, "
+                                f"{label}, round {round_ + 1} of {rounds} ..."):
+                runs[label].append(run_arrivals(engines[chunked], requests, gap_s,
+                                                max_batch_size, continuous))
+    stats = {label: median_stats(values) for label, values in runs.items()}
     table = Table(title=f"latency of {count} streamed arrivals, one every {gap_s * 1000:.1f} ms "
-                        f"(~75% {short} tokens, ~25% {long}; a different adapter each)")
+                        f"(~75% {short} tokens, ~25% {long}; a different adapter each; "
+                        f"median of {rounds} rounds)")
     columns = ("scheduling", "mean s", "p95 s", f"mean s, {short} tok", f"mean s, {long} tok",
                "first text s", "tokens/s")
     for column in columns:
         table.add_column(column, justify="left" if column == "scheduling" else "right")
-    for continuous, label in ((True, "continuous batching"), (False, "whole batches")):
-        s = stats[continuous]
-        table.add_row(label, f"{s.mean_s:.3f}", f"{s.p95_s:.3f}", f"{s.mean_by_length_s[short]:.3f}",
-                      f"{s.mean_by_length_s[long]:.3f}", f"{s.ttft_mean_s:.3f}",
-                      f"{s.tokens_per_s:.1f}")
+    for label, st in stats.items():
+        table.add_row(label, f"{st.mean_s:.3f}", f"{st.p95_s:.3f}",
+                      f"{st.mean_by_length_s[short]:.3f}", f"{st.mean_by_length_s[long]:.3f}",
+                      f"{st.ttft_mean_s:.3f}", f"{st.tokens_per_s:.1f}")
     console.print(table)
+    fused, apart, whole = stats.values()
     ratios = {
-        "latency_static_over_continuous": stats[False].mean_s / stats[True].mean_s,
-        "ttft_static_over_continuous": stats[False].ttft_mean_s / stats[True].ttft_mean_s,
+        "latency_static_over_continuous": whole.mean_s / fused.mean_s,
+        "ttft_static_over_continuous": whole.ttft_mean_s / fused.ttft_mean_s,
         "long_latency_static_over_continuous":
-            stats[False].mean_by_length_s[long] / stats[True].mean_by_length_s[long],
+            whole.mean_by_length_s[long] / fused.mean_by_length_s[long],
+        "long_latency_static_over_prefill_apart":
+            whole.mean_by_length_s[long] / apart.mean_by_length_s[long],
+        "short_latency_static_over_continuous":
+            whole.mean_by_length_s[short] / fused.mean_by_length_s[short],
     }
     console.print(
-        "whole batches / continuous: mean latency "
+        "whole batches / continuous with fused prefill: mean latency "
         f"{ratios['latency_static_over_continuous']:.2f}, first text "
-        f"{ratios['ttft_static_over_continuous']:.2f}, {long}-token requests "
-        f"{ratios['long_latency_static_over_continuous']:.2f} (below 1: continuous is slower "
-        "for them; every admission adds a prefill forward between their decode steps)"
+        f"{ratios['ttft_static_over_continuous']:.2f}, {short}-token requests "
+        f"{ratios['short_latency_static_over_continuous']:.2f}, {long}-token requests "
+        f"{ratios['long_latency_static_over_continuous']:.2f} (with the prefill apart: "
+        f"{ratios['long_latency_static_over_prefill_apart']:.2f}; below 1: continuous is "
+        "slower for them)"
     )
     return ratios

@@ -145,14 +145,26 @@ def bench_serve(
     max_tokens: Annotated[int, typer.Option(help="Tokens generated per request.")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed repetitions of each variant.")] = 3,
     arrivals: Annotated[int, typer.Option(
-        help="Requests in the latency test, continuous vs whole batches (0: skip it).")] = 48,
+        help="Requests in the latency test, continuous vs whole batches (0: skip it).")] = 96,
+    rounds: Annotated[int, typer.Option(
+        help="Rounds of the latency test; each figure is their median.")] = 5,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="Write the figures here.")] = None,
 ) -> None:
     """Tokens/s of base alone, mixed-adapter batches, one-at-a-time peft; latency of arrivals."""
     _environment()
+    if min(users, max_tokens, repeats, rounds) < 1 or arrivals < 0:
+        console.print(f"[red]error:[/] --users {users} --max-tokens {max_tokens} --repeats "
+                      f"{repeats} --rounds {rounds} --arrivals {arrivals}: give positive numbers "
+                      "(--arrivals 0 skips the latency test)")
+        raise typer.Exit(2)
     from benchmarks.serve import run_bench_serve
 
-    run_bench_serve(users=users, max_tokens=max_tokens, repeats=repeats, console=console,
-                    arrivals=arrivals)
+    result = run_bench_serve(users=users, max_tokens=max_tokens, repeats=repeats,
+                             console=console, arrivals=arrivals, rounds=rounds)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=2))
+        console.print(f"wrote {json_path}")
 
 
 @bench_app.command("scale")

@@ -116,9 +116,12 @@ class Settings(BaseSettings):
         description="Requests join the running batch between decode steps; false: each batch "
         "runs to its end before the next starts.",
     )
+    chunked_prefill: bool = Field(
+        True, description="A joining request's prompt runs in the running rows' decode step, "
+        "in chunks (false: in a forward of its own between two decode steps).")
     prefill_chunk_tokens: int = Field(
         512, ge=16, description="Prompt tokens run per engine step beside the decode of the "
-        "running rows; a longer prompt runs over several steps (chunked prefill).")
+        "running rows; a longer prompt runs over several steps.")
     metrics_max_users: int = Field(
         50, ge=0, description="Users with their own learner series in /metrics (most recently "
         "updated first); every user's numbers are in GET /v1/users/{id}.",

@@ -26,9 +26,9 @@ from contracts.features import sequence_features
 from contracts.modeling import BaseModel, load_base_model
 from contracts.records import ChoiceRecord
 from contracts.settings import Settings
+from service import packed_step
 from service.adapter_cache import AdapterCache
 from service.engine_interface import GenerationResult, SamplingParams
-from service import packed_step
 from service.multi_lora import inject_multi_lora
 from service.packed_step import Chunk, PackedStep
 from service.running_batch import RunningBatch
@@ -126,7 +126,8 @@ class Engine:
         with torch.inference_mode():
             probe, _ = RunningBatch.prefill(self.base.model, [[self.tokenizer.pad_token_id]],
                                             self.tokenizer.pad_token_id, self.base.device)
-        self._packed = probe.joinable  # full attention: rows can share a step and join
+        # Full attention only: the packed step's attention knows no sliding window.
+        self._packed = probe.joinable and s.chunked_prefill
         if self._packed:
             packed_step.install(self.base.model)
 
