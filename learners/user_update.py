@@ -144,13 +144,25 @@ class UserUpdater:
         ``ppo_iterations``) on all their feedback, together: reward model, PPO with every
         user's rows in one batch (learners.ppo), then per user the gate and the publish.
         Per user, the outcome or the error that stopped that user's update alone; a
-        shutdown (``UpdateAbandoned``) stops them all. The caller holds the leases."""
+        shutdown stops the batch, and every user not yet published then gets
+        ``UpdateAbandoned`` (those published before it keep their outcome). The caller
+        holds the leases."""
         if len(leased) > len(self.slots):
             raise ValueError(f"update_many: {len(leased)} users for {len(self.slots)} adapter "
                              "slots (TAILOR_LEARNER_USERS_PER_BATCH)")
         self._drop_forgotten_states()
         self._load_anchor()
         results: dict[str, UpdateOutcome | Exception] = {}
+        try:
+            self._update_all(leased, scheduler, results)
+        except UpdateAbandoned:
+            for user_id, _, _ in leased:
+                results.setdefault(user_id, UpdateAbandoned(user_id))
+        return [results[user_id] for user_id, _, _ in leased]
+
+    def _update_all(self, leased: list[tuple[str, str, int | None]], scheduler: Scheduler,
+                    results: dict[str, UpdateOutcome | Exception]) -> None:
+        """``update_many``'s work; each user's result goes into ``results`` when known."""
         jobs: list[UpdateJob] = []
         for (user_id, token, iterations), slot in zip(leased, self.slots):
             try:
@@ -169,7 +181,6 @@ class UserUpdater:
                 if job.user_id not in results and (job.error is not None
                                                    or job.iterations == iteration + 1):
                     results[job.user_id] = self._finish_or_error(job, scheduler)
-        return [results[user_id] for user_id, _, _ in leased]
 
     def _ppo_iteration(self, active: list[UpdateJob], iteration: int,
                        scheduler: Scheduler) -> None:

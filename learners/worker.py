@@ -140,13 +140,15 @@ class LearnerLoop:
         update failed is logged and left for later; the first such error is raised after
         the others' outcomes are kept (the loop logs it and pauses)."""
         self._status("updating", ",".join(user for user, _, _ in leased))
-        outcomes, failed = [], []
+        outcomes, failed, dropped = [], [], []
         try:
             results = self.updater.update_many(
                 [(user, token, self.options.refine_iterations if refine else None)
                  for user, token, refine in leased], self.scheduler)
             for (user_id, _, refine), result in zip(leased, results, strict=True):
-                if isinstance(result, LeaseLost):
+                if isinstance(result, UpdateAbandoned):
+                    dropped.append(user_id)
+                elif isinstance(result, LeaseLost):
                     log.warning("lease on %s expired mid-update: result dropped", user_id)
                 elif isinstance(result, Exception):
                     log.error("the update of %s failed: %r", user_id, result)
@@ -154,13 +156,11 @@ class LearnerLoop:
                 else:  # before "idle": watchers see no gap
                     self._schedule_refines(user_id, refine, result.decision.publish)
                     outcomes.append(result)
-        except UpdateAbandoned:
-            log.warning("shutting down: the update of %s is dropped, its lease released "
-                        "(its feedback stays for the next update)",
-                        ", ".join(user for user, _, _ in leased))
-            return []
         finally:
             self._status("idle", "")
+        if dropped:
+            log.warning("shutting down: the update of %s is dropped, its lease released "
+                        "(its feedback stays for the next update)", ", ".join(dropped))
         self.updates.extend(outcomes)
         for outcome in outcomes:
             log.info("user %s: %s (%.1fs)", outcome.user_id, outcome.decision.reason,

@@ -2,11 +2,12 @@
 
 Every choice of every request is a row, each with its own adapter slot,
 sampling parameters and stop conditions. Requests join the running batch
-between decode steps (``admit`` prefills them and appends their rows) and leave
-it as soon as all their rows have finished (``step`` returns them), so a short
-answer never waits for a long one, and a new request never waits for the batch
-in flight. The tensors of the running rows live in ``running_batch.py``; the
-asyncio side that feeds ``admit``/``step`` from concurrent requests lives in
+between decode steps (``admit`` adds their rows; the next ``step`` runs their
+prompts in the same forward as the running rows' decode, ``packed_step.py``)
+and leave it as soon as all their rows have finished (``step`` returns them),
+so a short answer never waits for a long one, and a new request never waits
+for the batch in flight. The tensors of the running rows live in
+``running_batch.py``; the asyncio side that feeds ``admit``/``step`` from concurrent requests lives in
 ``batcher.py``. This file has no asyncio and no Ray, so tests and benchmarks
 drive it directly (``generate_batch`` runs a fixed set of requests to the end).
 """
@@ -301,7 +302,8 @@ class Engine:
         joining = self._joining[: len(chunks)]
         decode_tokens = [row.token_ids[-1] for row in self._active]
         self.selection.select([row.slot for row in self._active], self.base.device,
-                              segments=[(row.slot, len(c.tokens)) for row, c in zip(joining, chunks)])
+                              segments=[(row.slot, len(chunk.tokens))
+                                        for row, chunk in zip(joining, chunks, strict=True)])
         self._selection_stale = True  # the next decode step drops the segments
         step = PackedStep(self._batch, decode_tokens, chunks, self._carried, self.base.device)
         decode_logits, chunk_logits = step.forward(

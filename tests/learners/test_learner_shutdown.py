@@ -3,6 +3,7 @@ the user's lease at once (not ``learner_lease_s`` later); its feedback waits for
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import torch
 from contracts.adapter_store import AdapterRegistry
 from contracts.keys import PENDING_KEY, lease_key, worker_status_key
 from contracts.settings import Settings
-from learners.worker import LearnerWorker
+from learners.scheduler import UpdateAbandoned
+from learners.user_update import UpdateOutcome
+from learners.worker import LearnerLoop, LearnerWorker
 from tests.learning_fixtures import give_rankings
 from tests.local_server import local_server
 
@@ -60,3 +63,31 @@ def test_a_worker_stopped_within_its_grace_finishes_the_update(settings_args, re
     assert not redis_client.exists(lease_key("alice"))
     assert redis_client.zscore(PENDING_KEY, "alice") is None  # trained on
     assert redis_client.hget(worker_status_key("w1"), "state") == b"stopped"
+
+
+def test_a_shutdown_mid_batch_keeps_the_users_published_before_it_and_drops_the_rest(
+        settings_args, redis_client):
+    """K = 2: ann's one iteration is done and published while bo's long update runs; the
+    shutdown then stops bo alone: ann's outcome stays, bo's feedback waits."""
+    settings = Settings(**settings_args | {"learner_users_per_batch": 2, "learner_workers": 1})
+    with local_server(settings) as url:
+        give_rankings(url, "ann", 4)
+        give_rankings(url, "bo", 4)
+    loop = LearnerLoop(settings, "w1")
+    loop.consumer.poll(block_ms=50)
+    registry = AdapterRegistry(redis_client)
+
+    def shut_down_once_ann_is_published() -> None:
+        while registry.current("ann") is None:
+            time.sleep(0.02)
+        loop.scheduler.abandoning.set()
+
+    threading.Thread(target=shut_down_once_ann_is_published, daemon=True).start()
+    leased = [(user, loop.scheduler.try_lease(user), iterations)
+              for user, iterations in (("ann", 1), ("bo", 100_000))]
+    ann, bo = loop.updater.update_many(leased, loop.scheduler)
+    assert isinstance(ann, UpdateOutcome) and ann.decision.publish
+    assert registry.current("ann") == ann.version
+    assert isinstance(bo, UpdateAbandoned)
+    assert registry.current("bo") is None
+    assert redis_client.zscore(PENDING_KEY, "bo") == 4
