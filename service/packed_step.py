@@ -75,47 +75,58 @@ class PackedStep:
         self.rows = len(decode_tokens)
         self.carried = carried
         self.group = RunningBatch(DynamicCache(), None, None)
+        # The common step: one prompt joins whole. Its tokens need no padding and attend
+        # plainly causally (SDPA's is_causal): no index or mask to build, per layer.
+        self.alone = len(chunks) == 1 and carried is None
         lengths = [len(chunk.tokens) for chunk in chunks]
+        positions = self._extend_decode(decode) + self._lay_out_chunks(chunks, lengths, device)
+        self.position_ids = torch.cat(positions)[None]
+        self.last_tokens = self.rows + torch.tensor(lengths, device=device).cumsum(0) - 1
+
+    def _extend_decode(self, decode: RunningBatch | None) -> list[torch.Tensor]:
+        """Give each running row its column for this step's token; their positions."""
+        self.decode_mask = None
+        if decode is None:
+            return []
+        decode.attention_mask = torch.cat(
+            [decode.attention_mask, decode.attention_mask.new_ones((decode.rows, 1))], dim=1)
+        decode.last_positions = decode.last_positions + 1
+        # Decode queries see every real column of their row: (B, 1, 1, T).
+        self.decode_mask = decode.attention_mask.bool()[:, None, None, :]
+        return [decode.last_positions[:, 0]]
+
+    def _lay_out_chunks(self, chunks: list[Chunk], lengths: list[int],
+                        device: torch.device) -> list[torch.Tensor]:
+        """The chunks' padded layout, the mask of their queries and ``group``'s mask and
+        positions; the chunk tokens' positions."""
         width = max(lengths)  # the chunks, left-padded to this many columns
-        positions = []
-        if decode is not None:
-            decode.attention_mask = torch.cat(
-                [decode.attention_mask, decode.attention_mask.new_ones((decode.rows, 1))], dim=1)
-            decode.last_positions = decode.last_positions + 1
-            positions.append(decode.last_positions[:, 0])
-            # Decode queries see every real column of their row: (B, 1, 1, T).
-            self.decode_mask = decode.attention_mask.bool()[:, None, None, :]
         chunk_mask = torch.zeros((len(chunks), width), dtype=torch.long)
         where = []  # flat index in the (chunks, width) padded layout of each packed chunk token
+        positions = []
         for i, (chunk, length) in enumerate(zip(chunks, lengths, strict=True)):
             chunk_mask[i, width - length:] = 1
             where.extend(range(i * width + width - length, (i + 1) * width))
             positions.append(torch.arange(chunk.start, chunk.start + length, device=device))
         self.where = torch.tensor(where, dtype=torch.long, device=device)
         self.padded_tokens = len(chunks) * width
-        # The common step: one prompt joins whole. Its tokens need no padding and attend
-        # plainly causally (SDPA's is_causal): no index or mask to build, per layer.
-        self.alone = len(chunks) == 1 and carried is None
         chunk_mask = chunk_mask.to(device)
-        past = (carried.attention_mask if carried is not None
+        past = (self.carried.attention_mask if self.carried is not None
                 else chunk_mask.new_zeros((1, 0)))
         past = torch.cat([past, past.new_zeros((len(chunks) - 1, past.shape[1]))])
         self.group.attention_mask = torch.cat([past, chunk_mask], dim=1)
         self.group.last_positions = torch.tensor(
             [[chunk.start + length - 1] for chunk, length in zip(chunks, lengths, strict=True)],
             dtype=torch.long, device=device)
-        # Chunk queries: real past columns, and the chunk's own columns causally; each
-        # query also sees its own column, so a padding query is never all masked (NaN).
         self.chunk_mask = None
-        self.position_ids = torch.cat(positions)[None]
-        self.last_tokens = self.rows + torch.tensor(lengths, device=device).cumsum(0) - 1
-        if self.alone:
-            return
-        causal = torch.tril(torch.ones((width, width), dtype=torch.bool, device=device))
-        own = chunk_mask.bool()[:, None, :] & causal | torch.eye(width, dtype=torch.bool,
-                                                                   device=device)
-        self.chunk_mask = torch.cat(
-            [past.bool()[:, None, :].expand(-1, width, -1), own], dim=2)[:, None]
+        if not self.alone:
+            # Chunk queries see real past columns and the chunk's own columns causally;
+            # each also sees its own column, so a padding query is never all masked (NaN).
+            causal = torch.tril(torch.ones((width, width), dtype=torch.bool, device=device))
+            own = chunk_mask.bool()[:, None, :] & causal | torch.eye(
+                width, dtype=torch.bool, device=device)
+            self.chunk_mask = torch.cat(
+                [past.bool()[:, None, :].expand(-1, width, -1), own], dim=2)[:, None]
+        return positions
 
     def forward(self, model, input_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the step; the next-token logits of the decode rows and of every chunk's row."""
