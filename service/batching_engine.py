@@ -61,11 +61,15 @@ class BatchingEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationEvent]:
         assert self.batcher is not None, "BatchingEngine.start() first"
         prompt_ids = self.engine.encode_chat(request.messages)
-        if len(prompt_ids) > self.settings.max_prompt_tokens:
+        # At least one token must fit in the model's context after the prompt.
+        limit = min(self.settings.max_prompt_tokens, self.engine.context_tokens - 1)
+        if len(prompt_ids) > limit:
+            context = (f" (the model's context is {self.engine.context_tokens} tokens, the "
+                       "answer included)" if limit < self.settings.max_prompt_tokens else "")
             yield GenerationFailure(
                 400,
-                f"the prompt has {len(prompt_ids)} tokens, more than the "
-                f"{self.settings.max_prompt_tokens} this server accepts; shorten the messages",
+                f"the prompt has {len(prompt_ids)} tokens, more than the {limit} this server "
+                f"accepts{context}; shorten the messages",
                 param="messages",
                 code="context_length_exceeded",
             )

@@ -161,6 +161,12 @@ class Engine:
 
     # --- generation: the running batch ---------------------------------------
     @property
+    def context_tokens(self) -> int:
+        """Positions the model was trained for: prompt and answer together stay within."""
+        positions = getattr(self.base.model.config, "max_position_embeddings", None)
+        return positions or 2**31
+
+    @property
     def running_rows(self) -> int:
         """Rows decoding or about to (admitted, prompt still running): the batch's load."""
         return len(self._active) + len(self._joining)
@@ -408,7 +414,8 @@ class Engine:
                         row.hit_stop_string = True
                         return False
             self._emit(row, final=False)
-        if len(row.token_ids) >= row.params.max_tokens:
+        if (len(row.token_ids) >= row.params.max_tokens
+                or len(row.prompt_ids) + len(row.token_ids) >= self.context_tokens):
             row.finish_reason = "length"
             return False
         return True

@@ -294,3 +294,43 @@ def test_prompts_longer_than_the_chunk_budget_join_over_several_steps_and_get_wh
         serving_model_dir, adapter_dirs[1], long_a, 12)
     assert results[id(joiners[1])].choices[0].token_ids == peft_greedy(
         serving_model_dir, None, long_b, 12)
+
+
+def test_prompt_and_answer_stay_within_the_models_context(serving_model_dir, tmp_path):
+    """The test model knows 512 positions; the server would accept 1024 prompt tokens. A
+    longer prompt gets context_length_exceeded naming the model's context, and an answer
+    stops with "length" where the context ends, whatever max_tokens asked for."""
+    torch.set_num_threads(1)
+    settings = Settings(base_model=str(serving_model_dir), adapter_store=str(tmp_path / "store"),
+                        data_dir=tmp_path, max_prompt_tokens=1024)
+    batching = BatchingEngine(settings)
+    batching.start()
+    context = batching.engine.context_tokens
+    assert context == 512
+    words = "put the egg in boiling water for seven minutes and open the windows".split()
+
+    def messages_of(length: int) -> tuple[list[dict], int]:
+        """The shortest messages whose prompt has at least ``length`` tokens, and its length."""
+        for count in range(1, 1000):
+            messages = [{"role": "user", "content": " ".join((words * 80)[:count])}]
+            tokens = len(batching.engine.encode_chat(messages))
+            if tokens >= length:
+                return messages, tokens
+        raise AssertionError(f"no prompt of {length} tokens")
+
+    async def events_for(*prompts: list[dict]) -> list[list]:
+        events = []
+        for messages in prompts:
+            request = GenerationRequest(messages, SamplingParams(max_tokens=20, temperature=0.0,
+                                                                 ignore_eos=True))
+            events.append([event async for event in batching.generate(request)])
+        return events
+
+    (near, near_length), (too_long, _) = messages_of(context - 8), messages_of(context)
+    near_end, over = asyncio.run(events_for(near, too_long))
+    (choice,) = near_end[-1].choices
+    assert len(choice.token_ids) == context - near_length < 20
+    assert choice.finish_reason == "length"
+    (refusal,) = over
+    assert (refusal.status, refusal.code) == (400, "context_length_exceeded")
+    assert f"{context} tokens" in refusal.message and f"the {context - 1} this" in refusal.message
