@@ -33,7 +33,7 @@ class SlotSelection:
     slot_ids: torch.Tensor | None = None  # (B,) long, on the model's device; None: base only
     single_slot: int | None = None  # set when every row uses the same non-base slot
     segments: list[tuple[int, int]] | None = None  # packed steps only
-    rows: int = 0
+    rows: int = 0  # packed steps: the leading tokens that are running rows
     generation: int = 0  # bumped when the rows' slots change, so layers re-gather
     _slots: list[int] | None = field(default=None, repr=False)
 
