@@ -107,6 +107,7 @@ class Engine:
         self._joining: list[_Row] = []  # admitted rows whose prompts have not all run, in order
         self._carried: RunningBatch | None = None  # KV of the first of them, if it has started
         self._packed = False  # whether steps run packed (packed_step.py)
+        self.context_tokens = 2**31  # the model's positions, from start()
         self._selection_stale = True
 
     # --- lifecycle -------------------------------------------------------------
@@ -124,11 +125,11 @@ class Engine:
             self.layers, s.adapter_cache_size, s.max_lora_rank, AdapterStore(s.adapter_store_uri),
             host_capacity=s.adapter_host_cache_size,
         )
-        with torch.inference_mode():
-            probe, _ = RunningBatch.prefill(self.base.model, [[self.tokenizer.pad_token_id]],
-                                            self.tokenizer.pad_token_id, self.base.device)
+        config = self.base.model.config
         # Full attention only: the packed step's attention knows no sliding window.
-        self._packed = probe.joinable and s.chunked_prefill
+        self._packed = s.chunked_prefill and RunningBatch.model_joinable(config)
+        # Positions the model was trained for: prompt and answer together stay within.
+        self.context_tokens = getattr(config, "max_position_embeddings", None) or 2**31
         if self._packed:
             packed_step.install(self.base.model)
 
@@ -160,12 +161,6 @@ class Engine:
         return list(ids)
 
     # --- generation: the running batch ---------------------------------------
-    @property
-    def context_tokens(self) -> int:
-        """Positions the model was trained for: prompt and answer together stay within."""
-        positions = getattr(self.base.model.config, "max_position_embeddings", None)
-        return positions or 2**31
-
     @property
     def running_rows(self) -> int:
         """Rows decoding or about to (admitted, prompt still running): the batch's load."""

@@ -44,7 +44,12 @@ class RunningBatch:
 
     @property
     def joinable(self) -> bool:
-        return all(type(layer) is DynamicLayer for layer in self.cache.layers)
+        return _full_attention(self.cache)
+
+    @staticmethod
+    def model_joinable(config) -> bool:
+        """Whether a model with ``config`` keeps caches that rows can join (no forward)."""
+        return _full_attention(DynamicCache(config=config))
 
     @classmethod
     def prefill(cls, model, prompts: list[list[int]], pad_id: int,
@@ -109,6 +114,10 @@ class RunningBatch:
                 layer.keys = layer.keys[..., first:, :]
                 layer.values = layer.values[..., first:, :]
             self.attention_mask = self.attention_mask[:, first:]
+
+
+def _full_attention(cache: DynamicCache) -> bool:
+    return all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
 def _left_pad(states: torch.Tensor, width: int) -> torch.Tensor:

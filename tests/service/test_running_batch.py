@@ -49,3 +49,10 @@ def test_dropping_the_widest_row_cuts_the_columns_no_one_attends_to(serving_mode
     assert torch.allclose(logits[0], alone(model, PROMPTS[2], [52, 61])[2], atol=1e-5)
     assert torch.allclose(logits[1], alone(model, PROMPTS[1], [51, 60])[2], atol=1e-5)
     assert batch.joinable
+
+
+def test_only_full_attention_models_are_joinable(serving_model_dir):
+    from transformers import AutoConfig, MistralConfig
+
+    assert RunningBatch.model_joinable(AutoConfig.from_pretrained(serving_model_dir))
+    assert not RunningBatch.model_joinable(MistralConfig(num_hidden_layers=2, sliding_window=16))
