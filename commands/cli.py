@@ -118,6 +118,10 @@ def demo(
         int, typer.Option(help="Evaluation requests per user before and after learning.")
     ] = 10,
     seed: Annotated[int, typer.Option(help="Seed of prompts, judgments and sampling.")] = 0,
+    session_judgments: Annotated[int, typer.Option(
+        help="Judgments per session: then each user waits until the learners trained on "
+        "them (0: all at once).")
+    ] = 0,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Where to write the JSON summary.")
     ] = None,
@@ -132,7 +136,8 @@ def demo(
     try:
         config = DemoConfig(users=users, max_events=max_events, measure_rounds=measure_rounds,
                             seed=seed, invited_share=invited_share,
-                            rater_reliability=rater_reliability)
+                            rater_reliability=rater_reliability,
+                            session_judgments=session_judgments)
     except ValueError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None

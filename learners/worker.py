@@ -246,6 +246,11 @@ class LearnerWorker:
     def __init__(self, settings_args: dict, worker_id: str) -> None:
         settings = Settings(**settings_args)
         torch.set_num_threads(settings.torch_threads)
+        # Ray forwards the actor's stderr to the driver (`tailor up`'s output): Python's
+        # default WARNING level hid each update's outcome and the safety start's progress.
+        logging.basicConfig(level=logging.WARNING,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("learners").setLevel(logging.INFO)
         self.loop = LearnerLoop(settings, worker_id)
         self._stop = threading.Event()
         # Started here, not by a call: an actor Ray restarts after a crash resumes by itself.

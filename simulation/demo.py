@@ -95,6 +95,10 @@ class DemoConfig:
     eval_samples: int = 8  # answers per evaluation request of the before/after phases
     feedback_eval_samples: int = 2  # answers per evaluation request during feedback (the curve)
     window: int = 5  # rounds per point of the curves
+    # Judgments per session of each user: at its end the user waits until the learners
+    # trained on everything they said, and the next session is served by the adapter
+    # that learned from it (0: all judgments at once, as fast as the server answers).
+    session_judgments: int = 0
     seed: int = 0  # prompts, judgments and sampling seeds
     catch_up_timeout_s: float = 600.0  # longest wait for the learners after the feedback phase
     start_timeout_s: float = 300.0  # longest wait for `tailor up`
@@ -107,6 +111,9 @@ class DemoConfig:
             raise ValueError(f"max_events={self.max_events}: give at least 1 judgment per user")
         if self.measure_rounds < 1:
             raise ValueError(f"measure_rounds={self.measure_rounds}: measure at least 1 round")
+        if self.session_judgments < 0:
+            raise ValueError(f"session_judgments={self.session_judgments}: use 0 (no "
+                             "sessions) or the judgments a user gives before waiting")
         make_users(self.users)  # names the unknown preset, if any
 
 
@@ -291,7 +298,9 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
     # prompts should be new to them.
     feedback = [replace(base, rounds=rounds_for(u, config.max_events, config.n), reset=True,
                         seed=config.seed + 1, eval_samples=config.feedback_eval_samples,
-                        invited_share=config.invited_share, max_events=config.max_events)
+                        invited_share=config.invited_share, max_events=config.max_events,
+                        session_judgments=config.session_judgments,
+                        session_wait_s=config.catch_up_timeout_s)
                 for u in users]
     stack = Stack(data_dir, {"TAILOR_LEARNER_RATER_RELIABILITY": str(config.rater_reliability)})
     timings: dict[str, float] = {}
@@ -362,6 +371,9 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
             "preferred_styles": list(user.profile.preferred_styles),
             "feedback_events": sum(r.feedback_events
                                    for r in phase_runs["feedback"][index].records),
+            # seconds the user waited for the learners at the end of each session
+            "session_waits_s": [round(w, 1) for w in phase_runs["feedback"][index].session_waits],
+            "sessions_cut": phase_runs["feedback"][index].sessions_cut,
             "preferred_rate_before": before["preferred_rate"],
             "preferred_rate_after": after["preferred_rate"],
             "dismissive_rate_before": before["dismissive_rate"],

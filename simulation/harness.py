@@ -64,6 +64,11 @@ class SimulationConfig:
     invited_share: float = 0.0  # rated requests that invite a misbehaviour (module docstring)
     behaviour_samples: int = 0  # answers per invited category per evaluation round (0: none)
     max_events: int = 0  # judgments a user gives in all at most (0: no cap)
+    # A user who comes back: after every this many judgments the user waits until the
+    # learners trained on all of them (GET /v1/users/{id}: training.pending == 0), then
+    # goes on with the assistant that learned from them (0: no waiting).
+    session_judgments: int = 0
+    session_wait_s: float = 900.0  # longest wait at the end of a session; then go on
 
     def __post_init__(self) -> None:
         for name in ("rounds", "window"):
@@ -78,6 +83,9 @@ class SimulationConfig:
             raise ValueError(f"invited_share={self.invited_share} must lie in [0, 1]")
         if self.max_events < 0:
             raise ValueError(f"max_events={self.max_events} must be >= 0 (0: no cap)")
+        if self.session_judgments < 0:
+            raise ValueError(f"session_judgments={self.session_judgments} must be >= 0 "
+                             "(0: the user never waits for the learners)")
         if not 0 <= self.behaviour_samples <= 8:
             raise ValueError(f"behaviour_samples={self.behaviour_samples} must be between 0 "
                              "and 8 (the API's n; 0: no behaviour measurement)")
@@ -114,6 +122,9 @@ class UserRun:
     user: SimulatedUser
     records: list[RoundRecord] = field(default_factory=list)
     error: str | None = None
+    # seconds each end of a session waited for the learners (session_judgments)
+    session_waits: list[float] = field(default_factory=list)
+    sessions_cut: int = 0  # waits that gave up after session_wait_s
 
 
 @dataclass
@@ -143,6 +154,20 @@ def reset_user(http: httpx.Client, user_id: str) -> None:
         response.raise_for_status()
 
 
+def wait_until_trained(http: httpx.Client, user_id: str, timeout_s: float) -> bool:
+    """Poll the user's view until the learners trained on every judgment they gave
+    (``training.pending == 0``); False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = http.get(f"/v1/users/{user_id}")
+        response.raise_for_status()
+        if response.json()["training"]["pending"] == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
+
+
 def run_user(
     config: SimulationConfig,
     user_index: int,
@@ -167,6 +192,7 @@ def run_user(
     )
     behaviour_rng = random.Random(f"{config.seed}:{user.user_id}:behaviour-prompts")
     given = 0  # judgments so far (max_events)
+    session_ends = config.session_judgments  # judgments after which the user waits next
 
     def ask(prompt: str, n: int, seed: int):
         return client.chat.completions.create(
@@ -225,6 +251,15 @@ def run_user(
                 on_round(user.user_id, record)
             if config.pause_s:
                 time.sleep(config.pause_s)
+            more = round_index < config.rounds - 1 and (not config.max_events
+                                                         or given < config.max_events)
+            if config.session_judgments and given >= session_ends and more:
+                mark = time.monotonic()
+                if not wait_until_trained(http, user.user_id, config.session_wait_s):
+                    run.sessions_cut += 1
+                run.session_waits.append(time.monotonic() - mark)
+                while session_ends <= given:
+                    session_ends += config.session_judgments
     except Exception as error:  # reported per user; the other users' runs go on
         run.error = f"{type(error).__name__}: {error}"
     finally:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -13,10 +16,10 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from contracts.keys import FEEDBACK_STREAM
+from contracts.keys import FEEDBACK_STREAM, user_key
 from contracts.settings import DEFAULT_MODEL_DIR, Settings
 from simulation.cli import simulate
-from simulation.harness import RoundRecord, SimulationConfig, UserRun, window_stats
+from simulation.harness import RoundRecord, SimulationConfig, UserRun, run_user, window_stats
 from simulation.users import make_users
 from tests.local_server import local_server
 
@@ -45,7 +48,8 @@ def test_window_stats_count_preferred_dismissive_and_mean_score_of_eval_samples(
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("n", 9, "n=9"), ("rounds", 0, "rounds=0"), ("base_url", "localhost:8000", "http://")],
+    [("n", 9, "n=9"), ("rounds", 0, "rounds=0"), ("base_url", "localhost:8000", "http://"),
+     ("session_judgments", -1, "session_judgments=-1")],
 )
 def test_bad_simulation_config_names_the_field(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -119,3 +123,48 @@ def test_simulate_refuses_an_unknown_preset_naming_the_presets() -> None:
     result = CliRunner().invoke(app, ["simulate", "--users", "nobody"])
     assert result.exit_code == 2
     assert "unknown presets ['nobody']" in result.output and "adversarial" in result.output
+
+
+@pytest.mark.slow
+def test_a_user_with_sessions_waits_for_the_learners_after_each_session(
+    server: str, redis_client
+) -> None:
+    """After every ``session_judgments`` judgments the user asks nothing more until the
+    learners trained on all of them (here a stand-in learner that marks them trained
+    half a second after it sees them, as a learner's update records it); without a
+    learner the wait ends at ``session_wait_s`` and is counted as cut."""
+    user = make_users("emoji_fan", prefix="sess")[0]  # thumbs: rates both choices per round
+    config = SimulationConfig(base_url=server, users="emoji_fan", rounds=6, n=2,
+                              eval_samples=1, max_tokens=16, user_prefix="sess",
+                              session_judgments=4, session_wait_s=30.0)
+    snapshots: list[tuple[int, int]] = []  # (judgments given, trained on), every 0.1 s
+    done = threading.Event()
+
+    def learner() -> None:
+        key = user_key(user.user_id)
+        while not done.is_set():
+            given, trained = redis_client.hmget(key, "feedback_events", "learner_examples_trained")
+            snapshots.append((int(given or 0), int(trained or 0)))
+            if given is not None and int(given) > int(trained or 0):
+                time.sleep(0.5)  # training: a user who does not wait goes on meanwhile
+                redis_client.hset(key, "learner_examples_trained", int(given))
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=learner, daemon=True)
+    thread.start()
+    try:
+        run = run_user(config, 0, user)
+    finally:
+        done.set()
+        thread.join()
+    assert run.error is None
+    # sessions of 4 judgments (2 rounds each); no wait after the last round
+    assert len(run.session_waits) == 2 and run.sessions_cut == 0
+    # nothing past a session's end before the learners had trained on the whole session
+    for end in (4, 8):
+        assert not [(g, t) for g, t in snapshots if g > end and t < end], snapshots
+    assert int(redis_client.hget(user_key(user.user_id), "feedback_events")) == 12
+
+    alone = run_user(replace(config, session_wait_s=1.0, rounds=3), 0, user)
+    assert alone.error is None
+    assert alone.sessions_cut == 1 and alone.session_waits[0] >= 1.0
