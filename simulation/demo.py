@@ -7,7 +7,9 @@
 3. **feedback**: each user gives at most ``max_events`` judgments through the API
    (rounds = max_events // judgments per round of its habit: a thumbs user rates
    all ``n`` choices, a ranking user gives one ranking, "both" gives two), on
-   other prompts than the measured ones, while the learners train;
+   other prompts than the measured ones, while the learners train; with
+   ``session_judgments`` in sessions, each user waiting at a session's end until
+   the learners trained on it (``simulation.harness.wait_until_trained``);
 4. **catch-up**: wait until the learners have applied every event and finished the
    idle-time refines of each user (`learners.worker.LearnerOptions.refine_updates`);
 5. **after**: the before-phase requests again (same prompts, same sampling seeds),
