@@ -32,9 +32,9 @@ Asserted, with the tolerance stated:
   fixed guard it replaced: 15% -> 10%).
 
 Taste only: no rated request here invites a misbehaviour (``invited_share=0``); the
-shipped v2 model has none to invite. Issue 12's six-user run on the v3 model
-(`tailor demo` with its default users) is not asserted yet: the loop is not tuned
-on v3 (README, "Honest and harmless for everyone").
+shipped v2 model has none to invite. Issue 12's six-user run on a v3 build is
+`tests/simulation/test_honest_harmless_loop.py` (`make check-hhh`, ~20 min: outside
+`make test`).
 
 The users are ones whose feedback names their favourite: rankings, or rankings and
 thumbs. The thumbs users who score (emoji_fan, thorough_reader: a 1-10 score with
