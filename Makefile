@@ -43,7 +43,7 @@ test: setup chromium
 	$(PY) -m pytest tests -m "not hhh_loop" --durations=25
 
 # Issue 12's six-user closed loop on a corpus-v3 build (README, "Honest and harmless for
-# everyone"): ~25 min on 2 cores, the build included the first time. Not in `make test`.
+# everyone"): ~20 min on 2 cores, ~3 more the first time (the build). Not in `make test`.
 .PHONY: check-hhh
 check-hhh: setup
 	$(PY) -m pytest tests/simulation/test_honest_harmless_loop.py -m hhh_loop -v
