@@ -72,8 +72,13 @@ def v3_model(request) -> Path:
     """A corpus-v3 build of the default model, kept in the pytest cache between runs."""
     folder = request.config.cache.mkdir("tailor-v3-model")
     if not (folder / "build_config.json").is_file():
+        # built beside it and moved in whole: an interrupted build is never taken for one
+        staging = folder.with_name(folder.name + ".building")
+        shutil.rmtree(staging, ignore_errors=True)
         subprocess.run([str(Path(sys.executable).parent / "tailor"), "model", "build",
-                        "--corpus-version", "3", "--out", str(folder)], check=True)
+                        "--corpus-version", "3", "--out", str(staging)], check=True)
+        folder.rmdir()
+        staging.rename(folder)
     return folder
 
 
