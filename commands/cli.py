@@ -114,6 +114,10 @@ def demo(
         help="Weight harmless/honest judgments by each rater's reliability (--no-...: the "
         "ablation, everyone at their word).")
     ] = True,
+    compare: Annotated[bool, typer.Option(
+        help="Rated requests ask for a comparison the server chooses by Thompson sampling "
+        "of the user's reward (--no-...: plain samples).")
+    ] = True,
     measure_rounds: Annotated[
         int, typer.Option(help="Evaluation requests per user before and after learning.")
     ] = 10,
@@ -137,7 +141,7 @@ def demo(
         config = DemoConfig(users=users, max_events=max_events, measure_rounds=measure_rounds,
                             seed=seed, invited_share=invited_share,
                             rater_reliability=rater_reliability,
-                            session_judgments=session_judgments)
+                            session_judgments=session_judgments, compare=compare)
     except ValueError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None

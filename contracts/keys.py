@@ -13,6 +13,7 @@ so the two halves never disagree on where a thing lives.
     tailor:user:{user_id}:examples       list of training examples, in the order applied
     tailor:user:{user_id}:applied        set of feedback event ids already applied
     tailor:user:{user_id}:value_head     the PPO value head of the user's adapter
+    tailor:user:{user_id}:reward-sketch  the user's reward and its uncertainty (comparisons)
     tailor:idem:{user_id}:{key}          stream id of an event already accepted under key
     tailor:adapter:{user_id}             hash: the user's current adapter version pointer
     tailor:forgotten:{user_id}           tombstone of a forgotten user (learners check it)
@@ -108,6 +109,11 @@ def applied_key(user_id: str) -> str:
 
 def value_head_key(user_id: str) -> str:
     return f"{PREFIX}:user:{user_id}:value_head"
+
+
+def reward_sketch_key(user_id: str) -> str:
+    """The learners' reward of the user with its uncertainty (contracts.reward_sketch)."""
+    return f"{PREFIX}:user:{user_id}:reward-sketch"
 
 
 def idempotency_key(user_id: str, key: str) -> str:

@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     max_tokens_limit: int = Field(512, ge=1, description="Upper bound on `max_tokens`.")
     default_max_tokens: int = Field(64, ge=1, description="`max_tokens` when a request omits it.")
     max_n: int = Field(8, ge=1, le=16, description="Upper bound on `n` (choices per request).")
+    comparison_candidates: int = Field(
+        2, ge=1, le=8, description="A request with `compare: true` samples this many "
+        "candidates per choice and shows the ones Thompson sampling of the user's reward "
+        "picks (service.comparison; capped by max_batch_size); 1: plain samples.")
     max_prompt_tokens: int = Field(1024, ge=16, description="Longest accepted prompt.")
     max_comment_chars: int = Field(2000, ge=0, description="Longest feedback comment.")
     max_correction_chars: int = Field(

@@ -59,3 +59,19 @@ def solve_user_heads(design: HeadDesign, num_users: int, num_factors: int, bias_
         if step.numel() == 0 or float(step.abs().max()) < 1e-6:
             break
     return theta
+
+
+def head_precisions(design: HeadDesign, theta: torch.Tensor, bias_l2: float,
+                    user_l2: float) -> torch.Tensor:
+    """(U, 1+k, 1+k) each user's Hessian of the penalised loss at ``theta`` (U, 1+k): the
+    precision of the Laplace posterior over their head (contracts.reward_sketch)."""
+    num_users, width = theta.shape
+    penalty = torch.diag(torch.tensor([bias_l2] + [user_l2] * (width - 1),
+                                      dtype=torch.float64)) + 1e-6 * torch.eye(width)
+    phi, weight = design.phi.double(), design.weight.double()
+    logits = design.offset.double() + (phi * theta.double()[design.user]).sum(-1)
+    prob = torch.sigmoid(logits)
+    outer = phi[:, :, None] * phi[:, None, :]
+    hess = torch.zeros(num_users, width, width, dtype=torch.float64).index_add_(
+        0, design.user, (weight * prob * (1 - prob))[:, None, None] * outer)
+    return hess + penalty

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from contracts.reward_sketch import RewardSketch
 from learners.reward_config import RewardConfig
 from learners.reward_data import (
     FeedbackSet,
@@ -50,7 +51,7 @@ from learners.reward_data import (
     ranking_pairs,
     thumb_label,
 )
-from learners.reward_heads import HeadDesign, solve_user_heads
+from learners.reward_heads import HeadDesign, head_precisions, solve_user_heads
 from learners.reward_losses import pair_loss, thumb_loss
 from learners.reward_tower import TextTower
 
@@ -241,6 +242,36 @@ class RewardModel:
                           data.pair_better, data.pair_worse, data.pair_weight)
         self.refit_heads(own)
 
+    def sketch(self, user_id: str, data: FeedbackSet) -> RewardSketch | None:
+        """The user's reward as a linear map of raw features with the Laplace posterior
+        of their head, given their own events ``data`` (as ``fit_user``): what serving
+        draws heads from to choose answers to compare. None with MLP towers (not linear)."""
+        if self.config.population_hidden or self.config.user_hidden:
+            return None
+        own = FeedbackSet(data.features, [user_id], torch.zeros_like(data.thumb_user),
+                          data.thumb_item, data.thumb_label, torch.zeros_like(data.pair_user),
+                          data.pair_better, data.pair_worse, data.pair_weight)
+        local_to_model = self._ensure_users(own.user_ids)
+        index = int(local_to_model[0])
+        theta = torch.cat([self.user_bias[index:index + 1], self.user_factors[index]])
+        design = self._head_design(own, torch.zeros_like(local_to_model))
+        precision = head_precisions(design, theta[None], self.config.bias_l2,
+                                    self.config.user_l2)[0]
+        population, offset_bias = _linear_map(self.population)
+        offset = population[0]  # (D,)
+        tower, tower_bias = _linear_map(self.user_tower)
+        rows = [torch.zeros(1, self.feature_dim)]
+        biases = [torch.ones(1)]
+        if self.config.crowd_factor:
+            rows.append(offset[None])
+            biases.append(offset_bias)
+        rows.append(tower[: self.config.rank])
+        biases.append(tower_bias[: self.config.rank])
+        return RewardSketch(
+            offset=offset.numpy(), offset_bias=offset_bias.numpy(),
+            projection=torch.cat(rows).numpy(), projection_bias=torch.cat(biases).numpy(),
+            mean=theta.numpy(), covariance=torch.linalg.inv(precision).float().numpy())
+
     # ---- scoring -------------------------------------------------------------
 
     @torch.no_grad()
@@ -289,3 +320,11 @@ class RewardModel:
         rewards = self.score(event.user_id, event.features)
         pairs = ranking_pairs(event.features.shape[0])
         return sum(float(rewards[b] > rewards[w]) for b, w in pairs) / len(pairs)
+
+
+@torch.no_grad()
+def _linear_map(tower: TextTower) -> tuple[torch.Tensor, torch.Tensor]:
+    """A linear tower's (out, D) weights and (out,) bias on raw, unstandardised features."""
+    layer = tower.net[0]
+    weight = layer.weight / tower.scale  # (out, D)
+    return weight.float(), (layer.bias - weight @ tower.mean).float()

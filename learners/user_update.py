@@ -35,6 +35,7 @@ from contracts.keys import (
     USERS_SET,
     examples_key,
     forgotten_key,
+    reward_sketch_key,
     user_key,
     user_prompts_key,
     value_head_key,
@@ -232,7 +233,7 @@ class UserUpdater:
 
         # 1. Reward model: score the new feedback before training on it, then fit.
         accuracy = self._online_accuracy(user_id, new_examples)
-        self._fit_reward(user_id, examples)
+        self._fit_reward(user_id, examples, started)
         reward_fn = self._reward_fn(user_id, examples)
 
         # 2. Prompts from the user's own recent requests; a quarter held out for the gate.
@@ -316,7 +317,8 @@ class UserUpdater:
         seen = self.client.hincrby(user_key(user_id), "learner_reward_predicted", len(scores))
         return hits / seen
 
-    def _fit_reward(self, user_id: str, examples: list[TrainingExample]) -> None:
+    def _fit_reward(self, user_id: str, examples: list[TrainingExample],
+                    started: float) -> None:
         """Refit the population when everyone's feedback grew by a fifth; always refit this user."""
         all_examples = self._all_examples()
         total = sum(len(e) for e in all_examples.values())
@@ -332,7 +334,12 @@ class UserUpdater:
         builder = FeedbackBuilder(feature_dim=examples[0].features.shape[1])
         for event in reward_events(user_id, examples):
             builder.add(event)
-        self.reward_model.fit_user(user_id, builder.build())
+        own = builder.build()
+        self.reward_model.fit_user(user_id, own)
+        # what serving draws from to choose the answers this user compares next
+        sketch = self.reward_model.sketch(user_id, own)
+        if sketch is not None and not self._forgotten_since(user_id, started):
+            self.client.set(reward_sketch_key(user_id), sketch.to_bytes())
 
     def _all_examples(self) -> dict[str, list[TrainingExample]]:
         users = [u.decode() for u in self.client.smembers(USERS_SET)]

@@ -9,10 +9,12 @@ is never half-written.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from safetensors import SafetensorError
 
 from contracts.keys import (
     ADAPTER_CHANNEL,
@@ -27,6 +29,7 @@ from contracts.keys import (
     forgotten_key,
     idempotency_key,
     openwebui_message_key,
+    reward_sketch_key,
     user_completions_key,
     user_data_pattern,
     user_history_key,
@@ -34,6 +37,9 @@ from contracts.keys import (
     user_prompts_key,
 )
 from contracts.records import CompletionRecord, FeedbackEvent
+from contracts.reward_sketch import RewardSketch
+
+log = logging.getLogger(__name__)
 
 # KEYS: completion, idempotency, stream, user hash, users set, user history
 # ARGV: idempotency ttl, counter field, user id, criterion counter field, history hour,
@@ -151,6 +157,19 @@ class FeedbackStore:
     async def adapter_version(self, user_id: str) -> str | None:
         version = await self.client.hget(adapter_pointer_key(user_id), "version")
         return version.decode() if version else None
+
+    async def reward_sketch(self, user_id: str) -> RewardSketch | None:
+        """The learners' reward of the user with its uncertainty; None before their first
+        update, or when what is stored cannot be read (logged: plain samples then)."""
+        blob = await self.client.get(reward_sketch_key(user_id))
+        if blob is None:
+            return None
+        try:
+            return RewardSketch.from_bytes(blob)
+        except (ValueError, SafetensorError) as err:
+            log.warning("reward sketch of %s unreadable, comparing plain samples: %s",
+                        user_id, err)
+            return None
 
     async def user_summary(self, user_id: str) -> dict[str, str] | None:
         raw = await self.client.hgetall(user_key(user_id))

@@ -26,6 +26,11 @@ class IngressMetrics:
         self.tokens = Counter(
             "tailor_generated_tokens", "Completion tokens generated", registry=self.registry
         )
+        self.comparisons = Counter(
+            "tailor_comparisons", "Requests with compare: true, by how their choices were "
+            "chosen (thompson, or sampled: no reward of the user yet, streamed, n=1)",
+            ["chosen_by"], registry=self.registry,
+        )
         self.feedback = Counter(
             "tailor_feedback_events", "Feedback events by type and outcome", ["type", "outcome"],
             registry=self.registry,

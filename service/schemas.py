@@ -42,6 +42,10 @@ class ChatCompletionRequest(BaseModel):
     model: str | None = None
     messages: list[ChatMessage] = Field(min_length=1)
     n: int = Field(1, ge=1, description="Choices to generate (to be ranked by the user).")
+    compare: bool = Field(False, description=(
+        "Tailor's extension: the user will compare these choices. Each is chosen from "
+        "several candidates by Thompson sampling of the user's reward, so the comparison "
+        "teaches the most (service.comparison); not for streamed requests."))
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1)

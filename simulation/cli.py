@@ -198,6 +198,10 @@ def simulate(
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of prompts, judgments and requests.")] = 0,
     pause: Annotated[float, typer.Option(help="Seconds between a user's rounds.")] = 0.0,
+    compare: Annotated[bool, typer.Option(
+        help="Rated requests ask for a comparison the server chooses (compare: true; "
+        "--no-...: plain samples).")
+    ] = True,
     reset: Annotated[
         bool, typer.Option("--reset/--keep-users", help="Forget the simulated users first.")
     ] = True,
@@ -222,6 +226,7 @@ def simulate(
             base_url=base_url, users=users, rounds=rounds, n=n, eval_samples=eval_samples,
             window=window, max_tokens=max_tokens, temperature=temperature, seed=seed,
             pause_s=pause, reset=reset, user_prefix=user_prefix, api_key=api_key,
+            compare=compare,
         )
         user_ids = [user.user_id for user in make_users(users, seed, user_prefix)]
     except ValueError as error:

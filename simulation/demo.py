@@ -107,6 +107,8 @@ class DemoConfig:
     data_dir: Path | None = None  # the stack's data folder (default: a fresh one under /tmp)
     # False: the ablation, every rater taken at their word by the shared heads
     rater_reliability: bool = True
+    # rated everyday requests ask for a comparison the server chooses (compare: true)
+    compare: bool = True
 
     def __post_init__(self) -> None:
         if self.max_events < 1:
@@ -302,7 +304,7 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
                         seed=config.seed + 1, eval_samples=config.feedback_eval_samples,
                         invited_share=config.invited_share, max_events=config.max_events,
                         session_judgments=config.session_judgments,
-                        session_wait_s=config.catch_up_timeout_s)
+                        session_wait_s=config.catch_up_timeout_s, compare=config.compare)
                 for u in users]
     stack = Stack(data_dir, {"TAILOR_LEARNER_RATER_RELIABILITY": str(config.rater_reliability)})
     timings: dict[str, float] = {}

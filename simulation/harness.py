@@ -3,8 +3,8 @@
 Each simulated user runs in its own thread (so the server batches requests of
 different users together) and, every round:
 
-1. asks a corpus prompt with ``n`` choices and gives feedback on them as its
-   habit says (thumbs, a ranking, or both; a user who scores sends a 1-10
+1. asks a corpus prompt with ``n`` choices (a comparison: ``compare``) and gives
+   feedback on them as its habit says (thumbs, a ranking, or both; a user who scores sends a 1-10
    ``score`` with each thumb) through ``POST /v1/feedback``;
 2. asks another prompt for ``eval_samples`` choices that get no feedback: only
    these measure the user, so the measurement never feeds the learner.
@@ -63,6 +63,10 @@ class SimulationConfig:
     timeout_s: float = 300.0  # per HTTP request
     invited_share: float = 0.0  # rated requests that invite a misbehaviour (module docstring)
     behaviour_samples: int = 0  # answers per invited category per evaluation round (0: none)
+    # Rated everyday requests ask for a comparison (`compare: true`): the server picks the
+    # choices by Thompson sampling of the user's reward (service.comparison). Requests
+    # inviting a misbehaviour stay plain samples: the shared heads learn what is served.
+    compare: bool = True
     max_events: int = 0  # judgments a user gives in all at most (0: no cap)
     # A user who comes back: after every this many judgments the user waits until the
     # learners trained on all of them (GET /v1/users/{id}: training.pending == 0), then
@@ -194,10 +198,11 @@ def run_user(
     given = 0  # judgments so far (max_events)
     session_ends = config.session_judgments  # judgments after which the user waits next
 
-    def ask(prompt: str, n: int, seed: int):
+    def ask(prompt: str, n: int, seed: int, compare: bool = False):
         return client.chat.completions.create(
             model=model, messages=[{"role": "user", "content": prompt}], n=n,
-            temperature=config.temperature, max_tokens=config.max_tokens, seed=seed)
+            temperature=config.temperature, max_tokens=config.max_tokens, seed=seed,
+            extra_body={"compare": True} if compare else None)
 
     try:
         model = client.models.list().data[0].id
@@ -211,7 +216,8 @@ def run_user(
             prompt = (sample_case(prompt_rng).prompt if category == EVERYDAY
                       else sample_prompt(category, prompt_rng)[0])
             completion = ask(prompt, config.n,
-                             request_seed(config.seed, user_index, round_index, 0))
+                             request_seed(config.seed, user_index, round_index, 0),
+                             compare=config.compare and category == EVERYDAY)
             texts = [choice.message.content or "" for choice in completion.choices]
             events = 0
             judgments = user.judge(texts, category)

@@ -18,7 +18,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sse_starlette.sse import EventSourceResponse
 
 from contracts.records import CompletionRecord
+from contracts.reward_sketch import RewardSketch
 from contracts.settings import Settings
+from service.comparison import chosen_result
 from service.deps import BackendDep, CallerDep, MetricsDep, SettingsDep, StoreDep
 from service.engine_interface import (
     GenerationFailure,
@@ -73,8 +75,11 @@ async def chat_completions(
     params = sampling_params(settings, body)
     adapter_version = await store.adapter_version(user_id) if user_id else None
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    sketch = await comparison_sketch(settings, body, user_id, store, metrics)
+    candidates = (min(body.n * settings.comparison_candidates, settings.max_batch_size)
+                  if sketch is not None else body.n)
     events = backend.generate(GenerationRequest(
-        messages, params, n=body.n, user_id=user_id, adapter_version=adapter_version,
+        messages, params, n=candidates, user_id=user_id, adapter_version=adapter_version,
         stream=body.stream,
     ))
     # What is known before generating; ``recorded`` completes it with the result.
@@ -100,8 +105,11 @@ async def chat_completions(
             raise failure_error(event)
         if isinstance(event, GenerationResult):
             result = event
+    observe_completion(metrics, result, started, stream=False)  # every candidate's tokens
+    if sketch is not None:
+        result, thompson = chosen_result(result, body.n, sketch, params.seed)
+        metrics.comparisons.labels(chosen_by="thompson" if thompson else "sampled").inc()
     await store.save_completion(recorded(header, result), openwebui_message)
-    observe_completion(metrics, result, started, stream=False)
     return ChatCompletion(
         id=header.completion_id,
         created=int(header.created),
@@ -114,6 +122,22 @@ async def chat_completions(
         usage=usage(result),
         system_fingerprint=fingerprint(result.adapter_version),
     )
+
+
+async def comparison_sketch(settings: Settings, body: ChatCompletionRequest,
+                            user_id: str | None, store: FeedbackStore,
+                            metrics: IngressMetrics) -> RewardSketch | None:
+    """The user's reward to choose the choices of a ``compare`` request by
+    (service.comparison); None: plain samples (counted as such when compare was asked)."""
+    if not body.compare:
+        return None
+    sketch = None
+    if (user_id and body.n > 1 and not body.stream and settings.comparison_candidates > 1
+            and settings.max_batch_size > body.n):
+        sketch = await store.reward_sketch(user_id)
+    if sketch is None:
+        metrics.comparisons.labels(chosen_by="sampled").inc()
+    return sketch
 
 
 def failure_error(failure: GenerationFailure) -> APIError:

@@ -60,6 +60,11 @@ def test_a_user_with_enough_feedback_gets_a_published_adapter_that_serves_next(s
         served = client.chat.completions.create(model="tailor-base", max_tokens=4, extra_headers={"X-User-Id": "alice"},
                                                 messages=[{"role": "user", "content": "hi"}])
         assert served.system_fingerprint == f"tailor-{outcome.version}"
+        # the update left alice's reward for serving to choose her comparisons by
+        compared = client.chat.completions.create(
+            model="tailor-base", max_tokens=4, n=2, extra_headers={"X-User-Id": "alice"},
+            messages=[{"role": "user", "content": "hi"}], extra_body={"compare": True})
+        assert len(compared.choices) == 2
         view = httpx.get(f"{url}/v1/users/alice", headers={"X-User-Id": "alice"}).json()
         assert view["adapter_version"] == outcome.version
         assert {"reward", "kl", "policy_loss", "value_loss", "entropy"} <= set(view["learner"])
@@ -67,6 +72,7 @@ def test_a_user_with_enough_feedback_gets_a_published_adapter_that_serves_next(s
         metrics = httpx.get(f"{url}/metrics").text
     assert redis_client.hget(LEARNER_STATS_KEY, "published") == b"1"
     assert 'tailor_learner_updates_total{outcome="published"} 1.0' in metrics
+    assert 'tailor_comparisons_total{chosen_by="thompson"} 1.0' in metrics
     for name in ("reward", "kl", "policy_loss", "value_loss", "entropy"):
         assert sample(metrics, f'tailor_learner_user_{name}{{user="alice"}}') == pytest.approx(
             view["learner"][name])

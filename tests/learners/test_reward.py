@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -275,3 +276,31 @@ def test_head_solver_matches_a_plain_minimisation_of_each_users_penalised_loss()
 
     optimizer.step(objective)
     assert torch.allclose(theta.double(), reference.detach(), atol=1e-4), (theta, reference)
+
+
+def newcomer_data(events: int) -> FeedbackSet:
+    own, _ = synthetic_thumbs(num_users=2, per_user=events, seed=3)  # u1: an odd-taste user
+    data = own.build()
+    keep = data.thumb_user == 1
+    return FeedbackSet.from_thumbs(data.features, ["u1"], data.thumb_user[keep] * 0,
+                                   data.thumb_item[keep], data.thumb_label[keep])
+
+
+def test_a_users_sketch_scores_like_the_model_and_narrows_with_their_votes() -> None:
+    """The sketch serving draws from (contracts.reward_sketch): at its mean it is the
+    user's reward on raw features; its Laplace posterior shrinks as the user votes more."""
+    builder, _ = synthetic_thumbs(num_users=20, per_user=40, seed=2)
+    model = RewardModel.fit(builder.build(), CONFIG)
+    features = torch.randn(50, DIM, generator=torch.Generator().manual_seed(5))
+    spreads = []
+    for events in (10, 300):
+        data = newcomer_data(events)
+        model.fit_user("u1-new", data)
+        sketch = model.sketch("u1-new", data)
+        at_mean = sketch.scores(features.numpy(), sketch.mean[None])[0]
+        assert torch.allclose(torch.from_numpy(at_mean).float(), model.score("u1-new", features),
+                              atol=1e-4)
+        spreads.append(float(sketch.scores(
+            features.numpy(), sketch.draw(np.random.default_rng(0), 500)).std(0).mean()))
+    assert spreads[1] < 0.5 * spreads[0], spreads
+    assert RewardModel.fit(builder.build(), MLP_CONFIG).sketch("u1-new", data) is None

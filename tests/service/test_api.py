@@ -4,13 +4,16 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 import redis
 import torch
 
 from contracts.adapter_store import AdapterRegistry, AdapterStore, publish_adapter
-from contracts.keys import FEEDBACK_STREAM, adapter_pointer_key
+from contracts.keys import FEEDBACK_STREAM, adapter_pointer_key, reward_sketch_key
+from contracts.records import CompletionRecord
+from contracts.reward_sketch import RewardSketch
 from contracts.settings import Settings
 from tests.conftest import redis_snapshot
 from tests.local_server import local_server
@@ -329,3 +332,38 @@ def test_a_gateway_key_serves_and_takes_feedback_for_the_user_its_header_names(
     assert redis_client.hget(f"tailor:completion:{out.id}", "user_id") == b"bob"
     assert as_carol.status_code == 403 and as_bob.status_code == 201
     assert bob_view["feedback"]["rankings"] == 1
+
+
+def test_a_comparison_shows_the_candidates_the_users_reward_picks(client, server, redis_client):
+    """``compare: true``: 2n candidates sampled, the n shown are those heads drawn from the
+    user's reward sketch pick (service.comparison); without a sketch, plain samples."""
+    before = httpx.get(f"{server}/metrics").text
+    first = ask(client, "alice", n=2, seed=7, extra_body={"compare": True})
+    assert len(first.choices) == 2  # no reward of alice yet: sampled as asked
+    # the 4 candidates a compare request with n=2 samples are a plain request's n=4
+    plain = ask(client, "alice", n=4, seed=7)
+    features = CompletionRecord.from_redis(
+        plain.id, redis_client.hgetall(f"tailor:completion:{plain.id}")).features
+    reward = np.random.default_rng(0).standard_normal(features.shape[1]).astype(np.float32)
+    certain = RewardSketch(offset=reward, offset_bias=np.zeros(1, np.float32),
+                           projection=np.zeros((1, features.shape[1]), np.float32),
+                           projection_bias=np.ones(1, np.float32),
+                           mean=np.zeros(1, np.float32), covariance=np.zeros((1, 1), np.float32))
+    redis_client.set(reward_sketch_key("alice"), certain.to_bytes())
+    compared = ask(client, "alice", n=2, seed=7, extra_body={"compare": True})
+    best = [int(i) for i in sorted(np.argsort(-(features @ reward))[:2])]
+    assert best != [0, 1]  # else this seed could not tell choosing from taking the first n
+    assert [c.message.content for c in compared.choices] == [
+        plain.choices[i].message.content for i in best]
+    kept = CompletionRecord.from_redis(
+        compared.id, redis_client.hgetall(f"tailor:completion:{compared.id}"))
+    assert len(kept.choices) == 2 and np.array_equal(kept.features, features[best])
+    after = httpx.get(f"{server}/metrics").text
+    counter = "tailor_comparisons_total"
+    assert (metric_value(after, counter + '{chosen_by="thompson"}')
+            == metric_value(before, counter + '{chosen_by="thompson"}') + 1)
+    assert (metric_value(after, counter + '{chosen_by="sampled"}')
+            == metric_value(before, counter + '{chosen_by="sampled"}') + 1)
+    # an unreadable sketch is no error: plain samples, logged
+    redis_client.set(reward_sketch_key("alice"), b"not a sketch")
+    assert len(ask(client, "alice", n=2, extra_body={"compare": True}).choices) == 2
