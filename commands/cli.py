@@ -116,8 +116,8 @@ def demo(
     ] = True,
     compare: Annotated[bool, typer.Option(
         help="Rated requests ask for a comparison the server chooses by Thompson sampling "
-        "of the user's reward (--no-...: plain samples).")
-    ] = True,
+        "of the user's reward (default: plain samples).")
+    ] = False,
     measure_rounds: Annotated[
         int, typer.Option(help="Evaluation requests per user before and after learning.")
     ] = 10,

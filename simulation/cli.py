@@ -200,8 +200,8 @@ def simulate(
     pause: Annotated[float, typer.Option(help="Seconds between a user's rounds.")] = 0.0,
     compare: Annotated[bool, typer.Option(
         help="Rated requests ask for a comparison the server chooses (compare: true; "
-        "--no-...: plain samples).")
-    ] = True,
+        "default: plain samples).")
+    ] = False,
     reset: Annotated[
         bool, typer.Option("--reset/--keep-users", help="Forget the simulated users first.")
     ] = True,

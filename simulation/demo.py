@@ -108,7 +108,7 @@ class DemoConfig:
     # False: the ablation, every rater taken at their word by the shared heads
     rater_reliability: bool = True
     # rated everyday requests ask for a comparison the server chooses (compare: true)
-    compare: bool = True
+    compare: bool = False
 
     def __post_init__(self) -> None:
         if self.max_events < 1:

@@ -66,7 +66,7 @@ class SimulationConfig:
     # Rated everyday requests ask for a comparison (`compare: true`): the server picks the
     # choices by Thompson sampling of the user's reward (service.comparison). Requests
     # inviting a misbehaviour stay plain samples: the shared heads learn what is served.
-    compare: bool = True
+    compare: bool = False
     max_events: int = 0  # judgments a user gives in all at most (0: no cap)
     # A user who comes back: after every this many judgments the user waits until the
     # learners trained on all of them (GET /v1/users/{id}: training.pending == 0), then
