@@ -36,10 +36,7 @@ def solve_user_heads(design: HeadDesign, num_users: int, num_factors: int, bias_
     and solved as one batched system.
     """
     width = 1 + num_factors
-    penalty = torch.diag(torch.tensor([bias_l2] + [user_l2] * num_factors))  # (1+k, 1+k)
-    # A tiny ridge keeps users with no events (or no thumbs: the bias is then
-    # unidentified) solvable when a penalty is 0.
-    penalty = penalty + 1e-6 * torch.eye(width)
+    penalty = _penalty(width, bias_l2, user_l2)
     theta = torch.zeros(num_users, width)
     phi, weight = design.phi.double(), design.weight.double()
     outer = phi[:, :, None] * phi[:, None, :]  # (E, 1+k, 1+k)
@@ -48,10 +45,8 @@ def solve_user_heads(design: HeadDesign, num_users: int, num_factors: int, bias_
         prob = torch.sigmoid(logits)
         grad = torch.zeros(num_users, width, dtype=torch.float64).index_add_(
             0, design.user, (weight * (prob - design.label.double()))[:, None] * phi)
-        hess = torch.zeros(num_users, width, width, dtype=torch.float64).index_add_(
-            0, design.user, (weight * prob * (1 - prob))[:, None, None] * outer)
-        grad = grad + theta.double() @ penalty.double()
-        hess = hess + penalty.double()
+        grad = grad + theta.double() @ penalty
+        hess = _hessians(design, prob, outer, num_users) + penalty
         step = torch.linalg.solve(hess, grad[..., None])[..., 0]
         # Clipped Newton: with a near-zero penalty and separable votes a full step
         # can overshoot far into the flat part of the sigmoid.
@@ -66,12 +61,22 @@ def head_precisions(design: HeadDesign, theta: torch.Tensor, bias_l2: float,
     """(U, 1+k, 1+k) each user's Hessian of the penalised loss at ``theta`` (U, 1+k): the
     precision of the Laplace posterior over their head (contracts.reward_sketch)."""
     num_users, width = theta.shape
-    penalty = torch.diag(torch.tensor([bias_l2] + [user_l2] * (width - 1),
-                                      dtype=torch.float64)) + 1e-6 * torch.eye(width)
-    phi, weight = design.phi.double(), design.weight.double()
-    logits = design.offset.double() + (phi * theta.double()[design.user]).sum(-1)
-    prob = torch.sigmoid(logits)
+    phi = design.phi.double()
+    prob = torch.sigmoid(design.offset.double() + (phi * theta.double()[design.user]).sum(-1))
     outer = phi[:, :, None] * phi[:, None, :]
-    hess = torch.zeros(num_users, width, width, dtype=torch.float64).index_add_(
-        0, design.user, (weight * prob * (1 - prob))[:, None, None] * outer)
-    return hess + penalty
+    return _hessians(design, prob, outer, num_users) + _penalty(width, bias_l2, user_l2)
+
+
+def _penalty(width: int, bias_l2: float, user_l2: float) -> torch.Tensor:
+    # A tiny ridge keeps users with no events (or no thumbs: the bias is then
+    # unidentified) solvable when a penalty is 0.
+    return (torch.diag(torch.tensor([bias_l2] + [user_l2] * (width - 1), dtype=torch.float64))
+            + 1e-6 * torch.eye(width, dtype=torch.float64))
+
+
+def _hessians(design: HeadDesign, prob: torch.Tensor, outer: torch.Tensor,
+              num_users: int) -> torch.Tensor:
+    """(U, W, W) Σ weight·p(1−p)·phi phiᵀ per user: the data part of each Hessian."""
+    width = outer.shape[1]
+    return torch.zeros(num_users, width, width, dtype=torch.float64).index_add_(
+        0, design.user, (design.weight.double() * prob * (1 - prob))[:, None, None] * outer)

@@ -237,10 +237,7 @@ class RewardModel:
 
         ``data`` may hold only this user's events; every event in it is taken as theirs.
         """
-        own = FeedbackSet(data.features, [user_id], torch.zeros_like(data.thumb_user),
-                          data.thumb_item, data.thumb_label, torch.zeros_like(data.pair_user),
-                          data.pair_better, data.pair_worse, data.pair_weight)
-        self.refit_heads(own)
+        self.refit_heads(_as_user(user_id, data))
 
     def sketch(self, user_id: str, data: FeedbackSet) -> RewardSketch | None:
         """The user's reward as a linear map of raw features with the Laplace posterior
@@ -248,9 +245,7 @@ class RewardModel:
         draws heads from to choose answers to compare. None with MLP towers (not linear)."""
         if self.config.population_hidden or self.config.user_hidden:
             return None
-        own = FeedbackSet(data.features, [user_id], torch.zeros_like(data.thumb_user),
-                          data.thumb_item, data.thumb_label, torch.zeros_like(data.pair_user),
-                          data.pair_better, data.pair_worse, data.pair_weight)
+        own = _as_user(user_id, data)
         local_to_model = self._ensure_users(own.user_ids)
         index = int(local_to_model[0])
         theta = torch.cat([self.user_bias[index:index + 1], self.user_factors[index]])
@@ -320,6 +315,13 @@ class RewardModel:
         rewards = self.score(event.user_id, event.features)
         pairs = ranking_pairs(event.features.shape[0])
         return sum(float(rewards[b] > rewards[w]) for b, w in pairs) / len(pairs)
+
+
+def _as_user(user_id: str, data: FeedbackSet) -> FeedbackSet:
+    """``data`` with every event taken as ``user_id``'s."""
+    return FeedbackSet(data.features, [user_id], torch.zeros_like(data.thumb_user),
+                       data.thumb_item, data.thumb_label, torch.zeros_like(data.pair_user),
+                       data.pair_better, data.pair_worse, data.pair_weight)
 
 
 @torch.no_grad()

@@ -4,8 +4,8 @@ Each simulated user runs in its own thread (so the server batches requests of
 different users together) and, every round:
 
 1. asks a corpus prompt with ``n`` choices (a comparison: ``compare``) and gives
-   feedback on them as its habit says (thumbs, a ranking, or both; a user who scores sends a 1-10
-   ``score`` with each thumb) through ``POST /v1/feedback``;
+   feedback on them as its habit says (thumbs, a ranking, or both; a user who
+   scores sends a 1-10 ``score`` with each thumb) through ``POST /v1/feedback``;
 2. asks another prompt for ``eval_samples`` choices that get no feedback: only
    these measure the user, so the measurement never feeds the learner.
 
