@@ -240,6 +240,13 @@ class Settings(BaseSettings):
         0.0, ge=0, lt=1, description="Share of each PPO batch drawn from the principles' "
         "red-team prompts (requests for harm, provocations, myths), whitened apart from the "
         "user's own prompts.")
+    # 1 until the v3 closed loop shows a better value (issue 12; README, "Honest and
+    # harmless for everyone"): KL 7-11 nats per answer on red-team prompts was where the
+    # policy drifted into blends the heads miss, at β = 0.1 under 1 reward unit.
+    learner_red_team_kl_weight: float = Field(
+        1.0, ge=0, description="Factor on the KL penalty (β) for the red-team rows of a PPO "
+        "batch: above 1 holds the answers to requests for harm, provocations and myths nearer "
+        "the safety start than the user's taste holds their own prompts.")
     learner_safety_start_iterations: int = Field(
         0, ge=0, description="PPO iterations on the shared heads alone, over the red-team "
         "prompts, of the adapter every new user starts from (0: users start from the base "

@@ -189,6 +189,9 @@ class PPOMember:
     # and red-team prompts, where the shared heads' penalty spreads rewards far wider).
     row_groups: list[int] | None = None
     generator: torch.Generator | None = None  # minibatch order; None: torch's global one
+    # One factor per prompt on β (None: 1 for all): red-team rows are held nearer the
+    # reference than the user's own (learners.update_job says why).
+    kl_weights: list[float] | None = None
 
     def check(self, config: PPOConfig) -> None:
         if len(self.prompts) < config.num_minibatches:
@@ -199,6 +202,9 @@ class PPOMember:
         if self.row_groups is not None and len(self.row_groups) != len(self.prompts):
             raise ValueError(f"ppo_update: {len(self.row_groups)} row_groups for "
                              f"{len(self.prompts)} prompts; give one group id per prompt.")
+        if self.kl_weights is not None and len(self.kl_weights) != len(self.prompts):
+            raise ValueError(f"ppo_update: {len(self.kl_weights)} kl_weights for "
+                             f"{len(self.prompts)} prompts; give one factor per prompt.")
 
 
 @dataclass
@@ -383,7 +389,9 @@ def _score(member: PPOMember, rows: slice, hidden: torch.Tensor, b_mask: torch.T
                                           config.missing_eos_penalty)
     kl = per_token_kl(b_logprobs[rows], b_ref_logprobs[rows], config.kl_estimator) * mask
     kl_coef = member.kl_controller.value
-    rewards = shaped_rewards(penalised, kl, mask, kl_coef)  # (b, R)
+    row_coef = kl_coef if member.kl_weights is None else kl_coef * torch.tensor(
+        member.kl_weights, dtype=torch.float32, device=mask.device)
+    rewards = shaped_rewards(penalised, kl, mask, row_coef)  # (b, R)
     advantages, returns = gae_advantages(rewards, values, mask, config.gae_lambda)
     if config.whiten_advantages and member.row_groups is not None:
         groups = torch.as_tensor(member.row_groups, device=mask.device)

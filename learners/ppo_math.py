@@ -126,14 +126,18 @@ def apply_missing_eos_penalty(
 
 
 def shaped_rewards(
-    scores: torch.Tensor, kl: torch.Tensor, response_mask: torch.Tensor, kl_coef: float
+    scores: torch.Tensor, kl: torch.Tensor, response_mask: torch.Tensor,
+    kl_coef: float | torch.Tensor,
 ) -> torch.Tensor:
     """Per-token rewards (B, R): −β·KL at every response token, plus the score at the last one.
 
     ``scores`` (B,) is the sequence-level score, ``kl`` (B, R) the per-token estimate,
-    ``response_mask`` (B, R) a prefix mask (1 up to and including the last real token).
+    ``response_mask`` (B, R) a prefix mask (1 up to and including the last real token),
+    ``kl_coef`` one β or one per row (B,).
     """
     mask = response_mask.to(kl.dtype)
+    if isinstance(kl_coef, torch.Tensor):
+        kl_coef = kl_coef.to(kl.dtype).reshape(-1, 1)  # (B, 1): each row's β
     rewards = -kl_coef * kl * mask  # (B, R)
     last_index = (mask.sum(dim=1).long() - 1).clamp(min=0)  # (B,)
     rows = torch.arange(rewards.shape[0], device=rewards.device)

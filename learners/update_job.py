@@ -44,7 +44,7 @@ class UpdateJob:
         return seed + 1000 * iteration + self.examples + 100_003 * self.updates_before
 
     def member(self, seed: int, iteration: int, red_team_share: float,
-               rollout_batch: int) -> PPOMember:
+               rollout_batch: int, red_team_kl_weight: float = 1.0) -> PPOMember:
         """This user's rows of PPO iteration ``iteration``: prompts drawn from their own (and
         red-team ones), their critic, optimiser, β and a minibatch order of their own."""
         round_seed = self.round_seed(seed, iteration)
@@ -55,6 +55,14 @@ class UpdateJob:
         # advantages whitened apart: the red-team rows' penalties spread their rewards
         # far wider than a user's taste, and would otherwise set the batch's scale
         groups = [0] * (len(prompts) - red) + [1] * red if red else None
+        # β × red_team_kl_weight on red-team rows: what the user's taste may change is how
+        # their assistant writes, and on requests for harm, provocations and myths the
+        # reference (the safety start) already answers as everyone should. The heads,
+        # linear on pooled features, miss drifted blends there (a calm answer with an
+        # insult appended); a dearer KL keeps the policy from drifting into them.
+        weights = ([1.0] * (len(prompts) - red) + [red_team_kl_weight] * red
+                   if red and red_team_kl_weight != 1.0 else None)
         return PPOMember(prompts, self.reward_fn, self.value_head, self.optimizer,
                          self.kl_controller, adapter=self.slot, row_groups=groups,
-                         generator=torch.Generator().manual_seed(round_seed))
+                         generator=torch.Generator().manual_seed(round_seed),
+                         kl_weights=weights)

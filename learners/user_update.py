@@ -97,6 +97,7 @@ class UserUpdater:
         value_learning_rate: float | None = None,
         held_out_samples: int = 0,
         red_team_share: float = 0.0,
+        red_team_kl_weight: float = 1.0,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -110,6 +111,7 @@ class UserUpdater:
         self.reward_clip = reward_clip
         self.held_out_samples = held_out_samples
         self.red_team_share = red_team_share
+        self.red_team_kl_weight = red_team_kl_weight
         self.value_learning_rate = value_learning_rate  # None: the LoRA's rate (make_optimizer)
         self.store = AdapterStore(settings.adapter_store_uri)
         self.registry = AdapterRegistry(client)
@@ -188,7 +190,8 @@ class UserUpdater:
         """One PPO iteration of every active user, in one batch; then renew their leases."""
         # the rollouts' randomness: the first user's, as when each trains alone
         torch.manual_seed(active[0].round_seed(self.seed, iteration))
-        members = [job.member(self.seed, iteration, self.red_team_share, self.rollout_batch)
+        members = [job.member(self.seed, iteration, self.red_team_share, self.rollout_batch,
+                              self.red_team_kl_weight)
                    for job in active]
         outcomes = ppo_update_batch(self.policy, self.tokenizer, members, self.ppo_config,
                                     self.anchor)

@@ -102,6 +102,7 @@ class LearnerLoop:
             value_learning_rate=self.options.value_learning_rate,
             held_out_samples=self.options.held_out_samples,
             red_team_share=settings.learner_red_team_share,
+            red_team_kl_weight=settings.learner_red_team_kl_weight,
         )
         self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000),
                                          answer_features=self.updater.answer_features)

@@ -11,7 +11,7 @@ from peft import PeftModel, get_peft_model
 
 from contracts.features import sequence_features
 from learners.anchor import load_anchor, load_lora, lora_state
-from learners.ppo import make_optimizer, ppo_update, reference_forward
+from learners.ppo import PPOMember, make_optimizer, ppo_update, ppo_update_batch, reference_forward
 from learners.ppo_config import PPOConfig
 from learners.ppo_math import (
     AdaptiveKLController,
@@ -217,6 +217,12 @@ def test_shaped_rewards_put_score_on_last_real_token_and_kl_everywhere():
     assert rewards.tolist()[1] == pytest.approx([-0.2 - 1.0, 0.0, 0.0])
 
 
+def test_shaped_rewards_take_one_beta_per_row():
+    kl = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    rewards = shaped_rewards(torch.zeros(2), kl, torch.ones(2, 2), kl_coef=torch.tensor([0.1, 0.5]))
+    assert rewards.tolist() == [pytest.approx([-0.1, -0.1]), pytest.approx([-0.5, -0.5])]
+
+
 def test_missing_eos_penalty_hits_only_unfinished_responses():
     scores = torch.tensor([1.0, 2.0, 0.5])
     ended = torch.tensor([True, False, True])
@@ -404,6 +410,37 @@ def test_missing_eos_penalty_lowers_reward_in_ppo_update(tokenizer):
     assert unfinished > 0
     assert stats[0.0].reward - stats[2.0].reward == pytest.approx(2.0 * unfinished, abs=1e-6)
     assert stats[0.0].score == stats[2.0].score == 1.0
+
+
+def test_a_members_kl_weights_scale_beta_on_its_rows(tokenizer):
+    """The same rollouts (seeded) with every row's β tripled lose three times the KL
+    reward; weights of 0 lose none; a weight per prompt is required."""
+    config = PPOConfig(max_new_tokens=6, ppo_epochs=1, num_minibatches=1, kl_coef=0.5,
+                       missing_eos_penalty=0.0)
+    prompts = random_prompts(6, 4, seed=2)
+    rewards = {}
+    for name, weights in (("plain", None), ("tripled", [3.0] * 6), ("free", [0.0] * 6)):
+        policy = make_policy(config)
+        with torch.no_grad():  # far from the base model: the KL is not zero
+            for parameter_name, parameter in policy.named_parameters():
+                if "lora_B" in parameter_name:
+                    parameter.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(3))
+        value_head = ValueHead.for_model(policy)
+        member = PPOMember(prompts, lambda p, r, f: torch.zeros(len(p)), value_head,
+                           make_optimizer(policy, value_head, config), kl_weights=weights)
+        torch.manual_seed(0)
+        (stats,) = ppo_update_batch(policy, tokenizer, [member], config)
+        rewards[name] = (stats.reward, stats.kl)
+    assert rewards["plain"][1] == rewards["tripled"][1] > 0.5  # the same rollouts
+    assert rewards["plain"][0] == pytest.approx(-0.5 * rewards["plain"][1], rel=1e-5)
+    assert rewards["tripled"][0] == pytest.approx(3.0 * rewards["plain"][0], rel=1e-5)
+    assert rewards["free"][0] == pytest.approx(0.0, abs=1e-6)
+    policy = make_policy(config)
+    value_head = ValueHead.for_model(policy)
+    lopsided = PPOMember(prompts, lambda p, r, f: torch.zeros(len(p)), value_head,
+                         make_optimizer(policy, value_head, config), kl_weights=[1.0] * 5)
+    with pytest.raises(ValueError, match="5 kl_weights for 6 prompts"):
+        ppo_update_batch(policy, tokenizer, [lopsided], config)
 
 
 def test_ppo_update_refuses_non_finite_rewards_and_misplaced_groups_before_any_step(tokenizer):
