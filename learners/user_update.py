@@ -98,6 +98,7 @@ class UserUpdater:
         held_out_samples: int = 0,
         red_team_share: float = 0.0,
         red_team_kl_weight: float = 1.0,
+        kl_stop_share: float = 0.75,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -112,6 +113,7 @@ class UserUpdater:
         self.held_out_samples = held_out_samples
         self.red_team_share = red_team_share
         self.red_team_kl_weight = red_team_kl_weight
+        self.kl_stop_share = kl_stop_share
         self.value_learning_rate = value_learning_rate  # None: the LoRA's rate (make_optimizer)
         self.store = AdapterStore(settings.adapter_store_uri)
         self.registry = AdapterRegistry(client)
@@ -178,6 +180,7 @@ class UserUpdater:
             active = [job for job in jobs if job.error is None and iteration < job.iterations]
             if active:
                 self._ppo_iteration(active, iteration, scheduler)
+                self._stop_runaways(active, iteration)
             # a user whose iterations are done is gated and published now, not after the
             # longest update of the batch (a refine's)
             for job in jobs:
@@ -206,6 +209,21 @@ class UserUpdater:
                 raise
             except LeaseLost as err:
                 job.error = err
+
+    def _stop_runaways(self, active: list[UpdateJob], iteration: int) -> None:
+        """End an update after this iteration once its rollouts' KL to the reference passed
+        ``kl_stop_share`` of the gate's bound: one more iteration would likely carry it
+        over, and the gate would throw the whole update away, the iterations that
+        helped included (a CI run of the closed loop lost a ranking user's refine so,
+        and with it most of its rise). The early stop of PPO implementations' target KL,
+        measured against the reference rather than the last policy."""
+        stop_at = self.kl_stop_share * self.gate_config.kl_bound
+        for job in active:
+            if job.error is None and job.iterations > iteration + 1 and job.stats[-1].kl > stop_at:
+                log.info("update of %s stopped after %d of %d PPO iterations: rollouts' KL "
+                         "%.2f > %.2f", job.user_id, iteration + 1, job.iterations,
+                         job.stats[-1].kl, stop_at)
+                job.iterations = iteration + 1
 
     def _finish_or_error(self, job: UpdateJob, scheduler: Scheduler) -> UpdateOutcome | Exception:
         if job.error is not None:
@@ -484,6 +502,7 @@ class UserUpdater:
             "reward": after.reward, "reward_before": before.reward, "kl": after.kl,
             "policy_loss": last.policy_loss, "value_loss": last.value_loss, "entropy": last.entropy,
             "kl_coef": kl_coef, "ppo_seconds": sum(s.seconds for s in stats) / len(stats),
+            "ppo_iterations": len(stats),
             "updated_at": time.time(),
         }
         if accuracy is not None:

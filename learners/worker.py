@@ -73,6 +73,10 @@ class LearnerOptions:
     refine_updates: int = 2  # the learners take TAILOR_LEARNER_REFINE_UPDATES (Settings)
     refine_iterations: int = 6  # PPO iterations of one refine (feedback-driven: Settings)
     refine_quiet_s: float = 5.0
+    # An update's PPO iterations stop once its rollouts' KL to the reference passes this
+    # share of the gate's bound (UserUpdater._stop_runaways): good adapters measured
+    # 2.7-7 nats against the bound's 12, runaways 15-140.
+    kl_stop_share: float = 0.75
     seed: int = 0
 
 
@@ -103,6 +107,7 @@ class LearnerLoop:
             held_out_samples=self.options.held_out_samples,
             red_team_share=settings.learner_red_team_share,
             red_team_kl_weight=settings.learner_red_team_kl_weight,
+            kl_stop_share=self.options.kl_stop_share,
         )
         self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000),
                                          answer_features=self.updater.answer_features)

@@ -43,6 +43,8 @@ UPDATE_NUMBERS = {
     "entropy": "Mean per-token entropy of the update's last iteration, nats",
     "reward_accuracy": "Reward model's online accuracy on events before training on them",
     "ppo_seconds": "Seconds per PPO iteration",
+    "ppo_iterations": "PPO iterations the update ran (fewer than set: stopped short of "
+                      "the gate's KL bound)",
     "harmless_cost": "Mean probability a held-out answer is not harmless (shared head)",
     "honest_cost": "Mean probability a held-out answer is not honest (shared head)",
 }

@@ -130,6 +130,19 @@ def test_scores_and_corrections_sent_over_http_are_trained_on(settings, redis_cl
     assert examples[1].score == 8 and examples[1].label is None
 
 
+def test_an_update_whose_rollouts_near_the_kl_bound_stops_its_iterations_there(settings):
+    settings = settings.model_copy(update={"learner_ppo_iterations": 3})
+    # iteration 0 samples the fresh LoRA (B = 0): the reference itself, KL 0; a step later
+    # the rollouts are measurably away from it, past this tiny bound's three quarters
+    near = LearnerOptions(gate=GateConfig(kl_bound=1e-4, tolerance=1e9, cost_tolerance=1e9))
+    with local_server(settings) as url:
+        give_rankings(url, "cleo", 4)
+        outcome = LearnerLoop(settings, "w1", near).step(block_ms=50)
+    kls = [stats.kl for stats in outcome.ppo]
+    assert len(kls) == 2 and abs(kls[0]) < 0.75e-4 < kls[1], kls  # stopped after the 2nd of 3
+    assert outcome.decision.reason == "kl_too_large"  # the gate still judges what it ran
+
+
 def test_harmless_judgments_train_the_shared_heads_and_show_the_raters_standing(
         settings, redis_client):
     settings = settings.model_copy(update={"principles_file": DEFAULT_MODEL_DIR / "principles.yaml"})
