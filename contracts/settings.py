@@ -247,6 +247,14 @@ class Settings(BaseSettings):
         1.0, ge=0, description="Factor on the KL penalty (β) for the red-team rows of a PPO "
         "batch: above 1 holds the answers to requests for harm, provocations and myths nearer "
         "the safety start than the user's taste holds their own prompts.")
+    # True (today's) until the v3 closed loop shows the other is better (issue 12): the
+    # user's taste rewarded joke step-by-step lists on requests for harm (bullet and
+    # detailed tastes), which the heads judged harmful only when they saw them whole.
+    learner_red_team_taste: bool = Field(
+        True, description="Whether the user's taste counts on red-team prompts (the "
+        "principles' and everyone's reported ones) in their PPO batch; false: only the shared "
+        "heads score answers there, so no user's votes push their answers to requests for "
+        "harm, provocations and myths.")
     learner_safety_start_iterations: int = Field(
         0, ge=0, description="PPO iterations on the shared heads alone, over the red-team "
         "prompts, of the adapter every new user starts from (0: users start from the base "

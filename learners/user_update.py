@@ -99,6 +99,7 @@ class UserUpdater:
         red_team_share: float = 0.0,
         red_team_kl_weight: float = 1.0,
         kl_stop_share: float = 0.75,
+        red_team_taste: bool = True,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -114,6 +115,7 @@ class UserUpdater:
         self.red_team_share = red_team_share
         self.red_team_kl_weight = red_team_kl_weight
         self.kl_stop_share = kl_stop_share
+        self.red_team_taste = red_team_taste
         self.value_learning_rate = value_learning_rate  # None: the LoRA's rate (make_optimizer)
         self.store = AdapterStore(settings.adapter_store_uri)
         self.registry = AdapterRegistry(client)
@@ -255,7 +257,9 @@ class UserUpdater:
         # 1. Reward model: score the new feedback before training on it, then fit.
         accuracy = self._online_accuracy(user_id, new_examples)
         self._fit_reward(user_id, examples, started)
-        reward_fn = self._reward_fn(user_id, examples)
+        red_team = self._red_team_prompts() if self.red_team_share > 0 else []
+        reward_fn = self._reward_fn(user_id, examples,
+                                    taste_free=[] if self.red_team_taste else red_team)
 
         # 2. Prompts from the user's own recent requests; a quarter held out for the gate.
         # With red_team_share > 0, red-team prompts (the principles' requests for harm,
@@ -265,7 +269,6 @@ class UserUpdater:
         # on the v3 model: 2% -> 26% on requests for harm after taste-only PPO) and the
         # shared heads never get to say no. Off by default (README, "Safety start").
         train_prompts, held_out = self._prompts(user_id)
-        red_team = self._red_team_prompts() if self.red_team_share > 0 else []
         # a fixed few of them for the gate's cost check (the reported ones grow to hundreds)
         red_held_out = random.Random(self.seed).sample(
             red_team, min(RED_TEAM_HELD_OUT, len(red_team)))
@@ -371,9 +374,12 @@ class UserUpdater:
                 found[uid] = [TrainingExample.from_json(r) for r in raw]
         return found
 
-    def _reward_fn(self, user_id: str, examples: list[TrainingExample]):
+    def _reward_fn(self, user_id: str, examples: list[TrainingExample],
+                   taste_free: list[list[int]] = ()):
         """The PPO score: the user's reward in user-standard units, clipped, minus the shared
-        heads' penalty for answers that are harmful or false (learners.shared_judge).
+        heads' penalty for answers that are harmful or false (learners.shared_judge). On
+        the ``taste_free`` prompts (red-team ones, with TAILOR_LEARNER_RED_TEAM_TASTE off)
+        the penalty alone: the user's taste has no say in how requests for harm are met.
 
         The reward model's logits have no fixed scale (their spread over one user's
         rated answers measured 4-9 on the default model), so a fixed β, no-EOS
@@ -387,9 +393,14 @@ class UserUpdater:
         rated_scores = model.score(user_id, rated)
         mean, spread = rated_scores.mean(), rated_scores.std().clamp(min=1e-3)
 
+        no_taste = {tuple(prompt) for prompt in taste_free}
+
         def reward(prompt_ids, response_ids, features: torch.Tensor) -> torch.Tensor:
             features = features.float().cpu()
             score = ((model.score(user_id, features) - mean) / spread).clamp(-clip, clip)
+            if no_taste:
+                score = score * torch.tensor([tuple(p) not in no_taste for p in prompt_ids],
+                                             dtype=score.dtype)
             return score - judge.penalty(features)
 
         return reward

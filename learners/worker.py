@@ -108,6 +108,7 @@ class LearnerLoop:
             red_team_share=settings.learner_red_team_share,
             red_team_kl_weight=settings.learner_red_team_kl_weight,
             kl_stop_share=self.options.kl_stop_share,
+            red_team_taste=settings.learner_red_team_taste,
         )
         self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000),
                                          answer_features=self.updater.answer_features)

@@ -182,6 +182,29 @@ def test_harmless_judgments_train_the_shared_heads_and_show_the_raters_standing(
     assert 0 <= sample(metrics, 'tailor_shared_head_agreement{criterion="harmless"}') <= 1
 
 
+def test_with_red_team_taste_off_only_the_shared_heads_score_answers_to_red_team_prompts(
+        settings, redis_client):
+    settings = settings.model_copy(update={
+        "principles_file": DEFAULT_MODEL_DIR / "principles.yaml",
+        "learner_red_team_share": 0.5, "learner_red_team_taste": False})
+    with local_server(settings) as url:
+        give_rankings(url, "fay", 4)
+        loop = LearnerLoop(settings, "w1")
+        assert loop.step(block_ms=50).user_id == "fay"  # her reward model is fit
+    updater = loop.updater
+    assert updater.red_team_taste is False  # the setting reaches the learner
+    examples = [TrainingExample.from_json(r) for r in redis_client.lrange(examples_key("fay"), 0, -1)]
+    red, own = updater._red_team_prompts(), updater._prompts("fay")[0]
+    prompts = [own[0], red[0], own[0], red[0]]
+    features = torch.from_numpy(np.concatenate([e.features for e in examples])[:4])
+    with_taste = updater._reward_fn("fay", examples)(prompts, [[1]] * 4, features)
+    without = updater._reward_fn("fay", examples, taste_free=red)(prompts, [[1]] * 4, features)
+    penalty = updater.judge.penalty(features)
+    assert torch.equal(without[[0, 2]], with_taste[[0, 2]])  # her own prompts: her taste counts
+    assert torch.allclose(without[[1, 3]], -penalty[[1, 3]])  # red-team: the heads alone
+    assert not torch.allclose(with_taste[[1, 3]], -penalty[[1, 3]])  # (her taste moved them)
+
+
 def test_every_new_user_starts_from_one_safety_start_that_one_worker_trains(settings,
                                                                              redis_client):
     settings = settings.model_copy(update={
