@@ -66,6 +66,17 @@ def trainable_weights_finite(*modules: nn.Module, adapter: str | None = None) ->
     )
 
 
+def next_step_crosses_kl_bound(rollout_kls: list[float], bound: float) -> bool:
+    """Whether one more PPO iteration would likely carry an update over ``bound``, from
+    its iterations' rollout KLs so far. Iteration i's rollouts were sampled before its
+    step, so the policy sits about one rise (the last KL less the one before) past the
+    last, and after another step two; with one iteration there is no rise to go by."""
+    if len(rollout_kls) < 2:
+        return False
+    rise = max(rollout_kls[-1] - rollout_kls[-2], 0.0)
+    return rollout_kls[-1] + 2 * rise > bound
+
+
 def decide(finite: bool, before: HeldOutEval, after: HeldOutEval,
            config: GateConfig) -> GateDecision:
     if not finite or not (math.isfinite(after.reward) and math.isfinite(after.kl)):

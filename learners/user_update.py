@@ -44,7 +44,14 @@ from contracts.modeling import BaseModel
 from contracts.settings import Settings
 from learners.anchor import LoraState, load_anchor, load_lora, lora_state
 from learners.evaluation import evaluate_policy
-from learners.gate import GateConfig, GateDecision, HeldOutEval, decide, trainable_weights_finite
+from learners.gate import (
+    GateConfig,
+    GateDecision,
+    HeldOutEval,
+    decide,
+    next_step_crosses_kl_bound,
+    trainable_weights_finite,
+)
 from learners.guard import HarmlessnessGuard
 from learners.judgments import reward_events
 from learners.ppo import PPOStats, make_optimizer, ppo_update_batch
@@ -98,7 +105,7 @@ class UserUpdater:
         held_out_samples: int = 0,
         red_team_share: float = 0.0,
         red_team_kl_weight: float = 1.0,
-        kl_stop_share: float = 0.75,
+        kl_stop_share: float = 1.0,
         red_team_taste: bool = True,
     ) -> None:
         self.settings = settings
@@ -213,18 +220,20 @@ class UserUpdater:
                 job.error = err
 
     def _stop_runaways(self, active: list[UpdateJob], iteration: int) -> None:
-        """End an update after this iteration once its rollouts' KL to the reference passed
-        ``kl_stop_share`` of the gate's bound: one more iteration would likely carry it
-        over, and the gate would throw the whole update away, the iterations that
-        helped included (a CI run of the closed loop lost a ranking user's refine so,
-        and with it most of its rise). The early stop of PPO implementations' target KL,
-        measured against the reference rather than the last policy."""
+        """End an update after this iteration when one more would carry it over the gate's
+        KL bound (``kl_stop_share`` of it), which would throw the whole update away, the
+        iterations that helped included (a CI run of the closed loop lost a ranking user's
+        refine so, and with it most of its rise). PPO implementations' early stop at a
+        target KL, measured against the reference and extrapolated: an update that hovers
+        far out (a v3 refine starting at 9 nats of 12) goes on."""
         stop_at = self.kl_stop_share * self.gate_config.kl_bound
         for job in active:
-            if job.error is None and job.iterations > iteration + 1 and job.stats[-1].kl > stop_at:
+            kls = [stats.kl for stats in job.stats]
+            if (job.error is None and job.iterations > iteration + 1
+                    and next_step_crosses_kl_bound(kls, stop_at)):
                 log.info("update of %s stopped after %d of %d PPO iterations: rollouts' KL "
-                         "%.2f > %.2f", job.user_id, iteration + 1, job.iterations,
-                         job.stats[-1].kl, stop_at)
+                         "%s against a bound of %.2f", job.user_id, iteration + 1,
+                         job.iterations, ", ".join(f"{kl:.2f}" for kl in kls), stop_at)
                 job.iterations = iteration + 1
 
     def _finish_or_error(self, job: UpdateJob, scheduler: Scheduler) -> UpdateOutcome | Exception:

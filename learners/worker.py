@@ -73,10 +73,12 @@ class LearnerOptions:
     refine_updates: int = 2  # the learners take TAILOR_LEARNER_REFINE_UPDATES (Settings)
     refine_iterations: int = 6  # PPO iterations of one refine (feedback-driven: Settings)
     refine_quiet_s: float = 5.0
-    # An update's PPO iterations stop once its rollouts' KL to the reference passes this
-    # share of the gate's bound (UserUpdater._stop_runaways): good adapters measured
-    # 2.7-7 nats against the bound's 12, runaways 15-140.
-    kl_stop_share: float = 0.75
+    # An update's PPO iterations stop when its rollouts' KL to the reference, two
+    # iterations on at its last rise, passes this share of the gate's bound
+    # (UserUpdater._stop_runaways). Not a fixed KL: on the v3 loop, anchored at the
+    # safety start, published adapters sit at 7-12 nats, and a stop at 9 cut one run's
+    # refines to 1-2 of their 6 iterations.
+    kl_stop_share: float = 1.0
     seed: int = 0
 
 

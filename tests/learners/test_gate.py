@@ -4,7 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from learners.gate import GateConfig, HeldOutEval, decide, trainable_weights_finite
+from learners.gate import (
+    GateConfig,
+    HeldOutEval,
+    decide,
+    next_step_crosses_kl_bound,
+    trainable_weights_finite,
+)
 
 CONFIG = GateConfig(kl_bound=5.0, tolerance=0.1, cost_tolerance=0.03)
 BEFORE = HeldOutEval(reward=1.0, kl=0.0, costs={"harmless": 0.10, "honest": 0.05})
@@ -42,3 +48,17 @@ def test_trainable_weights_finite_looks_only_at_trainable_weights():
     with torch.no_grad():
         trained.bias[1] = math.nan
     assert not trainable_weights_finite(frozen, trained)
+
+
+@pytest.mark.parametrize(
+    ("kls", "crosses"),
+    [
+        ([11.5], False),  # one iteration: no rise to go by
+        ([4.0, 5.5, 7.0], False),  # 7 + 2 x 1.5 = 10: the next step stays under 12
+        ([4.0, 6.0, 8.5], True),  # 8.5 + 2 x 2.5 = 13.5: it would cross
+        ([9.3, 9.1, 9.4], False),  # far out but hovering (a v3 refine): it goes on
+        ([11.0, 10.0], False),  # falling
+    ],
+)
+def test_an_update_stops_only_when_its_next_step_would_cross_the_kl_bound(kls, crosses):
+    assert next_step_crosses_kl_bound(kls, 12.0) is crosses

@@ -133,13 +133,13 @@ def test_scores_and_corrections_sent_over_http_are_trained_on(settings, redis_cl
 def test_an_update_whose_rollouts_near_the_kl_bound_stops_its_iterations_there(settings):
     settings = settings.model_copy(update={"learner_ppo_iterations": 3})
     # iteration 0 samples the fresh LoRA (B = 0): the reference itself, KL 0; a step later
-    # the rollouts are measurably away from it, past this tiny bound's three quarters
+    # the rollouts are measurably away from it, and two more such rises pass this tiny bound
     near = LearnerOptions(gate=GateConfig(kl_bound=1e-4, tolerance=1e9, cost_tolerance=1e9))
     with local_server(settings) as url:
         give_rankings(url, "cleo", 4)
         outcome = LearnerLoop(settings, "w1", near).step(block_ms=50)
     kls = [stats.kl for stats in outcome.ppo]
-    assert len(kls) == 2 and abs(kls[0]) < 0.75e-4 < kls[1], kls  # stopped after the 2nd of 3
+    assert len(kls) == 2 and abs(kls[0]) < 1e-5 and kls[1] > 1e-4, kls  # stopped: 2nd of 3
     assert outcome.decision.reason == "kl_too_large"  # the gate still judges what it ran
 
 
