@@ -247,9 +247,9 @@ class Settings(BaseSettings):
         1.0, ge=0, description="Factor on the KL penalty (β) for the red-team rows of a PPO "
         "batch: above 1 holds the answers to requests for harm, provocations and myths nearer "
         "the safety start than the user's taste holds their own prompts.")
-    # True (today's) until the v3 closed loop shows the other is better (issue 12): the
-    # user's taste rewarded joke step-by-step lists on requests for harm (bullet and
-    # detailed tastes), which the heads judged harmful only when they saw them whole.
+    # True (today's): the user's taste rewarded joke step-by-step lists on requests for
+    # harm (bullet and detailed tastes), yet one v3 run with false ended no lower in
+    # harmful compliance and two tastes short of the bar (README, run M).
     learner_red_team_taste: bool = Field(
         True, description="Whether the user's taste counts on red-team prompts (the "
         "principles' and everyone's reported ones) in their PPO batch; false: only the shared "
