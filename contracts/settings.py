@@ -194,6 +194,12 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Feedback a silent worker read but did not apply is taken over after this."
     )
     learner_ppo_iterations: int = Field(3, ge=1, description="PPO updates per user update.")
+    # learners.gate.GateConfig says where 12 comes from; an update stops its iterations
+    # before one would carry it over (learners.gate.next_step_crosses_kl_bound).
+    learner_kl_bound: float = Field(
+        12.0, gt=0, description="Largest mean KL per held-out answer, in nats, between a "
+        "user's adapter and its reference (the base model, or the safety start) that the "
+        "publish gate lets through: how far any user's votes may move their assistant.")
     # 1 here: on this 2-core CPU the tiny model's PPO is compute-bound, so 8 users in one
     # batch took as long as 8 in turn (README "Several users per PPO batch"); on a GPU,
     # where one user's 64 rows leave it mostly idle, batch users (8 in k8s/).

@@ -96,7 +96,9 @@ class LearnerLoop:
     def __init__(self, settings: Settings, worker_id: str, options: LearnerOptions | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id
-        self.options = options or LearnerOptions(refine_updates=settings.learner_refine_updates)
+        self.options = options or LearnerOptions(
+            refine_updates=settings.learner_refine_updates,
+            gate=GateConfig(kl_bound=settings.learner_kl_bound))
         self.client = redis.Redis.from_url(settings.effective_redis_url)
         self.scheduler = Scheduler(self.client, settings.learner_min_feedback, settings.learner_lease_s)
         base = load_base_model(settings.base_model_path, settings.device)

@@ -130,6 +130,14 @@ def test_scores_and_corrections_sent_over_http_are_trained_on(settings, redis_cl
     assert examples[1].score == 8 and examples[1].label is None
 
 
+def test_the_operators_kl_bound_is_the_gates(settings):
+    settings = settings.model_copy(update={"learner_kl_bound": 1e-6})  # TAILOR_LEARNER_KL_BOUND
+    with local_server(settings) as url:
+        give_rankings(url, "gus", 4)
+        outcome = LearnerLoop(settings, "w1").step(block_ms=50)
+    assert outcome.after.kl > 1e-6 and outcome.decision.reason == "kl_too_large"
+
+
 def test_an_update_whose_rollouts_near_the_kl_bound_stops_its_iterations_there(settings):
     settings = settings.model_copy(update={"learner_ppo_iterations": 3})
     # iteration 0 samples the fresh LoRA (B = 0): the reference itself, KL 0; a step later
