@@ -62,7 +62,9 @@ def test_ctrl_c_drains_requests_releases_leases_and_stops_redis_last(serving_mod
            "TAILOR_REDIS_PORT": str(redis_port), "TAILOR_REDIS_FSYNC": "always",
            "TAILOR_LEARNER_WORKERS": "1", "TAILOR_LEARNER_MIN_FEEDBACK": "4",
            # an update far longer than the drain: the learner must drop it and free the user
-           "TAILOR_LEARNER_PPO_ITERATIONS": "100000", "TAILOR_LEARNER_ROLLOUT_BATCH": "4",
+           # (no KL bound in reach, or its early stop would end the update first)
+           "TAILOR_LEARNER_PPO_ITERATIONS": "100000", "TAILOR_LEARNER_KL_BOUND": "1e9",
+           "TAILOR_LEARNER_ROLLOUT_BATCH": "4",
            "TAILOR_LEARNER_MAX_NEW_TOKENS": "8", "TAILOR_DRAIN_TIMEOUT_S": "20"}
     env.pop("REDIS_URL", None)
     log_path = tmp_path / "tailor-up.log"

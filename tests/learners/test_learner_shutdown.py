@@ -37,8 +37,9 @@ def wait_until_updating(redis_client, worker_id: str) -> None:
 
 def test_a_worker_stopped_past_its_grace_drops_the_update_and_releases_the_lease(
         settings_args, redis_client):
-    # an update that cannot end within the grace time
+    # an update that cannot end within the grace time (nor stop early near a KL bound)
     settings_args["learner_ppo_iterations"] = 100_000
+    settings_args["learner_kl_bound"] = 1e9
     with local_server(Settings(**settings_args)) as url:
         give_rankings(url, "alice", 4)
     worker = LearnerWorker(settings_args, "w1")
@@ -69,7 +70,9 @@ def test_a_shutdown_mid_batch_keeps_the_users_published_before_it_and_drops_the_
         settings_args, redis_client):
     """K = 2: ann's one iteration is done and published while bo's long update runs; the
     shutdown then stops bo alone: ann's outcome stays, bo's feedback waits."""
-    settings = Settings(**settings_args | {"learner_users_per_batch": 2, "learner_workers": 1})
+    # (no KL bound in reach: bo's update must run until the shutdown, not stop early)
+    settings = Settings(**settings_args | {"learner_users_per_batch": 2, "learner_workers": 1,
+                                           "learner_kl_bound": 1e9})
     with local_server(settings) as url:
         give_rankings(url, "ann", 4)
         give_rankings(url, "bo", 4)
