@@ -384,7 +384,7 @@ class UserUpdater:
         return found
 
     def _reward_fn(self, user_id: str, examples: list[TrainingExample],
-                   taste_free: list[list[int]] = ()):
+                   taste_free: list[list[int]] | None = None):
         """The PPO score: the user's reward in user-standard units, clipped, minus the shared
         heads' penalty for answers that are harmful or false (learners.shared_judge). On
         the ``taste_free`` prompts (red-team ones, with TAILOR_LEARNER_RED_TEAM_TASTE off)
@@ -402,7 +402,7 @@ class UserUpdater:
         rated_scores = model.score(user_id, rated)
         mean, spread = rated_scores.mean(), rated_scores.std().clamp(min=1e-3)
 
-        no_taste = {tuple(prompt) for prompt in taste_free}
+        no_taste = {tuple(prompt) for prompt in taste_free or []}
 
         def reward(prompt_ids, response_ids, features: torch.Tensor) -> torch.Tensor:
             features = features.float().cpu()
