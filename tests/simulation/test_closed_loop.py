@@ -25,7 +25,9 @@ Asserted, with the tolerance stated:
   of ~45 points passes with margin while no learning (0 +- 8) cannot. (One run,
   before a rejected refine was retried, gave +6 for formal_scholar: the gate's
   noisy reward check had thrown away 6 of its 15 PPO iterations; see
-  ``LearnerOptions.refine_updates``);
+  ``LearnerOptions.refine_updates``. One CI run gave +26 for it after the gate
+  refused an update whose KL ran past the bound; updates now stop before that:
+  ``learners.gate.next_step_crosses_kl_bound``);
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
