@@ -105,7 +105,6 @@ class UserUpdater:
         held_out_samples: int = 0,
         red_team_share: float = 0.0,
         red_team_kl_weight: float = 1.0,
-        kl_stop_share: float = 1.0,
         red_team_taste: bool = True,
     ) -> None:
         self.settings = settings
@@ -121,7 +120,6 @@ class UserUpdater:
         self.held_out_samples = held_out_samples
         self.red_team_share = red_team_share
         self.red_team_kl_weight = red_team_kl_weight
-        self.kl_stop_share = kl_stop_share
         self.red_team_taste = red_team_taste
         self.value_learning_rate = value_learning_rate  # None: the LoRA's rate (make_optimizer)
         self.store = AdapterStore(settings.adapter_store_uri)
@@ -221,12 +219,12 @@ class UserUpdater:
 
     def _stop_runaways(self, active: list[UpdateJob], iteration: int) -> None:
         """End an update after this iteration when one more would carry it over the gate's
-        KL bound (``kl_stop_share`` of it), which would throw the whole update away, the
+        KL bound (TAILOR_LEARNER_KL_BOUND), which would throw the whole update away, the
         iterations that helped included (a CI run of the closed loop lost a ranking user's
         refine so, and with it most of its rise). PPO implementations' early stop at a
         target KL, measured against the reference and extrapolated: an update that hovers
         far out (a v3 refine starting at 9 nats of 12) goes on."""
-        stop_at = self.kl_stop_share * self.gate_config.kl_bound
+        stop_at = self.gate_config.kl_bound
         for job in active:
             kls = [stats.kl for stats in job.stats]
             if (job.error is None and job.iterations > iteration + 1

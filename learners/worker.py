@@ -73,12 +73,6 @@ class LearnerOptions:
     refine_updates: int = 2  # the learners take TAILOR_LEARNER_REFINE_UPDATES (Settings)
     refine_iterations: int = 6  # PPO iterations of one refine (feedback-driven: Settings)
     refine_quiet_s: float = 5.0
-    # An update's PPO iterations stop when its rollouts' KL to the reference, two
-    # iterations on at its last rise, passes this share of the gate's bound
-    # (UserUpdater._stop_runaways). Not a fixed KL: on the v3 loop, anchored at the
-    # safety start, published adapters sit at 7-12 nats, and a stop at 9 cut one run's
-    # refines to 1-2 of their 6 iterations.
-    kl_stop_share: float = 1.0
     seed: int = 0
 
 
@@ -111,7 +105,6 @@ class LearnerLoop:
             held_out_samples=self.options.held_out_samples,
             red_team_share=settings.learner_red_team_share,
             red_team_kl_weight=settings.learner_red_team_kl_weight,
-            kl_stop_share=self.options.kl_stop_share,
             red_team_taste=settings.learner_red_team_taste,
         )
         self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000),
