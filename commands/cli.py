@@ -282,5 +282,24 @@ def _register_commands() -> None:
 
 _register_commands()
 
+def main() -> None:
+    """The `tailor` command. An invalid TAILOR_ setting is a message naming the variable
+    and the fix (exit 2), not a traceback from wherever the settings were first read."""
+    from pydantic import ValidationError
+
+    from contracts.settings import settings_problems
+
+    try:
+        app()
+    except ValidationError as err:
+        if err.title != "Settings":
+            raise
+        errors = Console(stderr=True)
+        errors.print("[red]tailor: invalid settings[/red]")
+        for line in settings_problems(err):
+            errors.print(f"  {line}", markup=False, soft_wrap=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

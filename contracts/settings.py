@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.records import BUILTIN_CRITERIA
@@ -365,3 +365,18 @@ class Settings(BaseSettings):
     @property
     def effective_redis_url(self) -> str:
         return self.redis_url or self.embedded_redis_url
+
+
+def settings_problems(error: ValidationError) -> list[str]:
+    """One line per invalid setting in ``error`` (from building `Settings`), named as an
+    operator sets it (its TAILOR_ variable), with what was given and the fix."""
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        variable = field if field.isupper() else f"TAILOR_{field.upper()}"
+        known = Settings.model_fields.get(field.lower().removeprefix("tailor_"))
+        default = f" ({known.default})" if known is not None else ""
+        given = f"={problem['input']}" if isinstance(problem.get("input"), str | int | float) else ""
+        lines.append(f"{variable}{given}: {problem['msg']}. Set a valid value, or unset it "
+                     f"for the default{default}.")
+    return lines

@@ -1,5 +1,9 @@
 """The `tailor` command as a person uses it (typer's runner, a real Redis)."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
@@ -72,3 +76,14 @@ def test_every_documented_command_is_registered_and_answers_help(command):
     assert result.exit_code == 0, result.output
     # click's usage line names the command path, so this is the command's own help
     assert f"{' '.join(command)} [OPTIONS]" in one_line(result.output)
+
+
+def test_an_invalid_setting_is_a_message_naming_the_variable_and_the_fix():
+    env = {**os.environ, "TAILOR_LEARNER_KL_BOUND": "-1", "TAILOR_LEARNER_MIN_FEEDBACK": "zero"}
+    done = subprocess.run([sys.executable, "-m", "commands.cli", "up"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert ("TAILOR_LEARNER_KL_BOUND=-1: Input should be greater than 0. Set a valid value, "
+            "or unset it for the default (12.0).") in done.stderr
+    assert "TAILOR_LEARNER_MIN_FEEDBACK=zero: Input should be a valid integer" in done.stderr
