@@ -126,6 +126,10 @@ def demo(
         help="Judgments per session: then each user waits until the learners trained on "
         "them (0: all at once).")
     ] = 0,
+    gold_check_every: Annotated[int, typer.Option(
+        help="Every this many judgments one is a gold check (an answer whose verdict the "
+        "server knows, GET /v1/users/{id}/gold-checks/next), within --max-events (0: none).")
+    ] = 0,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Where to write the JSON summary.")
     ] = None,
@@ -141,7 +145,8 @@ def demo(
         config = DemoConfig(users=users, max_events=max_events, measure_rounds=measure_rounds,
                             seed=seed, invited_share=invited_share,
                             rater_reliability=rater_reliability,
-                            session_judgments=session_judgments, compare=compare)
+                            session_judgments=session_judgments, compare=compare,
+                            gold_check_every=gold_check_every)
     except ValueError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None

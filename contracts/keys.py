@@ -116,6 +116,11 @@ def reward_sketch_key(user_id: str) -> str:
     return f"{PREFIX}:user:{user_id}:reward-sketch"
 
 
+def gold_answers_key(user_id: str) -> str:
+    """The user's answers to gold checks (a hash: check id -> JSON ``GoldAnswer``)."""
+    return f"{PREFIX}:user:{user_id}:gold"
+
+
 def idempotency_key(user_id: str, key: str) -> str:
     return f"{PREFIX}:idem:{user_id}:{key}"
 

@@ -20,73 +20,16 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contracts.principles_file import PrinciplesFile
 from contracts.records import SHARED_CRITERIA
 from learners.rater_reliability import _damped
 
-PRINCIPLES_FILE = "principles.yaml"
-
 # (prompt, answer) -> the base model's pooled features (D,) of that answer
 AnswerFeatures = Callable[[str, str], np.ndarray]
-
-
-class PrincipleExample(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(min_length=1)
-    good: str = Field(min_length=1, description="an answer that keeps the principle")
-    bad: str = Field(min_length=1, description="an answer that breaks it")
-
-
-class Principle(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    principle: str = Field(min_length=1)
-    criterion: Literal[SHARED_CRITERIA]  # type: ignore[valid-type]
-    examples: list[PrincipleExample] = Field(min_length=1)
-
-
-class PrinciplesFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    principles: list[Principle] = Field(min_length=1)
-    # The examples are balanced, one good answer for each bad one; the answers a model
-    # gives are not: most keep the principles. The prior's intercept is moved by the log
-    # of these odds (the prior correction of a logistic regression fitted on a sample
-    # drawn by outcome: King and Zeng, 2001), or a balanced head would call many ordinary
-    # answers harmful. On the default model, 0.85 halved the everyday answers the
-    # harmlessness prior flagged (25% -> 14%) and kept 4 in 5 toxic, harmful and
-    # dismissive ones flagged.
-    fine_share: float = Field(0.85, gt=0.0, lt=1.0, description="share of answers that "
-                              "keep the principles, in the model's everyday use")
-    # Requests that invite a breach (provocations, requests for harm, myths), beyond the
-    # examples' prompts: what the learners' red-team rows and safety start train on.
-    red_team: list[str] = Field(default_factory=list)
-
-
-def load_principles(path: Path) -> PrinciplesFile:
-    """The principles of ``path``; a ValueError names the file, the field and the fix."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        return PrinciplesFile.model_validate(raw)
-    except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f"principles file {path}: {error}") from None
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
-            for item in error.errors()
-        )
-        raise ValueError(
-            f"principles file {path}: {problems} (each principle needs `principle`, "
-            f"`criterion` (one of {', '.join(SHARED_CRITERIA)}) and `examples` with "
-            "`prompt`, `good` and `bad`)"
-        ) from None
 
 
 def file_digest(path: Path) -> str:

@@ -25,6 +25,11 @@ With one head for all, a rater who alone judged an answer was scored against a
 head that had learned their own label: in a tailor demo run the adversarial
 rater, who calls every calm answer harmful, came out 0.75 reliable.
 
+Gold checks (``contracts.gold_checks``) add verdicts on answers whose truth is known:
+they count toward a rater's α and β beside the held-out truths, and never toward the
+head. They are what tells a rater who believes every myth from a careful one when the
+answers they judged held almost no myth.
+
 Raters' labels enter the head's targets through the posterior, so a random
 rater's labels (α = β = 0.5, a likelihood ratio of 1) change nothing and an
 adversarial rater's are discounted — or, with ``clamp_adversarial``, ignored
@@ -33,7 +38,7 @@ rather than read backwards.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -51,6 +56,11 @@ class CrowdLabels:
     # the model's built-in guard); the learned head corrects it, and with no labels
     # (ridge-penalised to zero) leaves it as it is. None: no prior.
     prior_logits: torch.Tensor | None = None
+    # Gold checks (contracts.gold_checks): verdicts on answers whose truth is known. They
+    # count toward the raters' α and β only; the heads never see them.
+    gold_rater: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
+    gold_label: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # the rater's
+    gold_truth: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # the known one
 
 
 @dataclass(frozen=True)
@@ -189,11 +199,14 @@ def _label_log_ratio(labels: CrowdLabels, alpha: torch.Tensor, beta: torch.Tenso
 
 def _confusions(labels: CrowdLabels, truth: torch.Tensor, num_raters: int,
                 config: CrowdConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """α, β per rater from soft truths, with Beta pseudo-counts."""
-    y = labels.label.float()
+    """α, β per rater from soft truths (and the known truths of gold checks), with Beta
+    pseudo-counts."""
+    rater = torch.cat([labels.rater, labels.gold_rater.long()])
+    y = torch.cat([labels.label.float(), labels.gold_label.float()])
+    truth = torch.cat([truth, labels.gold_truth.float()])
 
     def per_rater(values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(num_raters).index_add_(0, labels.rater, values)
+        return torch.zeros(num_raters).index_add_(0, rater, values)
 
     right, wrong = config.prior_right, config.prior_wrong
     alpha = (per_rater(truth * y) + right) / (per_rater(truth) + right + wrong)

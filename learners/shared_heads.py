@@ -17,12 +17,14 @@ starts from it and the judgments correct it.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from contracts.gold_checks import GoldAnswer
 from contracts.records import SHARED_CRITERIA
 from learners.rater_reliability import CrowdConfig, CrowdFit, CrowdLabels, fit_crowd
 from learners.training_data import TrainingExample
@@ -40,6 +42,7 @@ class SharedHead:
     prior: Prior | None
     judgments_used: dict[str, int]  # per user: their judgments of this criterion
     judged: torch.Tensor | None = None  # (I, D) features of the judged answers
+    checks_used: dict[str, int] = field(default_factory=dict)  # per user: gold checks answered
 
     def fine_logits(self, features: torch.Tensor) -> torch.Tensor:
         """(N,) log-odds that each answer (N, D) is fine by this criterion."""
@@ -52,12 +55,16 @@ class SharedHead:
 
 
 def crowd_labels(criterion: str, examples_by_user: dict[str, list[TrainingExample]],
-                 prior: Prior | None = None) -> tuple[CrowdLabels, dict[str, int]]:
-    """Every user's judgments of ``criterion`` as crowd labels on distinct answers."""
+                 prior: Prior | None = None,
+                 gold: dict[str, list[GoldAnswer]] | None = None,
+                 ) -> tuple[CrowdLabels, dict[str, int]]:
+    """Every user's judgments of ``criterion`` as crowd labels on distinct answers, and
+    their answers to gold checks of it."""
     rows: dict[tuple, int] = {}
     features: list[np.ndarray] = []
     items, raters, labels, used = [], [], [], {}
-    user_ids = sorted(examples_by_user)
+    gold = gold or {}
+    user_ids = sorted(set(examples_by_user) | set(gold))
 
     def item(key: tuple, row: np.ndarray) -> int:
         if key not in rows:
@@ -66,7 +73,7 @@ def crowd_labels(criterion: str, examples_by_user: dict[str, list[TrainingExampl
         return rows[key]
 
     for rater, user_id in enumerate(user_ids):
-        for example in examples_by_user[user_id]:
+        for example in examples_by_user.get(user_id, ()):
             if example.criterion != criterion:
                 continue
             for key, row, fine in _verdicts(example):
@@ -81,8 +88,20 @@ def crowd_labels(criterion: str, examples_by_user: dict[str, list[TrainingExampl
         rater=torch.tensor(raters, dtype=torch.int64),
         label=torch.tensor(labels, dtype=torch.float32), rater_ids=user_ids,
         prior_logits=prior(matrix) if prior is not None and features else None,
+        **_gold_labels(criterion, user_ids, gold),
     )
     return crowd, used
+
+
+def _gold_labels(criterion: str, user_ids: list[str],
+                 gold: dict[str, list[GoldAnswer]]) -> dict[str, torch.Tensor]:
+    answers = [(rater, answer) for rater, user_id in enumerate(user_ids)
+               for answer in gold.get(user_id, ()) if answer.criterion == criterion]
+    return {
+        "gold_rater": torch.tensor([r for r, _ in answers], dtype=torch.int64),
+        "gold_label": torch.tensor([float(a.said_fine) for _, a in answers]),
+        "gold_truth": torch.tensor([float(a.fine) for _, a in answers]),
+    }
 
 
 def _verdicts(example: TrainingExample) -> Iterable[tuple[tuple, np.ndarray, float]]:
@@ -100,13 +119,17 @@ def _verdicts(example: TrainingExample) -> Iterable[tuple[tuple, np.ndarray, flo
 
 def fit_shared_heads(examples_by_user: dict[str, list[TrainingExample]],
                      priors: dict[str, Prior] | None = None,
-                     config: CrowdConfig | None = None) -> dict[str, SharedHead]:
-    """One head per shared criterion, from everyone's judgments of it."""
+                     config: CrowdConfig | None = None,
+                     gold: dict[str, list[GoldAnswer]] | None = None) -> dict[str, SharedHead]:
+    """One head per shared criterion, from everyone's judgments of it (and everyone's
+    answers to gold checks of it, which weigh the raters, not the head)."""
     heads = {}
     for criterion in SHARED_CRITERIA:
         prior = (priors or {}).get(criterion)
-        crowd, used = crowd_labels(criterion, examples_by_user, prior)
+        crowd, used = crowd_labels(criterion, examples_by_user, prior, gold)
         fit = fit_crowd(crowd, config or CrowdConfig()) if len(crowd.label) else None
+        checks = Counter(crowd.rater_ids[r] for r in crowd.gold_rater.tolist())
         heads[criterion] = SharedHead(criterion, fit, prior, used,
-                                      crowd.features if len(crowd.label) else None)
+                                      crowd.features if len(crowd.label) else None,
+                                      dict(checks))
     return heads

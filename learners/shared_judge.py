@@ -34,10 +34,12 @@ import redis
 import torch
 from safetensors.torch import save as save_tensors
 
+from contracts.gold_checks import GoldAnswer
 from contracts.keys import SHARED_HEADS_KEY, SHARED_HEADS_WEIGHTS_KEY, user_key
+from contracts.principles_file import load_principles
 from contracts.records import SHARED_CRITERIA
 from learners.guard import GUARD_ANSWERS, HarmlessnessGuard
-from learners.principles import PriorHead, file_digest, load_principles, principle_priors
+from learners.principles import PriorHead, file_digest, principle_priors
 from learners.rater_reliability import CrowdConfig
 from learners.shared_heads import SharedHead, fit_shared_heads
 from learners.training_data import TrainingExample
@@ -100,10 +102,12 @@ class SharedJudge:
                 f"{c}: {p.examples} answers" for c, p in self.priors.items()),
                 self.principles_path)
 
-    def refit(self, examples_by_user: dict[str, list[TrainingExample]]) -> None:
-        """The heads from everyone's judgments, on the (possibly rewritten) principles."""
+    def refit(self, examples_by_user: dict[str, list[TrainingExample]],
+              gold: dict[str, list[GoldAnswer]] | None = None) -> None:
+        """The heads from everyone's judgments and answers to gold checks, on the (possibly
+        rewritten) principles."""
         self._load_priors()
-        self.heads = fit_shared_heads(examples_by_user, self.priors, self.crowd)
+        self.heads = fit_shared_heads(examples_by_user, self.priors, self.crowd, gold)
         reported = sorted((e.accepted_at, tuple(e.prompt_token_ids))
                           for examples in examples_by_user.values() for e in examples
                           if e.criterion in SHARED_CRITERIA)
@@ -162,8 +166,10 @@ class SharedJudge:
         with client.pipeline() as pipe:
             for criterion, head in self.heads.items():
                 reliability = head.reliability()
-                for user_id, used in head.judgments_used.items():
-                    fields: dict[str, float] = {f"learner_shared_judgments_{criterion}": used}
+                for user_id in head.judgments_used.keys() | head.checks_used.keys():
+                    fields: dict[str, float] = {
+                        f"learner_shared_judgments_{criterion}": head.judgments_used.get(user_id, 0),
+                        f"learner_gold_checks_{criterion}": head.checks_used.get(user_id, 0)}
                     if user_id in reliability:
                         fields[f"learner_reliability_{criterion}"] = reliability[user_id]
                     pipe.hset(user_key(user_id), mapping=fields)

@@ -28,6 +28,7 @@ from safetensors.torch import save as save_tensors
 
 from contracts.adapter_store import AdapterRegistry, AdapterStore
 from contracts.features import sequence_features
+from contracts.gold_checks import GoldAnswer
 from contracts.keys import (
     FEEDBACK_LAG_KEY,
     LEARNER_RECENT_KEY,
@@ -35,6 +36,7 @@ from contracts.keys import (
     USERS_SET,
     examples_key,
     forgotten_key,
+    gold_answers_key,
     reward_sketch_key,
     user_key,
     user_prompts_key,
@@ -360,7 +362,7 @@ class UserUpdater:
                     builder.add(event)
             self.reward_model = RewardModel.fit(builder.build(), self.reward_config)
             self._population_examples = total
-            self.judge.refit(all_examples)
+            self.judge.refit(all_examples, self._gold_answers(all_examples))
             self.judge.record(self.client)
         builder = FeedbackBuilder(feature_dim=examples[0].features.shape[1])
         for event in reward_events(user_id, examples):
@@ -379,6 +381,17 @@ class UserUpdater:
             raw = self.client.lrange(examples_key(uid), 0, -1)
             if raw:
                 found[uid] = [TrainingExample.from_json(r) for r in raw]
+        return found
+
+    def _gold_answers(self, examples_by_user: dict[str, list[TrainingExample]]
+                      ) -> dict[str, list[GoldAnswer]]:
+        """Everyone's answers to gold checks (contracts.gold_checks)."""
+        users = {u.decode() for u in self.client.smembers(USERS_SET)} | set(examples_by_user)
+        found = {}
+        for uid in sorted(users):
+            raw = self.client.hvals(gold_answers_key(uid))
+            if raw:
+                found[uid] = [GoldAnswer.from_json(r) for r in raw]
         return found
 
     def _reward_fn(self, user_id: str, examples: list[TrainingExample],

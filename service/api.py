@@ -24,7 +24,7 @@ from service.errors import APIError, error_response, install_error_handlers, sto
 from service.feedback_store import FeedbackStore
 from service.metrics import IngressMetrics
 from service.rate_limits import RateLimits
-from service.routes import chat, feedback, openwebui, operations, page, users
+from service.routes import chat, feedback, gold_checks, openwebui, operations, page, users
 
 
 def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackStore,
@@ -62,7 +62,7 @@ def create_api(settings: Settings, backend: GenerationBackend, store: FeedbackSt
             route=getattr(route, "path", "other"), status=response.status_code).inc()
         return response
 
-    for area in (chat, feedback, users, operations, page, openwebui):
+    for area in (chat, feedback, users, gold_checks, operations, page, openwebui):
         app.include_router(area.router)
     # outside the routes and the rate limits: a draining server refuses before any work
     app.state.drain = Drain()

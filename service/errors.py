@@ -71,9 +71,10 @@ def store_unavailable() -> JSONResponse:
 
 
 def _validation_status(request: Request) -> int:
-    # OpenAI answers malformed chat requests with 400; our own feedback API uses
-    # 422 (the body parsed but is not a valid judgment).
-    return 422 if request.url.path.startswith("/v1/feedback") else 400
+    # OpenAI answers malformed chat requests with 400; our own judgment APIs (feedback,
+    # gold checks) use 422 (the body parsed but is not a valid judgment).
+    path = request.url.path
+    return 422 if path.startswith("/v1/feedback") or "/gold-checks/" in path else 400
 
 
 def install_error_handlers(app: FastAPI) -> None:

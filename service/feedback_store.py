@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from safetensors import SafetensorError
 
+from contracts.gold_checks import GoldAnswer
 from contracts.keys import (
     ADAPTER_CHANNEL,
     FEEDBACK_STREAM,
@@ -27,6 +28,7 @@ from contracts.keys import (
     adapter_pointer_key,
     completion_key,
     forgotten_key,
+    gold_answers_key,
     idempotency_key,
     openwebui_message_key,
     reward_sketch_key,
@@ -57,6 +59,15 @@ redis.call('SADD', KEYS[5], ARGV[3])
 redis.call('HINCRBY', KEYS[6], ARGV[5], 1)
 return {1, id}
 """
+# KEYS: the user's gold answers, users set, user hash; ARGV: check id, answer JSON, user id.
+# The first answer to a check stands; a repeat changes nothing.
+_RECORD_GOLD_ANSWER = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('HINCRBY', KEYS[3], 'gold_checks_answered', 1)
+return 1
+"""
+
 HOUR_S = 3600
 
 
@@ -81,6 +92,7 @@ class FeedbackStore:
         self.client = client
         self.completion_ttl_s = completion_ttl_s
         self._append = client.register_script(_APPEND_FEEDBACK)
+        self._record_gold = client.register_script(_RECORD_GOLD_ANSWER)
 
     @classmethod
     def from_url(cls, url: str, completion_ttl_s: int, timeout_s: float = 5.0) -> FeedbackStore:
@@ -182,6 +194,17 @@ class FeedbackStore:
         """Judgments the user gave per hour (the hour's start, unix seconds), oldest first."""
         raw = await self.client.hgetall(user_history_key(user_id))
         return dict(sorted((int(hour), int(count)) for hour, count in raw.items()))
+
+    async def gold_answered(self, user_id: str) -> set[str]:
+        """The ids of the gold checks ``user_id`` answered."""
+        return {k.decode() for k in await self.client.hkeys(gold_answers_key(user_id))}
+
+    async def record_gold_answer(self, user_id: str, answer: GoldAnswer) -> bool:
+        """Keep the user's first answer to a check; False if they had answered it."""
+        recorded = await self._record_gold(
+            keys=[gold_answers_key(user_id), USERS_SET, user_key(user_id)],
+            args=[answer.check_id, answer.to_json(), user_id])
+        return bool(recorded)
 
     async def forget_user(self, user_id: str) -> int:
         """Delete everything Tailor holds on ``user_id`` in Redis; returns keys deleted.

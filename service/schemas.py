@@ -208,6 +208,33 @@ class FeedbackAccepted(BaseModel):
     duplicate: bool = Field(description="True when this event had been recorded already.")
 
 
+# --- gold checks --------------------------------------------------------------------------
+
+
+class GoldCheckView(BaseModel):
+    id: str = Field(description="The check's id: answer it at POST "
+                    "/v1/users/{user_id}/gold-checks/{id}.")
+    object: Literal["gold_check"] = "gold_check"
+    criterion: str = Field(description="What to judge the answer by: harmless or honest.")
+    question: str = Field(description="The question to put to the rater.")
+    prompt: str = Field(description="What was asked.")
+    answer: str = Field(description="The answer to judge.")
+
+
+class GoldCheckAnswer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    thumb: Literal["up", "down"] = Field(description="up: the answer keeps the criterion "
+                                         "(harmless, honest); down: it breaks it.")
+
+
+class GoldCheckAnswered(BaseModel):
+    check_id: str
+    object: Literal["gold_check.answer"] = "gold_check.answer"
+    duplicate: bool = Field(description="True when you had answered this check already: "
+                            "your first answer stands.")
+
+
 # --- users ------------------------------------------------------------------------------
 
 
@@ -220,6 +247,8 @@ class FeedbackCounts(BaseModel):
     total: int = 0
     by_criterion: dict[str, int] = Field(
         default_factory=dict, description="Judgments per criterion (helpful, honest, ...).")
+    gold_checks: int = Field(0, description="Gold checks answered (not counted in total: "
+                             "they judge no answer of yours).")
 
 
 class TrainingStatus(BaseModel):
@@ -241,6 +270,9 @@ class RaterStanding(BaseModel):
         "the shared heads were fitted on them.")
     judgments_used: int = Field(
         description="Your judgments of this criterion the shared head learned from.")
+    gold_checks_used: int = Field(
+        0, description="Your answers to gold checks of this criterion (answers whose verdict "
+        "is known) that the reliability estimate used.")
 
 
 class UserView(BaseModel):

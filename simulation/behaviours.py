@@ -57,6 +57,7 @@ TOXIC_MARKERS: tuple[str, ...] = (
     "pathetic",
     "beneath me",
     "you clearly can't",
+    "can't work this out",
     "too hard for you",
     "how do you not know",
 )

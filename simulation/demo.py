@@ -95,6 +95,9 @@ class DemoConfig:
     n: int = 4  # choices per rated request
     measure_rounds: int = 10  # evaluation requests before and after (eval_samples answers each)
     eval_samples: int = 8  # answers per evaluation request of the before/after phases
+    # The eval_samples answers per invited category and measured round are spread over
+    # this many prompts (simulation.harness: answers to one prompt misbehave alike)
+    behaviour_prompts: int = 4
     feedback_eval_samples: int = 2  # answers per evaluation request during feedback (the curve)
     window: int = 5  # rounds per point of the curves
     # Judgments per session of each user: at its end the user waits until the learners
@@ -109,6 +112,9 @@ class DemoConfig:
     rater_reliability: bool = True
     # rated everyday requests ask for a comparison the server chooses (compare: true)
     compare: bool = False
+    # every this many judgments one is a gold check, an answer whose verdict the server
+    # knows (contracts.gold_checks), within max_events (0: none)
+    gold_check_every: int = 0
 
     def __post_init__(self) -> None:
         if self.max_events < 1:
@@ -118,6 +124,12 @@ class DemoConfig:
         if self.session_judgments < 0:
             raise ValueError(f"session_judgments={self.session_judgments}: use 0 (no "
                              "sessions) or the judgments a user gives before waiting")
+        if self.behaviour_prompts < 1 or self.eval_samples % self.behaviour_prompts:
+            raise ValueError(f"behaviour_prompts={self.behaviour_prompts} must divide "
+                             f"eval_samples={self.eval_samples}")
+        if self.gold_check_every < 0:
+            raise ValueError(f"gold_check_every={self.gold_check_every}: use 0 (no gold "
+                             "checks) or the judgments per gold check")
         make_users(self.users)  # names the unknown preset, if any
 
 
@@ -296,7 +308,8 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
     base = SimulationConfig(users=config.users, n=config.n, window=config.window,
                             seed=config.seed, user_prefix="demo")
     measure = replace(base, rounds=config.measure_rounds, n=1, eval_samples=config.eval_samples,
-                      behaviour_samples=config.eval_samples)
+                      behaviour_samples=config.eval_samples // config.behaviour_prompts,
+                      behaviour_prompts=config.behaviour_prompts)
     # The feedback phase draws other prompts (seed + 1) and forgets the before-phase
     # requests: the learners train on a user's recent prompts, and the measured
     # prompts should be new to them.
@@ -304,7 +317,8 @@ def run_demo(config: DemoConfig, json_path: Path | None = None, png_path: Path |
                         seed=config.seed + 1, eval_samples=config.feedback_eval_samples,
                         invited_share=config.invited_share, max_events=config.max_events,
                         session_judgments=config.session_judgments,
-                        session_wait_s=config.catch_up_timeout_s, compare=config.compare)
+                        session_wait_s=config.catch_up_timeout_s, compare=config.compare,
+                        gold_check_every=config.gold_check_every)
                 for u in users]
     stack = Stack(data_dir, {"TAILOR_LEARNER_RATER_RELIABILITY": str(config.rater_reliability)})
     timings: dict[str, float] = {}
@@ -375,6 +389,7 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
             "preferred_styles": list(user.profile.preferred_styles),
             "feedback_events": sum(r.feedback_events
                                    for r in phase_runs["feedback"][index].records),
+            "gold_checks": sum(r.gold_checks for r in phase_runs["feedback"][index].records),
             # seconds the user waited for the learners at the end of each session
             "session_waits_s": [round(w, 1) for w in phase_runs["feedback"][index].session_waits],
             "sessions_cut": phase_runs["feedback"][index].sessions_cut,

@@ -62,7 +62,11 @@ class SimulationConfig:
     api_key: str = "tailor-simulate"  # sent as the bearer token (servers with API keys need one)
     timeout_s: float = 300.0  # per HTTP request
     invited_share: float = 0.0  # rated requests that invite a misbehaviour (module docstring)
-    behaviour_samples: int = 0  # answers per invited category per evaluation round (0: none)
+    behaviour_samples: int = 0  # answers per behaviour prompt (0: no behaviour measurement)
+    # Distinct prompts per invited category per evaluation round. Answers to one prompt
+    # misbehave alike (some requests for harm draw compliance more than others), so a
+    # rate over many prompts with few answers each is the surer estimate of the same rate.
+    behaviour_prompts: int = 1
     # Rated everyday requests ask for a comparison (`compare: true`): the server picks the
     # choices by Thompson sampling of the user's reward (service.comparison). Requests
     # inviting a misbehaviour stay plain samples: the shared heads learn what is served.
@@ -73,6 +77,9 @@ class SimulationConfig:
     # goes on with the assistant that learned from them (0: no waiting).
     session_judgments: int = 0
     session_wait_s: float = 900.0  # longest wait at the end of a session; then go on
+    # Every this many judgments one is a gold check (GET /v1/users/{id}/gold-checks/next,
+    # an answer whose verdict the server knows), counted toward max_events (0: none).
+    gold_check_every: int = 0
 
     def __post_init__(self) -> None:
         for name in ("rounds", "window"):
@@ -87,9 +94,15 @@ class SimulationConfig:
             raise ValueError(f"invited_share={self.invited_share} must lie in [0, 1]")
         if self.max_events < 0:
             raise ValueError(f"max_events={self.max_events} must be >= 0 (0: no cap)")
+        if self.gold_check_every < 0:
+            raise ValueError(f"gold_check_every={self.gold_check_every} must be >= 0 "
+                             "(0: no gold checks)")
         if self.session_judgments < 0:
             raise ValueError(f"session_judgments={self.session_judgments} must be >= 0 "
                              "(0: the user never waits for the learners)")
+        if not 1 <= self.behaviour_prompts <= 8:
+            raise ValueError(f"behaviour_prompts={self.behaviour_prompts} must be between 1 "
+                             "and 8")
         if not 0 <= self.behaviour_samples <= 8:
             raise ValueError(f"behaviour_samples={self.behaviour_samples} must be between 0 "
                              "and 8 (the API's n; 0: no behaviour measurement)")
@@ -117,6 +130,7 @@ class RoundRecord:
     feedback_category: str = EVERYDAY  # what the rated request's prompt invited
     # per invited category: the behaviour of each evaluation answer (behaviour_samples)
     eval_behaviours: dict[str, list[str]] = field(default_factory=dict)
+    gold_checks: int = 0  # gold checks the user answered this round
 
 
 @dataclass
@@ -197,6 +211,7 @@ def run_user(
     behaviour_rng = random.Random(f"{config.seed}:{user.user_id}:behaviour-prompts")
     given = 0  # judgments so far (max_events)
     session_ends = config.session_judgments  # judgments after which the user waits next
+    gold_at = config.gold_check_every - 1  # judgments of their own before the next check
 
     def ask(prompt: str, n: int, seed: int, compare: bool = False):
         return client.chat.completions.create(
@@ -232,16 +247,26 @@ def run_user(
                         f"{response.status_code}: {response.text[:300]}"
                     )
                 events += 1
+            # 1b. now and then a gold check instead of one more judgment of their own
+            checks = 0
+            if (config.gold_check_every and given >= gold_at
+                    and (not config.max_events or given < config.max_events)):
+                checks = answer_gold_check(http, user)
+                given += checks
+                gold_at = given + config.gold_check_every - 1
             # 2. an evaluation request: measured, never rated
             evaluation = ask(sample_case(eval_rng).prompt, config.eval_samples,
                              request_seed(config.seed, user_index, round_index, 1))
             eval_texts = [choice.message.content or "" for choice in evaluation.choices]
             behaviours = {}
             for offset, invited in enumerate(sorted(INVITED) if config.behaviour_samples else ()):
-                answers = ask(sample_prompt(invited, behaviour_rng)[0], config.behaviour_samples,
-                              request_seed(config.seed, user_index, round_index, 2 + offset))
-                behaviours[invited] = [detect_behaviour(choice.message.content or "")
-                                       for choice in answers.choices]
+                behaviours[invited] = []
+                for prompt_index in range(config.behaviour_prompts):
+                    seed = request_seed(config.seed, user_index, round_index, 2 + offset)
+                    answers = ask(sample_prompt(invited, behaviour_rng)[0],
+                                  config.behaviour_samples, seed * 16 + prompt_index)
+                    behaviours[invited] += [detect_behaviour(choice.message.content or "")
+                                            for choice in answers.choices]
             record = RoundRecord(
                 round=round_index,
                 eval_styles=[detect_style(text) for text in eval_texts],
@@ -251,6 +276,7 @@ def run_user(
                 adapter_version=evaluation.system_fingerprint or "",
                 feedback_category=category,
                 eval_behaviours=behaviours,
+                gold_checks=checks,
             )
             run.records.append(record)
             if on_round is not None:
@@ -272,6 +298,25 @@ def run_user(
         http.close()
         client.close()
     return run
+
+
+def answer_gold_check(http: httpx.Client, user: SimulatedUser) -> int:
+    """Take the user's next gold check and answer it as they judge that criterion; 1 if
+    they answered one, 0 if the server had none left for them."""
+    path = f"/v1/users/{user.user_id}/gold-checks"
+    taken = http.get(f"{path}/next")
+    if taken.status_code == 404:
+        return 0
+    if taken.status_code != 200:
+        raise RuntimeError(f"GET {path}/next for {user.user_id} answered "
+                           f"{taken.status_code}: {taken.text[:300]}")
+    check = taken.json()
+    thumb = user.criterion_thumb(0, check["answer"], check["criterion"])
+    answered = http.post(f"{path}/{check['id']}", json={"thumb": thumb.value})
+    if answered.status_code >= 300:
+        raise RuntimeError(f"POST {path}/{check['id']} for {user.user_id} answered "
+                           f"{answered.status_code}: {answered.text[:300]}")
+    return 1
 
 
 # The demo's names for each invited misbehaviour's rate (issue 12).
@@ -343,6 +388,7 @@ def summarize(config: SimulationConfig, runs: list[UserRun], seconds: float) -> 
             "adapter_version": [w.adapter_version for w in windows],
             "eval_samples": len(styles),
             "feedback_events": sum(record.feedback_events for record in run.records),
+            "gold_checks": sum(record.gold_checks for record in run.records),
             "overall": {
                 "preferred_rate": sum(s in preferred for s in styles) / max(1, len(styles)),
                 "mean_score": sum(scores) / max(1, len(scores)),

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from learners.principles import load_principles, principle_priors
+from contracts.principles_file import load_principles
+from learners.principles import principle_priors
 from simulation.answer_features import answer_features
 from simulation.behaviour_corpus import (
     EVERYDAY,

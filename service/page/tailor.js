@@ -10,8 +10,11 @@ const CRITERION_LABELS = {
   harmless: "harmless / harmful",
 };
 const HOUR_S = 3600;
+// One gold check (an answer whose verdict the server knows) per this many judgments: the
+// learners weigh a rater's judgments of harm and truth by how they judge these.
+const GOLD_EVERY = 10;
 
-const state = { session: null, creds: null, messages: [], round: null };
+const state = { session: null, creds: null, messages: [], round: null, gold: null, goldLater: null };
 const $ = (id) => document.getElementById(id);
 
 // --- talking to the API ------------------------------------------------------------------
@@ -120,6 +123,8 @@ function signOut() {
   state.creds = null;
   state.messages = [];
   state.round = null;
+  state.goldLater = null;
+  hideGoldCheck();
   $("transcript").replaceChildren();
   $("answers").replaceChildren();
   $("ranking").hidden = true;
@@ -426,6 +431,61 @@ async function refreshAssistant() {
     ? `${Math.round(accuracy * 100)}% of your new judgments predicted before learning them`
     : "not measured yet";
   drawHistory(view?.history ?? []);
+  offerGoldCheck(feedback);
+}
+
+// --- gold checks ---------------------------------------------------------------------------
+
+async function offerGoldCheck(feedback) {
+  const user = state.session?.user_id;
+  const due = feedback && feedback.total >= GOLD_EVERY * (feedback.gold_checks + 1);
+  // "Not now" waits for the next judgment
+  if (!user || !due || state.goldLater === feedback.total) return hideGoldCheck();
+  if (state.gold) return; // one is on screen already
+  let check;
+  try {
+    const response = await fetch(`/v1/users/${encodeURIComponent(user)}/gold-checks/next`,
+      { headers: authHeaders() });
+    if (response.status === 404) return hideGoldCheck(); // none left, or no principles
+    if (!response.ok) throw new Error(await errorMessage(response));
+    check = await response.json();
+  } catch (err) {
+    return showError(err.message);
+  }
+  state.gold = { ...check, total: feedback.total };
+  $("gold-question").textContent = check.question;
+  $("gold-prompt").textContent = check.prompt;
+  $("gold-answer").textContent = check.answer;
+  $("gold-check").hidden = false;
+}
+
+function hideGoldCheck() {
+  state.gold = null;
+  $("gold-check").hidden = true;
+}
+
+async function answerGoldCheck(thumb) {
+  const check = state.gold;
+  if (!check) return;
+  clearError();
+  const user = encodeURIComponent(state.session.user_id);
+  try {
+    await api(`/v1/users/${user}/gold-checks/${encodeURIComponent(check.id)}`, {
+      method: "POST", body: { thumb },
+    });
+  } catch (err) {
+    return showError(`Your check was not recorded: ${err.message}`);
+  }
+  hideGoldCheck();
+  notify("Thank you: your check was recorded.");
+  $("message").focus();
+  refreshAssistant();
+}
+
+function goldCheckLater() {
+  state.goldLater = state.gold?.total ?? null;
+  hideGoldCheck();
+  $("message").focus();
 }
 
 function drawHistory(history) {
@@ -467,6 +527,8 @@ async function forget() {
   }
   state.messages = [];
   state.round = null;
+  state.goldLater = null;
+  hideGoldCheck();
   $("transcript").replaceChildren();
   $("answers").replaceChildren();
   $("ranking").hidden = true;
@@ -493,6 +555,9 @@ async function start() {
   $("refresh").addEventListener("click", refreshAssistant);
   $("forget").addEventListener("click", askForget);
   $("forget-confirm").addEventListener("click", forget);
+  $("gold-yes").addEventListener("click", () => answerGoldCheck("up"));
+  $("gold-no").addEventListener("click", () => answerGoldCheck("down"));
+  $("gold-later").addEventListener("click", goldCheckLater);
   $("forget-cancel").addEventListener("click", () => { $("forget-dialog").close(); $("forget").focus(); });
 
   const saved = sessionStorage.getItem(STORAGE_KEY);

@@ -65,6 +65,7 @@ def user_view(user_id: str, summary: dict[str, str], adapter_version: str | None
         scores=int(summary.get("scores", 0)),
         corrections=int(summary.get("corrections", 0)),
         total=int(summary.get("feedback_events", 0)),
+        gold_checks=int(summary.get("gold_checks_answered", 0)),
         by_criterion={k.removeprefix("criterion:"): int(v)
                       for k, v in summary.items() if k.startswith("criterion:")},
     )
@@ -79,7 +80,8 @@ def user_view(user_id: str, summary: dict[str, str], adapter_version: str | None
     rater = {
         criterion: RaterStanding(
             reliability=_float(summary.get(f"learner_reliability_{criterion}")),
-            judgments_used=int(float(summary.get(f"learner_shared_judgments_{criterion}", 0))))
+            judgments_used=int(float(summary.get(f"learner_shared_judgments_{criterion}", 0))),
+            gold_checks_used=int(float(summary.get(f"learner_gold_checks_{criterion}", 0))))
         for criterion in SHARED_CRITERIA
         if f"learner_shared_judgments_{criterion}" in summary
     }

@@ -3,6 +3,7 @@
 import logging
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import openai
 import pytest
 import torch
 
+from contracts.gold_checks import gold_deck
 from contracts.keys import (
     FEEDBACK_LAG_KEY,
     LEARNER_STATS_KEY,
@@ -21,6 +23,7 @@ from contracts.keys import (
     forgotten_key,
     user_prompts_key,
 )
+from contracts.principles_file import load_principles
 from contracts.settings import DEFAULT_MODEL_DIR, Settings
 from learners.anchor import lora_state
 from learners.gate import GateConfig
@@ -166,6 +169,15 @@ def test_harmless_judgments_train_the_shared_heads_and_show_the_raters_standing(
                     httpx.post(f"{url}/v1/feedback", headers={"X-User-Id": user}, json={
                         "completion_id": out.id, "type": "thumbs", "choice": choice,
                         "value": value, "criterion": "harmless"}).raise_for_status()
+        checks = Counter()  # dora answers eight gold checks too, right
+        for _ in range(8):
+            check = httpx.get(f"{url}/v1/users/dora/gold-checks/next",
+                              headers={"X-User-Id": "dora"}).json()
+            checks[check["criterion"]] += 1
+            truth = {c.id: c.fine for c in gold_deck(load_principles(settings.principles_path))}
+            httpx.post(f"{url}/v1/users/dora/gold-checks/{check['id']}",
+                       headers={"X-User-Id": "dora"},
+                       json={"thumb": "up" if truth[check["id"]] else "down"}).raise_for_status()
         # every update publishes (its metrics are what the user's view shows): this test is
         # about the heads, not the gate, which refused one run's update for a noisy cost rise
         anything_goes = GateConfig(kl_bound=1e9, tolerance=1e9, cost_tolerance=1e9)
@@ -182,7 +194,14 @@ def test_harmless_judgments_train_the_shared_heads_and_show_the_raters_standing(
         metrics = httpx.get(f"{url}/metrics").text
     standing = view["rater"]["harmless"]
     assert standing["judgments_used"] == 6 and 0 < standing["reliability"] < 1
-    assert "honest" not in view["rater"]  # dora judged nothing about honesty
+    # checks go where her record is thinnest: honesty, until it matches her 6 judgments
+    # of harmlessness, then each in turn
+    assert checks == {"honest": 7, "harmless": 1}
+    assert standing["gold_checks_used"] == 1
+    # dora judged nothing about honesty: her checks of it wait for someone's judgments
+    assert view["rater"]["honest"] == {"reliability": None, "judgments_used": 0,
+                                       "gold_checks_used": 7}
+    assert view["feedback"]["gold_checks"] == 8
     assert 0 <= view["learner"]["harmless_cost"] <= 1
     assert sample(metrics, 'tailor_shared_head_judgments{criterion="harmless"}') == 12
     assert sample(metrics, 'tailor_shared_head_raters{criterion="harmless"}') == 2

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from contracts.principles_file import load_principles
 from contracts.settings import DEFAULT_MODEL_DIR
-from learners.principles import fit_prior, load_principles, principle_priors
+from learners.principles import fit_prior, principle_priors
 
 SHIPPED = DEFAULT_MODEL_DIR / "principles.yaml"
 

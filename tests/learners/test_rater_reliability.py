@@ -162,3 +162,52 @@ def test_flags_of_bad_answers_alone_do_not_tip_a_sound_prior():
     logits = fit_crowd(crowd).logits(held_out, prior(held_out))
     accuracy = float(((logits > 0) == held_truth).float().mean())
     assert accuracy >= 0.9, accuracy  # measured 0.937 (the prior alone: 1.0); with a free bias 0.43
+
+
+def _rarely_bad_crowd(seed: int, gold_per_rater: int) -> tuple[CrowdLabels, list[str]]:
+    """Raters who judge their own answers, of which few are bad (a safe assistant's), and
+    answer ``gold_per_rater`` gold checks, half of them bad answers."""
+    generator = torch.Generator().manual_seed(seed)
+    direction = torch.randn(DIM, generator=generator)
+    kinds = ["ordinary"] * 8 + ["credulous"] * 2
+    sensitivity = {"ordinary": 0.9, "credulous": 0.9}
+    specificity = {"ordinary": 0.9, "credulous": 0.0}  # believes every myth
+    per_rater = 30
+    features = torch.randn(len(kinds) * per_rater, DIM, generator=generator)
+    truth = (features @ direction > -2.6).float()  # ~99% of answers are fine
+    item = torch.arange(len(features))
+    rater = item // per_rater
+
+    def says_fine(truths: torch.Tensor, raters: torch.Tensor) -> torch.Tensor:
+        alpha = torch.tensor([sensitivity[kinds[r]] for r in raters.tolist()])
+        beta = torch.tensor([specificity[kinds[r]] for r in raters.tolist()])
+        chance = torch.where(truths == 1, alpha, 1 - beta)
+        return (torch.rand(len(truths), generator=generator) < chance).float()
+
+    gold_rater = torch.arange(len(kinds)).repeat_interleave(gold_per_rater)
+    gold_truth = torch.arange(gold_per_rater).remainder(2).float().repeat(len(kinds))
+    crowd = CrowdLabels(features, item, rater, says_fine(truth, rater),
+                        [f"{k}-{i}" for i, k in enumerate(kinds)],
+                        gold_rater=gold_rater, gold_label=says_fine(gold_truth, gold_rater),
+                        gold_truth=gold_truth)
+    return crowd, kinds
+
+
+def test_gold_checks_tell_a_credulous_rater_from_careful_ones_when_few_of_their_answers_were_bad():
+    def gaps(gold_per_rater: int) -> list[float]:
+        """Per seed, how far below the least reliable careful rater the most reliable
+        credulous one is estimated."""
+        found = []
+        for seed in range(3):
+            crowd, kinds = _rarely_bad_crowd(seed, gold_per_rater)
+            reliability = list(fit_crowd(crowd).reliability().values())
+            careful = [r for r, k in zip(reliability, kinds, strict=True) if k == "ordinary"]
+            credulous = [r for r, k in zip(reliability, kinds, strict=True) if k == "credulous"]
+            found.append(min(careful) - max(credulous))
+        return found
+
+    # the same raters and labels of their own answers, with and without six checks each
+    alone, with_gold = gaps(gold_per_rater=0), gaps(gold_per_rater=6)
+    assert min(alone) < 0.05, alone  # in some crowds their own answers cannot tell them apart
+    assert min(with_gold) > 0.1, with_gold
+    assert sum(with_gold) / 3 > sum(alone) / 3 + 0.05, (alone, with_gold)

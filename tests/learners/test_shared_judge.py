@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load as load_tensors
 
 from contracts.keys import SHARED_HEADS_KEY, SHARED_HEADS_WEIGHTS_KEY, user_key
+from contracts.principles_file import load_principles
 from learners.guard import HarmlessnessGuard
-from learners.principles import load_principles
 from learners.rater_reliability import CrowdConfig
 from learners.shared_judge import SharedJudge
 from learners.training_data import TrainingExample

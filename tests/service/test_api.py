@@ -226,7 +226,8 @@ def test_user_view_and_forgetting_a_user(client, server, settings, redis_client,
     view = httpx.get(f"{server}/v1/users/alice", headers=ALICE).json()
     assert view["adapter_version"] == version
     assert view["feedback"] == {"thumbs_up": 0, "thumbs_down": 1, "rankings": 1, "scores": 0,
-                                "corrections": 0, "total": 2, "by_criterion": {"helpful": 2}}
+                                "corrections": 0, "total": 2, "by_criterion": {"helpful": 2},
+                                "gold_checks": 0}
     # nothing trained yet: 2 pending, 6 more before the learners update (min_feedback 8)
     assert view["training"] == {"pending": 2, "until_next_update": 6}
     (hour,) = view["history"]  # both judgments in this hour

@@ -9,12 +9,15 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
-from contracts.keys import FEEDBACK_STREAM, user_key
-from contracts.settings import Settings
+from contracts.gold_checks import GoldAnswer, gold_deck
+from contracts.keys import FEEDBACK_STREAM, gold_answers_key, user_key
+from contracts.principles_file import load_principles
+from contracts.settings import DEFAULT_MODEL_DIR, Settings
 from tests.local_server import local_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -290,3 +293,68 @@ def test_the_page_is_served_with_a_policy_that_runs_only_its_own_script(server: 
     assert "unsafe-inline" not in policy
     assert httpx.get(f"{server}/page/../api.py").status_code == 404
     assert httpx.get(f"{server}/page/tailor.js").headers["content-type"].startswith("text/javascript")
+
+
+@pytest.fixture(scope="module")
+def gold_server(serving_model_dir: Path, redis_server, tmp_path_factory) -> Iterator[str]:
+    """A server with the shipped principles: it has gold checks to offer."""
+    root = tmp_path_factory.mktemp("page-gold")
+    principles = DEFAULT_MODEL_DIR / "principles.yaml"
+    with local_server(settings_for(serving_model_dir, redis_server.url, root,
+                                   principles_file=principles)) as url:
+        yield url
+
+
+def judge_by_api(server: str, user: str, judgments: int) -> None:
+    """``judgments`` thumbs, each on a fresh completion, as another client of the user's
+    would give them."""
+    headers = {"X-User-Id": user}
+    for _ in range(judgments):
+        completion = httpx.post(f"{server}/v1/chat/completions", headers=headers, json={
+            "model": "tailor-base", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 4}).json()
+        httpx.post(f"{server}/v1/feedback", headers=headers, json={
+            "completion_id": completion["id"], "type": "thumbs", "choice": 0,
+            "value": "up"}).raise_for_status()
+
+
+@pytest.mark.slow
+def test_every_tenth_judgment_brings_a_gold_check_that_can_be_answered_or_put_off(
+        browser: Browser, gold_server: str, redis_client) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(gold_server)
+    sign_in_by_name(page, "gil")
+    check = page.locator("#gold-check")
+    judge_by_api(gold_server, "gil", 9)
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#fact-given")).to_contain_text("9 (9 up")
+    expect(check).to_be_hidden()  # not due before the tenth judgment
+
+    judge_by_api(gold_server, "gil", 1)
+    page.get_by_role("button", name="Refresh").click()
+    expect(check).to_be_visible()
+    shown = page.locator("#gold-answer").inner_text()
+    deck = {c.answer: c for c in gold_deck(load_principles(DEFAULT_MODEL_DIR / "principles.yaml"))}
+    assert shown in deck
+    expect(page.locator("#gold-question")).to_contain_text(deck[shown].criterion)
+    page.get_by_role("button", name="No", exact=True).click()
+    expect(page.locator("#notice")).to_have_text("Thank you: your check was recorded.")
+    expect(check).to_be_hidden()
+    kept = GoldAnswer.from_json(redis_client.hget(gold_answers_key("gil"), deck[shown].id))
+    assert kept.said_fine is False and kept.fine == deck[shown].fine
+
+    # the next one is due after ten more; "Not now" puts it off until the judgment after
+    judge_by_api(gold_server, "gil", 10)
+    page.get_by_role("button", name="Refresh").click()
+    expect(check).to_be_visible()
+    page.get_by_role("button", name="Not now").click()
+    expect(check).to_be_hidden()
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#fact-given")).to_contain_text("20 (20 up")
+    expect(check).to_be_hidden()
+    judge_by_api(gold_server, "gil", 1)
+    page.get_by_role("button", name="Refresh").click()
+    expect(check).to_be_visible()
+    assert redis_client.hlen(gold_answers_key("gil")) == 1
+    context.close()

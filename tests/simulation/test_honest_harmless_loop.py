@@ -11,7 +11,9 @@ harmful answers and calls them harmless, a poor rater who clicks at random, and 
 credulous rater who calls false answers honest; 60 judgments each at most, 30% of the
 rated requests inviting a misbehaviour (a harm request, a provocation or a myth),
 given in sessions of 10: each user waits until the learners trained on its last
-session before the next (`--session-judgments 10`).
+session before the next (`--session-judgments 10`). Every tenth judgment is a gold
+check (`--gold-check-every 10`: an answer of the written principles whose verdict the
+server knows, for the criterion the user's record is thinnest on), within the 60.
 
 Asserted, with the tolerance stated:
 
@@ -51,7 +53,8 @@ from simulation.users import PRESETS, RATER_USERS
 
 LOOP_TIMEOUT_S = 2700
 MIN_RISE = 0.30
-EVAL_ANSWERS = 80  # per user and kind of prompt: 10 requests x 8 answers
+EVAL_ANSWERS = 80  # per user and kind of prompt: 40 prompts x 2 answers
+GOLD_CHECK_EVERY = 10
 ORDINARY = ("bullet_lover", "busy_professional", "formal_scholar")
 # The learner settings of the v3 loop (README, "Honest and harmless for everyone").
 V3_LEARNER_ENV = {
@@ -88,7 +91,7 @@ def loop_result(v3_model, tmp_path_factory) -> Iterator[dict]:
     stack = Path(tempfile.mkdtemp(prefix="tailor-hhh-", dir="/tmp"))  # Ray's socket paths are short
     config = DemoConfig(users=RATER_USERS, max_events=60, invited_share=0.3,
                         session_judgments=10, seed=0, data_dir=stack,
-                        catch_up_timeout_s=1200)
+                        catch_up_timeout_s=1200, gold_check_every=GOLD_CHECK_EVERY)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TAILOR_BASE_MODEL", str(v3_model))
         for name, value in V3_LEARNER_ENV.items():
@@ -109,7 +112,8 @@ def test_every_ordinary_users_taste_rises_at_least_30_points(loop_result):
     assert loop_result["learners_caught_up"]
     for preset in ORDINARY:
         user = users[preset]
-        assert 0 < user["feedback_events"] <= 60 and user["sessions_cut"] == 0, user
+        assert 0 < user["feedback_events"] + user["gold_checks"] <= 60, user
+        assert user["gold_checks"] > 0 and user["sessions_cut"] == 0, user
         rise = user["preferred_rate_after"] - user["preferred_rate_before"]
         assert rise >= MIN_RISE, json.dumps({preset: user}, default=str)
 

@@ -16,7 +16,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from contracts.keys import FEEDBACK_STREAM, user_key
+from contracts.gold_checks import GoldAnswer
+from contracts.keys import FEEDBACK_STREAM, gold_answers_key, user_key
 from contracts.settings import DEFAULT_MODEL_DIR, Settings
 from simulation.cli import simulate
 from simulation.harness import RoundRecord, SimulationConfig, UserRun, run_user, window_stats
@@ -49,7 +50,8 @@ def test_window_stats_count_preferred_dismissive_and_mean_score_of_eval_samples(
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [("n", 9, "n=9"), ("rounds", 0, "rounds=0"), ("base_url", "localhost:8000", "http://"),
-     ("session_judgments", -1, "session_judgments=-1")],
+     ("session_judgments", -1, "session_judgments=-1"),
+     ("gold_check_every", -1, "gold_check_every=-1"), ("behaviour_prompts", 0, "behaviour_prompts=0")],
 )
 def test_bad_simulation_config_names_the_field(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -168,3 +170,34 @@ def test_a_user_with_sessions_waits_for_the_learners_after_each_session(
     alone = run_user(replace(config, session_wait_s=1.0, rounds=3), 0, user)
     assert alone.error is None
     assert alone.sessions_cut == 1 and alone.session_waits[0] >= 1.0
+
+
+def test_a_user_with_gold_checks_answers_them_as_they_judge_within_their_judgments(
+    server: str, redis_client
+) -> None:
+    """Every fourth judgment is a gold check (the default model ships principles), taken
+    from the server and answered as the user's rater kind judges: a credulous user calls
+    every false answer honest. Checks count toward max_events; behaviour prompts are
+    measured over several prompts per round."""
+    user = make_users("credulous", prefix="gold")[0]
+    config = SimulationConfig(base_url=server, users="credulous", rounds=12, n=2,
+                              eval_samples=1, max_tokens=16, user_prefix="gold",
+                              max_events=12, gold_check_every=4, behaviour_samples=1,
+                              behaviour_prompts=2)
+    run = run_user(config, 0, user)
+    assert run.error is None
+    checks = sum(record.gold_checks for record in run.records)
+    given = sum(record.feedback_events for record in run.records)
+    assert checks >= 2 and given + checks == 12
+    answers = [GoldAnswer.from_json(raw)
+               for raw in redis_client.hvals(gold_answers_key(user.user_id))]
+    assert len(answers) == checks
+    honest = [a for a in answers if a.criterion == "honest"]
+    assert honest and all(a.said_fine for a in honest)  # credulous: every answer is honest
+    assert {a.criterion for a in answers} == {"harmless", "honest"}  # in turn, both kept thin
+    view = httpx.get(f"{server}/v1/users/{user.user_id}",
+                     headers={"X-User-Id": user.user_id}).json()
+    assert view["feedback"]["gold_checks"] == checks and view["feedback"]["total"] == given
+    # two behaviour prompts per category and round, one answer each
+    assert all(len(answers) == 2 for record in run.records
+               for answers in record.eval_behaviours.values())
