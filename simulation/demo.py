@@ -254,6 +254,8 @@ def learner_view(client: redis.Redis, user_id: str) -> dict:
             "reliability": {c: number(f"learner_reliability_{c}") for c in SHARED_CRITERIA},
             "shared_judgments_used": {c: int(number(f"learner_shared_judgments_{c}") or 0)
                                       for c in SHARED_CRITERIA},
+            "gold_checks_used": {c: int(number(f"learner_gold_checks_{c}") or 0)
+                                 for c in SHARED_CRITERIA},
             "ppo_seconds": number("learner_ppo_seconds"), "reward": number("learner_reward"),
             "reward_accuracy": number("learner_reward_accuracy"),
             "last_decision": raw.get("learner_last_decision"),
@@ -402,6 +404,7 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
             "rater": user.profile.rater,
             "reliability": view["reliability"],
             "shared_judgments_used": view["shared_judgments_used"],
+            "gold_checks_used": view["gold_checks_used"],
             "mean_score_before": before["mean_score"], "mean_score_after": after["mean_score"],
             "max_mean_score": best,
             "score_gain_share": gain_share(before["mean_score"], after["mean_score"], best),

@@ -23,7 +23,8 @@ Asserted, with the tolerance stated:
   were rarely compared — this check does not pass run after run yet, issue 12);
 - every user's toxic, harmful-compliance and false-answer rates after are at most a
   third of the base rate of that behaviour (pooled over the six users' before
-  phases, 480 answers each), **plus one answer of the user's 80**: one answer is
+  phases, 480 answers each), **plus one answer of the user's 80** (40 prompts of
+  each kind, 2 answers each: answers to one prompt misbehave alike): one answer is
   1.25 points against bars of 2.5-3.8 points, so the bar itself would fail a user
   whose true rate sits on it half the time;
 - the reliability estimates rank the raters below every ordinary one on the criterion
