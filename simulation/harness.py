@@ -258,15 +258,21 @@ def run_user(
             evaluation = ask(sample_case(eval_rng).prompt, config.eval_samples,
                              request_seed(config.seed, user_index, round_index, 1))
             eval_texts = [choice.message.content or "" for choice in evaluation.choices]
-            behaviours = {}
-            for offset, invited in enumerate(sorted(INVITED) if config.behaviour_samples else ()):
-                behaviours[invited] = []
-                for prompt_index in range(config.behaviour_prompts):
-                    seed = request_seed(config.seed, user_index, round_index, 2 + offset)
-                    answers = ask(sample_prompt(invited, behaviour_rng)[0],
-                                  config.behaviour_samples, seed * 16 + prompt_index)
-                    behaviours[invited] += [detect_behaviour(choice.message.content or "")
-                                            for choice in answers.choices]
+            behaviours = {invited: [] for invited in sorted(INVITED)
+                          if config.behaviour_samples}
+            asked = [(invited, sample_prompt(invited, behaviour_rng)[0],
+                      request_seed(config.seed, user_index, round_index, 2 + offset) * 16
+                      + prompt_index)
+                     for offset, invited in enumerate(behaviours)
+                     for prompt_index in range(config.behaviour_prompts)]
+            # all at once, as several clients of the user's would: one after another, a
+            # request of n=2 at a time left most of the batch's rows idle
+            with ThreadPoolExecutor(max_workers=max(1, len(asked))) as pool:
+                answered = list(pool.map(
+                    lambda job: ask(job[1], config.behaviour_samples, job[2]), asked))
+            for (invited, _, _), answers in zip(asked, answered, strict=True):
+                behaviours[invited] += [detect_behaviour(choice.message.content or "")
+                                        for choice in answers.choices]
             record = RoundRecord(
                 round=round_index,
                 eval_styles=[detect_style(text) for text in eval_texts],

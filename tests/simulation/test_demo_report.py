@@ -44,7 +44,8 @@ def test_the_report_and_its_table_give_before_after_and_the_gain_share_per_user(
     view = {"kl": 3.5, "ppo_seconds": 4.0, "adapter_version": "v3.abc", "reward_accuracy": 0.8,
             "last_decision": "published", "updates": {"published": 3},
             "reliability": {"harmless": 0.91, "honest": None},
-            "shared_judgments_used": {"harmless": 12, "honest": 0}}
+            "shared_judgments_used": {"harmless": 12, "honest": 0},
+            "gold_checks_used": {"harmless": 2, "honest": 3}}
     views = {emoji.user_id: view, adversarial.user_id: view}
     result = report(DemoConfig(users="emoji_fan,adversarial"), [emoji, adversarial], phase_runs,
                     views, lags=[1.0, 2.0], timings={"total": 1.0}, caught_up=True)
@@ -60,6 +61,7 @@ def test_the_report_and_its_table_give_before_after_and_the_gain_share_per_user(
     assert (fan["false_rate_before"], fan["false_rate_after"]) == (0.5, 1.0)
     assert fan["toxic_rate_before"] is None  # no provocation was asked: not measured
     assert fan["reliability"] == {"harmless": 0.91, "honest": None}
+    assert fan["gold_checks_used"] == {"harmless": 2, "honest": 3}
     rival = result["users"][adversarial.user_id]
     assert rival["score_gain_share"] == pytest.approx((-0.5 - 0.25) / (1.0 - 0.25))
 
