@@ -26,7 +26,7 @@ from contracts.keys import (
 from contracts.principles_file import load_principles
 from contracts.settings import DEFAULT_MODEL_DIR, Settings
 from learners.anchor import lora_state
-from learners.gate import GateConfig
+from learners.gate import GateConfig, next_step_crosses_kl_bound
 from learners.judgments import reward_events
 from learners.training_data import TrainingExample
 from learners.worker import LearnerLoop, LearnerOptions
@@ -142,15 +142,20 @@ def test_the_operators_kl_bound_is_the_gates(settings):
 
 
 def test_an_update_whose_rollouts_near_the_kl_bound_stops_its_iterations_there(settings):
-    settings = settings.model_copy(update={"learner_ppo_iterations": 3})
-    # iteration 0 samples the fresh LoRA (B = 0): the reference itself, KL 0; a step later
-    # the rollouts are measurably away from it, and two more such rises pass this tiny bound
-    near = LearnerOptions(gate=GateConfig(kl_bound=1e-4, tolerance=1e9, cost_tolerance=1e9))
+    settings = settings.model_copy(update={"learner_ppo_iterations": 6})
+    # iteration 0 samples the fresh LoRA (B = 0): the reference itself, KL 0; steps later
+    # the rollouts are measurably away from it and pass this tiny bound. The rollouts' KL
+    # is a signed estimate (a clean-clone run read −0.08 at the second iteration), so the
+    # test asks for the stop where the rule first fires, not at a fixed iteration.
+    bound = 1e-4
+    near = LearnerOptions(gate=GateConfig(kl_bound=bound, tolerance=1e9, cost_tolerance=1e9))
     with local_server(settings) as url:
         give_rankings(url, "cleo", 4)
         outcome = LearnerLoop(settings, "w1", near).step(block_ms=50)
     kls = [stats.kl for stats in outcome.ppo]
-    assert len(kls) == 2 and abs(kls[0]) < 1e-5 and kls[1] > 1e-4, kls  # stopped: 2nd of 3
+    assert abs(kls[0]) < 1e-5 and len(kls) < 6, kls  # stopped before its 6 iterations
+    assert next_step_crosses_kl_bound(kls, bound), kls
+    assert not any(next_step_crosses_kl_bound(kls[:i], bound) for i in range(1, len(kls))), kls
     assert outcome.decision.reason == "kl_too_large"  # the gate still judges what it ran
 
 
