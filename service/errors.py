@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 # What a client is told to wait before retrying when Redis is unreachable: a
 # restarting redis-server (AOF replay of a small data set) is back within seconds.
 STORE_RETRY_AFTER_S = 5
+# The routes that follow OpenAI's API (the rest are Tailor's own).
+OPENAI_ROUTES = ("/v1/chat/completions", "/v1/models")
 
 _TYPE_BY_STATUS = {
     400: "invalid_request_error",
@@ -71,10 +73,10 @@ def store_unavailable() -> JSONResponse:
 
 
 def _validation_status(request: Request) -> int:
-    # OpenAI answers malformed chat requests with 400; our own judgment APIs (feedback,
-    # gold checks) use 422 (the body parsed but is not a valid judgment).
-    path = request.url.path
-    return 422 if path.startswith("/v1/feedback") or "/gold-checks/" in path else 400
+    # OpenAI answers malformed requests to its routes with 400, as clients of them expect;
+    # Tailor's own APIs (feedback, gold checks, integrations) use 422 (the body parsed
+    # but is not a valid judgment).
+    return 400 if request.url.path.startswith(OPENAI_ROUTES) else 422
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -258,8 +258,8 @@ def run_user(
             evaluation = ask(sample_case(eval_rng).prompt, config.eval_samples,
                              request_seed(config.seed, user_index, round_index, 1))
             eval_texts = [choice.message.content or "" for choice in evaluation.choices]
-            behaviours = {invited: [] for invited in sorted(INVITED)
-                          if config.behaviour_samples}
+            behaviours = {invited: [] for invited in
+                          (sorted(INVITED) if config.behaviour_samples else ())}
             asked = [(invited, sample_prompt(invited, behaviour_rng)[0],
                       request_seed(config.seed, user_index, round_index, 2 + offset) * 16
                       + prompt_index)
