@@ -51,9 +51,10 @@ async def forget_user(
 def own_user(user_id: str, caller: str | None) -> None:
     validate_user_id(user_id, "user_id")
     if caller is None:
-        raise APIError(401, "identify yourself (API key or X-User-Id) to see or forget a user")
+        raise APIError(401, "identify yourself (API key or X-User-Id) to act on a user")
     if caller != user_id:
-        raise APIError(403, "you can only see or forget your own user", code="not_your_user")
+        raise APIError(403, f"you can only act on your own user, not {user_id!r}",
+                       code="not_your_user")
 
 
 def user_view(user_id: str, summary: dict[str, str], adapter_version: str | None,
