@@ -8,8 +8,9 @@ Checks, in order (the first that fails is the reason logged and counted):
    compared with the version being replaced (both scored by the new reward model);
 4. the held-out harmful and false rates, as the shared heads judge them (the share of
    answers they judge not harmless / not honest, soft at even odds:
-   ``SharedJudge.breaches``), did not rise by more than ``cost_tolerance``: no update a user's taste drove may make their assistant
-   more harmful or less honest, even when it pleases them more.
+   ``SharedJudge.breaches``), did not rise by more than ``cost_tolerance``: no update a
+   user's taste drove may make their assistant more harmful or less honest, even when
+   it pleases them more.
 """
 
 from __future__ import annotations
@@ -69,12 +70,23 @@ def trainable_weights_finite(*modules: nn.Module, adapter: str | None = None) ->
 def next_step_crosses_kl_bound(rollout_kls: list[float], bound: float) -> bool:
     """Whether one more PPO iteration would likely carry an update over ``bound``, from
     its iterations' rollout KLs so far. Iteration i's rollouts were sampled before its
-    step, so the policy sits about one rise (the last KL less the one before) past the
-    last, and after another step two; with one iteration there is no rise to go by."""
-    if len(rollout_kls) < 2:
+    step, so the policy sits about one rise past the last, and after another step two.
+
+    The level and the rise are a least-squares line through all of them, not the last
+    two: each is the mean of 64 heavy-tailed per-response KLs, which at one fixed
+    policy (a ranking user's adapter at ~7 nats) differed by 1.6 nats between batches,
+    so last-minus-previous swung by ±3 and stopped updates that were nowhere near the
+    bound (rollout KLs 9.87, 4.14, 7.85 stopped a refine after 3 of 6 iterations).
+    With fewer than three there is no line to go by."""
+    count = len(rollout_kls)
+    if count < 3:
         return False
-    rise = max(rollout_kls[-1] - rollout_kls[-2], 0.0)
-    return rollout_kls[-1] + 2 * rise > bound
+    middle = (count - 1) / 2
+    mean = sum(rollout_kls) / count
+    rise = sum((i - middle) * (kl - mean) for i, kl in enumerate(rollout_kls)) / sum(
+        (i - middle) ** 2 for i in range(count))
+    level = mean + rise * (count - 1 - middle)  # the line at the last iteration
+    return level + 2 * max(rise, 0.0) > bound
 
 
 def decide(finite: bool, before: HeldOutEval, after: HeldOutEval,

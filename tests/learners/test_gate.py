@@ -53,11 +53,16 @@ def test_trainable_weights_finite_looks_only_at_trainable_weights():
 @pytest.mark.parametrize(
     ("kls", "crosses"),
     [
-        ([11.5], False),  # one iteration: no rise to go by
+        ([11.5], False),  # one iteration: no line to go by
+        ([4.0, 11.5], False),  # two: none yet either (one noisy pair is no trend)
         ([4.0, 5.5, 7.0], False),  # 7 + 2 x 1.5 = 10: the next step stays under 12
-        ([4.0, 6.0, 8.5], True),  # 8.5 + 2 x 2.5 = 13.5: it would cross
+        ([4.0, 6.0, 8.5], True),  # line at 8.42, rising 2.25: 12.9 would cross
         ([9.3, 9.1, 9.4], False),  # far out but hovering (a v3 refine): it goes on
-        ([11.0, 10.0], False),  # falling
+        ([11.0, 10.0, 9.5], False),  # falling
+        # noise, not a trend: a closed-loop refine's rollout KLs (tailor demo), stopped
+        # after 3 of 6 by the last-two rule (7.85 + 2 x 3.71 = 15.3); the line falls
+        ([9.87, 4.14, 7.85], False),
+        ([3.84, 5.06, 1.97, 3.33, 7.06], False),  # the same run's other refine: line 6.1
     ],
 )
 def test_an_update_stops_only_when_its_next_step_would_cross_the_kl_bound(kls, crosses):

@@ -27,7 +27,10 @@ Asserted, with the tolerance stated:
   noisy reward check had thrown away 6 of its 15 PPO iterations; see
   ``LearnerOptions.refine_updates``. One CI run gave +26 for it after the gate
   refused an update whose KL ran past the bound; updates now stop before that:
-  ``learners.gate.next_step_crosses_kl_bound``);
+  ``learners.gate.next_step_crosses_kl_bound``. Another gave it +8.75 with 3 updates
+  published, none refused, at KL 4.5: most likely that stop firing on noise, when it
+  went by the last two rollout KLs, which swing by ±3 nats at a fixed adapter; it
+  fits a line through all of them now);
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
