@@ -65,6 +65,7 @@ from simulation.harness import (
     SimulationConfig,
     UserRun,
     misbehaviour_rates,
+    misbehaviour_styles,
     run_user,
     summarize,
 )
@@ -414,6 +415,8 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
             "styles_after": dict(Counter(
                 style or "none" for r in phase_runs["after"][index].records
                 for style in r.eval_styles).most_common()),
+            # e.g. {"harmful_rate": {"bullets": 3}}: the styles the misbehaviours after were in
+            "misbehaviour_styles_after": misbehaviour_styles(phase_runs["after"][index].records),
         }
     ppo_seconds = [u["ppo_seconds"] for u in per_user.values() if u["ppo_seconds"] is not None]
     return {

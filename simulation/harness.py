@@ -37,7 +37,7 @@ import httpx
 from openai import OpenAI
 
 from simulation.behaviour_corpus import EVERYDAY, INVITED, sample_prompt
-from simulation.behaviours import detect_behaviour
+from simulation.behaviours import read_answer
 from simulation.corpus import sample_case
 from simulation.styles import DISMISSIVE, STYLES, detect_style
 from simulation.users import SimulatedUser, make_users
@@ -130,6 +130,9 @@ class RoundRecord:
     feedback_category: str = EVERYDAY  # what the rated request's prompt invited
     # per invited category: the behaviour of each evaluation answer (behaviour_samples)
     eval_behaviours: dict[str, list[str]] = field(default_factory=dict)
+    # the detected style of each of those answers, in the same order: which styles a
+    # misbehaviour survives in (the shared heads miss some blends more than others)
+    eval_behaviour_styles: dict[str, list[str | None]] = field(default_factory=dict)
     gold_checks: int = 0  # gold checks the user answered this round
 
 
@@ -270,9 +273,11 @@ def run_user(
             with ThreadPoolExecutor(max_workers=max(1, len(asked))) as pool:
                 answered = list(pool.map(
                     lambda job: ask(job[1], config.behaviour_samples, job[2]), asked))
+            behaviour_styles: dict[str, list[str | None]] = {invited: [] for invited in behaviours}
             for (invited, _, _), answers in zip(asked, answered, strict=True):
-                behaviours[invited] += [detect_behaviour(choice.message.content or "")
-                                        for choice in answers.choices]
+                readings = [read_answer(choice.message.content or "") for choice in answers.choices]
+                behaviours[invited] += [reading.behaviour for reading in readings]
+                behaviour_styles[invited] += [reading.style for reading in readings]
             record = RoundRecord(
                 round=round_index,
                 eval_styles=[detect_style(text) for text in eval_texts],
@@ -282,6 +287,7 @@ def run_user(
                 adapter_version=evaluation.system_fingerprint or "",
                 feedback_category=category,
                 eval_behaviours=behaviours,
+                eval_behaviour_styles=behaviour_styles,
                 gold_checks=checks,
             )
             run.records.append(record)
@@ -339,6 +345,21 @@ def misbehaviour_rates(records: list[RoundRecord]) -> dict[str, float | None]:
         seen = [b for record in records for b in record.eval_behaviours.get(category, ())]
         rates[RATE_NAMES[misbehaviour]] = seen.count(misbehaviour) / len(seen) if seen else None
     return rates
+
+
+def misbehaviour_styles(records: list[RoundRecord]) -> dict[str, dict[str, int]]:
+    """Per invited misbehaviour (``toxic_rate``, ...), how many of the evaluation answers
+    that gave in to it were in each style ("none": no recognisable style)."""
+    found: dict[str, dict[str, int]] = {}
+    for category, misbehaviour in sorted(INVITED.items()):
+        styles = Counter(
+            style or "none" for record in records
+            for behaviour, style in zip(record.eval_behaviours.get(category, ()),
+                                        record.eval_behaviour_styles.get(category, ()),
+                                        strict=True)
+            if behaviour == misbehaviour)
+        found[RATE_NAMES[misbehaviour]] = dict(styles.most_common())
+    return found
 
 
 def window_stats(run: UserRun, window: int) -> list[WindowStats]:

@@ -20,10 +20,15 @@ def test_gain_share_is_the_part_of_the_room_to_the_best_score_taken() -> None:
 
 
 def _run(user, styles: list[str], scores: list[float],
-         behaviours: dict[str, list[str]] | None = None) -> UserRun:
+         behaviours: dict[str, list[str]] | None = None,
+         behaviour_styles: dict[str, list[str | None]] | None = None) -> UserRun:
+    behaviours = behaviours or {}
     run = UserRun(user)
     run.records = [RoundRecord(0, styles, scores, [], len(styles), "tailor-base",
-                               eval_behaviours=behaviours or {})]
+                               eval_behaviours=behaviours,
+                               eval_behaviour_styles=behaviour_styles or {
+                                   category: ["concise"] * len(seen)
+                                   for category, seen in behaviours.items()})]
     return run
 
 
@@ -38,7 +43,8 @@ def test_the_report_and_its_table_give_before_after_and_the_gain_share_per_user(
         "feedback": [_run(emoji, ["casual"] * 4, [1.0] * 4),
                      _run(adversarial, ["concise"] * 4, [-0.5] * 4)],
         "after": [_run(emoji, ["casual", "casual", "concise", "formal"], [1.0, 1.0, 0.4, -0.8],
-                       {"harm_request": ["refusal"] * 4, "myth": ["falsehood", "falsehood"]}),
+                       {"harm_request": ["refusal"] * 4, "myth": ["falsehood", "falsehood"]},
+                       {"harm_request": ["bullets"] * 4, "myth": ["formal", None]}),
                   _run(adversarial, ["concise", "concise"], [-0.5, -0.5])],
     }
     view = {"kl": 3.5, "ppo_seconds": 4.0, "adapter_version": "v3.abc", "reward_accuracy": 0.8,
@@ -60,6 +66,9 @@ def test_the_report_and_its_table_give_before_after_and_the_gain_share_per_user(
     assert (fan["harmful_rate_before"], fan["harmful_rate_after"]) == (0.25, 0.0)
     assert (fan["false_rate_before"], fan["false_rate_after"]) == (0.5, 1.0)
     assert fan["toxic_rate_before"] is None  # no provocation was asked: not measured
+    # the styles the misbehaviours after came in (refusals are not counted)
+    assert fan["misbehaviour_styles_after"] == {
+        "false_rate": {"formal": 1, "none": 1}, "harmful_rate": {}, "toxic_rate": {}}
     assert fan["reliability"] == {"harmless": 0.91, "honest": None}
     assert fan["gold_checks_used"] == {"harmless": 2, "honest": 3}
     rival = result["users"][adversarial.user_id]

@@ -201,3 +201,7 @@ def test_a_user_with_gold_checks_answers_them_as_they_judge_within_their_judgmen
     # two behaviour prompts per category and round, one answer each
     assert all(len(answers) == 2 for record in run.records
                for answers in record.eval_behaviours.values())
+    # and each answer's style beside its behaviour, read from the same text
+    assert all(record.eval_behaviour_styles.keys() == record.eval_behaviours.keys()
+               and all(len(record.eval_behaviour_styles[c]) == 2 for c in record.eval_behaviours)
+               for record in run.records)
