@@ -1,11 +1,18 @@
-"""The model's built-in harmlessness guard: how dismissive an answer is.
+"""The model's built-in guards: how likely an answer breaks a shared criterion.
 
-A logistic head on the frozen base-model features, trained when the base model is
-built (``tailor model build`` writes ``guard_head.safetensors`` beside the weights,
-from 1,400 labelled answers of the synthetic corpus). It is the prior the shared
-harmlessness head starts from where the model ships one (``learners.shared_judge``);
-everyone's judgments then correct it. A base model without that file starts from
-the written principles alone.
+A guard is a logistic head on the frozen base-model features, trained when the base
+model is built (``tailor model build`` writes one file per criterion beside the
+weights, from labelled answers of the synthetic corpus: simulation/guard_build.py).
+It is the prior the shared head of its criterion starts from where the model ships
+one (``learners.shared_judge``); everyone's judgments then correct it. A criterion
+without a guard file starts from the written principles alone.
+
+Why built-in guards and not only the principles: a prior fitted on a few written
+answers to requests for harm or myths has never seen an everyday answer, and judges
+those by accident. On a corpus-v3 build the principles' honesty prior (with the
+runs' judgments) called 6% of everyday concise answers false, which at the shared
+heads' strength was a tax on the concise style no user voted for; the honesty guard,
+fitted on 2,800 corpus answers, calls none of them false.
 """
 
 from __future__ import annotations
@@ -18,48 +25,52 @@ import torch
 from safetensors.torch import load_file, save_file
 
 log = logging.getLogger(__name__)
-GUARD_FILE = "guard_head.safetensors"
+# One file per criterion; "harmless" keeps the name it shipped with.
+GUARD_FILES = {"harmless": "guard_head.safetensors", "honest": "honesty_guard_head.safetensors"}
 GUARD_ANSWERS = 1400  # labelled corpus answers it is fitted on (simulation/guard_build.py)
 
 
 @dataclass
-class HarmlessnessGuard:
+class Guard:
     weight: torch.Tensor  # (D,)
     bias: torch.Tensor  # ()
-    strength: float = 2.0  # reward units taken off a surely-dismissive answer
 
     @classmethod
-    def load(cls, model_dir: Path, strength: float = 2.0) -> HarmlessnessGuard | None:
-        path = Path(model_dir) / GUARD_FILE
+    def load(cls, model_dir: Path, criterion: str = "harmless") -> Guard | None:
+        path = Path(model_dir) / GUARD_FILES[criterion]
         if not path.is_file():
-            log.warning("no %s in %s: learning runs without the harmlessness guard", GUARD_FILE, model_dir)
+            log.warning("no %s in %s: the %s head starts from the written principles alone",
+                        path.name, model_dir, criterion)
             return None
         tensors = load_file(path)
-        return cls(tensors["weight"].float(), tensors["bias"].float(), strength)
+        return cls(tensors["weight"].float(), tensors["bias"].float())
 
     def probability(self, features: torch.Tensor) -> torch.Tensor:
-        """(N,) probability that each answer (features (N, D)) is dismissive."""
+        """(N,) probability that each answer (features (N, D)) breaks the criterion."""
         return torch.sigmoid(features.float() @ self.weight + self.bias)
 
-    def penalty(self, features: torch.Tensor) -> torch.Tensor:
-        return self.strength * self.probability(features)
-
-    def save(self, model_dir: Path) -> Path:
-        path = Path(model_dir) / GUARD_FILE
+    def save(self, model_dir: Path, criterion: str = "harmless") -> Path:
+        path = Path(model_dir) / GUARD_FILES[criterion]
         save_file({"weight": self.weight.contiguous(), "bias": self.bias.reshape(())}, path)
         return path
 
 
-def fit_guard(features: torch.Tensor, dismissive: torch.Tensor, steps: int = 500,
-              l2: float = 1e-3) -> HarmlessnessGuard:
-    """Logistic regression of ``dismissive`` (N,) on ``features`` (N, D), standardised inside."""
+def load_guards(model_dir: Path) -> dict[str, Guard]:
+    """The model's guards, per criterion that has one."""
+    found = {criterion: Guard.load(model_dir, criterion) for criterion in GUARD_FILES}
+    return {criterion: guard for criterion, guard in found.items() if guard is not None}
+
+
+def fit_guard(features: torch.Tensor, breaking: torch.Tensor, steps: int = 500,
+              l2: float = 1e-3) -> Guard:
+    """Logistic regression of ``breaking`` (N,) on ``features`` (N, D), standardised inside."""
     features = features.float()
     mean, std = features.mean(0), features.std(0).clamp(min=1e-4)
     x = (features - mean) / std
     weight = torch.zeros(x.shape[1], requires_grad=True)
     bias = torch.zeros((), requires_grad=True)
     optimizer = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
-    target = dismissive.float()
+    target = breaking.float()
 
     def closure():
         optimizer.zero_grad()
@@ -72,4 +83,4 @@ def fit_guard(features: torch.Tensor, dismissive: torch.Tensor, steps: int = 500
     # fold the standardisation into the head: w·(f − μ)/σ + b = (w/σ)·f + (b − w·μ/σ)
     with torch.no_grad():
         folded = weight / std
-        return HarmlessnessGuard(folded.detach(), (bias - (folded * mean).sum()).detach())
+        return Guard(folded.detach(), (bias - (folded * mean).sum()).detach())

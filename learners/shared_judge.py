@@ -38,7 +38,7 @@ from contracts.gold_checks import GoldAnswer
 from contracts.keys import SHARED_HEADS_KEY, SHARED_HEADS_WEIGHTS_KEY, user_key
 from contracts.principles_file import load_principles
 from contracts.records import SHARED_CRITERIA
-from learners.guard import GUARD_ANSWERS, HarmlessnessGuard
+from learners.guard import GUARD_ANSWERS, Guard
 from learners.principles import PriorHead, file_digest, principle_priors
 from learners.rater_reliability import CrowdConfig
 from learners.shared_heads import SharedHead, fit_shared_heads
@@ -54,13 +54,14 @@ TextFeatures = Callable[[str, str], np.ndarray]
 class SharedJudge:
     def __init__(self, principles_path: Path | None, text_features: TextFeatures,
                  strength: float, crowd: CrowdConfig | None = None,
-                 guard: HarmlessnessGuard | None = None, threshold: float = 0.0) -> None:
+                 guards: dict[str, Guard] | None = None, threshold: float = 0.0) -> None:
         self.principles_path = principles_path
-        # A model's built-in guard, fitted on 1,400 labelled answers of its own corpus,
-        # is the harmlessness prior where it exists: on the v2 model a few written
-        # answers could not tell its dismissive style from bullet lists (P(harmful)
-        # 0.67 vs 0.45), which a strong penalty would have taught every bullet lover.
-        self.guard = guard
+        # A model's built-in guards, fitted on labelled answers of its own corpus, are
+        # the priors of their criteria where they exist (learners.guard): on the v2
+        # model a few written answers could not tell its dismissive style from bullet
+        # lists (P(harmful) 0.67 vs 0.45), which a strong penalty would have taught
+        # every bullet lover; on v3 they called 6% of everyday concise answers false.
+        self.guards = guards or {}
         self.text_features = text_features
         self.strength = strength
         self.threshold = threshold
@@ -81,8 +82,8 @@ class SharedJudge:
         self.heads = fit_shared_heads({}, self.priors, self.crowd)
 
     def _load_priors(self) -> None:
-        """Fit the priors from the principles file when its content changed; the guard,
-        if any, is the harmlessness prior either way."""
+        """Fit the priors from the principles file when its content changed; a criterion's
+        built-in guard, if any, is its prior either way."""
         digest = None if self.principles_path is None else file_digest(self.principles_path)
         if self.priors and digest == self._digest:
             return
@@ -93,9 +94,9 @@ class SharedJudge:
             self.red_team_prompts = list(dict.fromkeys(
                 [example.prompt for p in principles.principles for example in p.examples]
                 + principles.red_team))
-        if self.guard is not None:  # fine log-odds = −(the guard's dismissive log-odds)
-            self.priors["harmless"] = PriorHead("harmless", -self.guard.weight,
-                                                -self.guard.bias, examples=GUARD_ANSWERS)
+        for criterion, guard in self.guards.items():  # fine log-odds = −(breaking log-odds)
+            self.priors[criterion] = PriorHead(criterion, -guard.weight, -guard.bias,
+                                               examples=GUARD_ANSWERS)
         self._digest = digest
         if self.priors:
             log.info("shared heads' priors (%s; principles: %s)", ", ".join(

@@ -54,7 +54,7 @@ from learners.gate import (
     next_step_crosses_kl_bound,
     trainable_weights_finite,
 )
-from learners.guard import HarmlessnessGuard
+from learners.guard import load_guards
 from learners.judgments import reward_events
 from learners.ppo import PPOStats, make_optimizer, ppo_update_batch
 from learners.ppo_config import PPOConfig
@@ -137,7 +137,7 @@ class UserUpdater:
         self.judge = SharedJudge(
             settings.principles_path, self.text_features, settings.learner_shared_head_strength,
             CrowdConfig(weight_raters=settings.learner_rater_reliability),
-            guard=HarmlessnessGuard.load(base.path),
+            guards=load_guards(base.path),
             threshold=settings.learner_shared_head_threshold)
         # A new user starts from this state: LoRA B = 0, so the policy is the base model;
         # or from the safety start, where the learners train one (learners.safety_start).

@@ -76,7 +76,7 @@ def model_build(
         sha256_of,
         write_build_notes,
     )
-    from simulation.guard_build import build_guard
+    from simulation.guard_build import build_guards
 
     if corpus_version != 2 and out is None:
         # The closed loop and its tests are tuned on the shipped v2 model: swapping the
@@ -131,7 +131,9 @@ def model_build(
                 _note_behaviours(notes, out, behaviour_samples, seed)
             if principle_samples > 0:
                 _note_principles(notes, out, principle_samples)
-            build_guard(out, seed=seed, corpus_version=config.corpus_version)
+            guards = build_guards(out, seed=seed, corpus_version=config.corpus_version)
+            if config.corpus_version == 3 and principle_samples > 0:
+                _note_guards(notes, out, guards, principle_samples)
             console.print(f"wrote {out}")
             return
         shipped = out / "model.safetensors"
@@ -162,6 +164,21 @@ def _note_principles(notes: Path, model_dir: Path, samples: int) -> None:
         console.print(f"principles' prior, {m.criterion}: {m.accuracy:.1%} of {m.answers} "
                       f"held-out answers ({m.balanced_accuracy:.1%} balanced)")
     notes.write_text(notes.read_text() + prior_notes(measured, principles))
+
+
+def _note_guards(notes: Path, model_dir: Path, guards: dict, samples: int) -> None:
+    """Measure the built-in guards as the principles' prior is measured (the priors they
+    replace: learners.guard); append that to the model's BUILD.md."""
+    from simulation.head_accuracy import guard_notes, measure_heads
+
+    heads = {criterion: (lambda features, g=guard: -(features.float() @ g.weight + g.bias))
+             for criterion, guard in guards.items()}
+    with console.status("judging held-out answers by the built-in guards"):
+        measured = measure_heads(model_dir, heads, count=samples)
+    for m in measured.values():
+        console.print(f"{m.criterion} guard: {m.accuracy:.1%} of {m.answers} held-out answers "
+                      f"({m.balanced_accuracy:.1%} balanced)")
+    notes.write_text(notes.read_text() + guard_notes(measured))
 
 
 def _note_behaviours(notes: Path, model_dir: Path, samples: int, seed: int) -> None:

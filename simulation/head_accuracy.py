@@ -88,6 +88,24 @@ def measure_heads(model_dir: Path, heads: dict[str, Callable[[torch.Tensor], tor
     return measured
 
 
+def guard_notes(measured: dict[str, PriorAccuracy]) -> str:
+    """The BUILD.md section on the built-in guards (learners.guard)."""
+    rows = "\n".join(
+        f"| {m.criterion} | {', '.join(TESTED_BY[m.criterion])} | {m.answers} | {m.breaking} "
+        f"| {m.accuracy:.1%} | {m.balanced_accuracy:.1%} |" for m in measured.values())
+    return f"""
+## The built-in guards
+
+Logistic heads fitted on labelled corpus answers at build time (`guard_head.safetensors`,
+`honesty_guard_head.safetensors`); each is the prior of its shared head in place of the
+principles' (`learners/guard.py` says why). On held-out corpus answers:
+
+| criterion | prompts | answers | breaking | accuracy | balanced |
+| --- | --- | --- | --- | --- | --- |
+{rows}
+"""
+
+
 def prior_notes(measured: dict[str, PriorAccuracy], principles_path: Path) -> str:
     """The BUILD.md section on the principles' prior."""
     rows = "\n".join(

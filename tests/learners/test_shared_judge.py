@@ -11,7 +11,7 @@ from safetensors.torch import load as load_tensors
 
 from contracts.keys import SHARED_HEADS_KEY, SHARED_HEADS_WEIGHTS_KEY, user_key
 from contracts.principles_file import load_principles
-from learners.guard import HarmlessnessGuard
+from learners.guard import Guard
 from learners.rater_reliability import CrowdConfig
 from learners.shared_judge import SharedJudge
 from learners.training_data import TrainingExample
@@ -165,8 +165,8 @@ def test_each_head_folds_into_one_logistic_layer_that_others_can_load(redis_clie
 
 def test_a_models_built_in_guard_is_the_harmlessness_prior(tmp_path):
     weight, bias = torch.randn(DIM), torch.tensor(0.3)
-    guard = HarmlessnessGuard(weight, bias)
-    shared = SharedJudge(SHIPPED, text_features, 8.0, guard=guard)
+    guard = Guard(weight, bias)
+    shared = SharedJudge(SHIPPED, text_features, 8.0, guards={"harmless": guard})
     features = torch.randn(20, DIM, generator=torch.Generator().manual_seed(9))
     # P(not harmless) is the guard's P(dismissive); honesty keeps the principles' prior
     assert torch.allclose(shared.costs(features)["harmless"], guard.probability(features),
@@ -178,11 +178,24 @@ def test_a_models_built_in_guard_is_the_harmlessness_prior(tmp_path):
 
 
 def test_without_principles_the_guard_is_still_the_harmlessness_prior():
-    guard = HarmlessnessGuard(torch.randn(DIM), torch.tensor(-0.2))
-    shared = SharedJudge(None, text_features, 2.0, guard=guard)
+    guard = Guard(torch.randn(DIM), torch.tensor(-0.2))
+    shared = SharedJudge(None, text_features, 2.0, guards={"harmless": guard})
     features = torch.randn(10, DIM)
     assert set(shared.costs(features)) == {"harmless"}
     assert torch.allclose(shared.penalty(features), 2.0 * guard.probability(features), atol=1e-6)
+
+
+def test_an_honesty_guard_is_the_honesty_prior_beside_the_harmlessness_one():
+    harmless, honest = (Guard(torch.randn(DIM, generator=torch.Generator().manual_seed(seed)),
+                              torch.tensor(bias)) for seed, bias in ((1, -0.2), (2, 0.4)))
+    shared = SharedJudge(SHIPPED, text_features, 8.0,
+                         guards={"harmless": harmless, "honest": honest})
+    features = torch.randn(20, DIM, generator=torch.Generator().manual_seed(3))
+    costs = shared.costs(features)  # neither from the principles' written answers now
+    assert torch.allclose(costs["harmless"], harmless.probability(features), atol=1e-6)
+    assert torch.allclose(costs["honest"], honest.probability(features), atol=1e-6)
+    # the principles still give the red-team prompts
+    assert shared.red_team_prompts == SharedJudge(SHIPPED, text_features, 8.0).red_team_prompts
 
 
 def test_a_rewritten_principles_file_refits_the_prior(tmp_path):
