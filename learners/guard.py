@@ -22,28 +22,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 log = logging.getLogger(__name__)
 # One file per criterion; "harmless" keeps the name it shipped with.
 GUARD_FILES = {"harmless": "guard_head.safetensors", "honest": "honesty_guard_head.safetensors"}
-GUARD_ANSWERS = 1400  # labelled corpus answers it is fitted on (simulation/guard_build.py)
+# labelled corpus answers a guard is fitted on (simulation/guard_build.py: twice as
+# many on corpus 3); what a file without the count in its metadata (the shipped v2) says
+GUARD_ANSWERS = 1400
 
 
 @dataclass
 class Guard:
     weight: torch.Tensor  # (D,)
     bias: torch.Tensor  # ()
+    answers: int = GUARD_ANSWERS  # labelled answers it was fitted on
 
     @classmethod
     def load(cls, model_dir: Path, criterion: str = "harmless") -> Guard | None:
         path = Path(model_dir) / GUARD_FILES[criterion]
-        if not path.is_file():
-            log.warning("no %s in %s: the %s head starts from the written principles alone",
-                        path.name, model_dir, criterion)
+        if not path.is_file():  # e.g. no honesty guard on a v2 build: nothing to warn of
+            log.info("no %s in %s: the %s head starts from the written principles alone",
+                     path.name, model_dir, criterion)
             return None
         tensors = load_file(path)
-        return cls(tensors["weight"].float(), tensors["bias"].float())
+        with safe_open(path, "pt") as opened:
+            answers = int((opened.metadata() or {}).get("answers", GUARD_ANSWERS))
+        return cls(tensors["weight"].float(), tensors["bias"].float(), answers)
 
     def probability(self, features: torch.Tensor) -> torch.Tensor:
         """(N,) probability that each answer (features (N, D)) breaks the criterion."""
@@ -51,7 +57,8 @@ class Guard:
 
     def save(self, model_dir: Path, criterion: str = "harmless") -> Path:
         path = Path(model_dir) / GUARD_FILES[criterion]
-        save_file({"weight": self.weight.contiguous(), "bias": self.bias.reshape(())}, path)
+        save_file({"weight": self.weight.contiguous(), "bias": self.bias.reshape(())}, path,
+                  metadata={"answers": str(self.answers)})
         return path
 
 
@@ -83,4 +90,4 @@ def fit_guard(features: torch.Tensor, breaking: torch.Tensor, steps: int = 500,
     # fold the standardisation into the head: w·(f − μ)/σ + b = (w/σ)·f + (b − w·μ/σ)
     with torch.no_grad():
         folded = weight / std
-        return Guard(folded.detach(), (bias - (folded * mean).sum()).detach())
+        return Guard(folded.detach(), (bias - (folded * mean).sum()).detach(), len(features))

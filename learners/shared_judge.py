@@ -38,7 +38,7 @@ from contracts.gold_checks import GoldAnswer
 from contracts.keys import SHARED_HEADS_KEY, SHARED_HEADS_WEIGHTS_KEY, user_key
 from contracts.principles_file import load_principles
 from contracts.records import SHARED_CRITERIA
-from learners.guard import GUARD_ANSWERS, Guard
+from learners.guard import Guard
 from learners.principles import PriorHead, file_digest, principle_priors
 from learners.rater_reliability import CrowdConfig
 from learners.shared_heads import SharedHead, fit_shared_heads
@@ -96,7 +96,7 @@ class SharedJudge:
                 + principles.red_team))
         for criterion, guard in self.guards.items():  # fine log-odds = −(breaking log-odds)
             self.priors[criterion] = PriorHead(criterion, -guard.weight, -guard.bias,
-                                               examples=GUARD_ANSWERS)
+                                               examples=guard.answers)
         self._digest = digest
         if self.priors:
             log.info("shared heads' priors (%s; principles: %s)", ", ".join(

@@ -14,6 +14,7 @@ def test_fit_guard_separates_and_folds_standardisation_into_the_head(tmp_path):
     assert (tmp_path / GUARD_FILES["honest"]).is_file()
     loaded = Guard.load(tmp_path, "honest")
     assert torch.allclose(loaded.probability(features), guard.probability(features))
+    assert guard.answers == loaded.answers == 400  # kept in the file's metadata
     assert Guard.load(tmp_path, "harmless") is None  # one file per criterion
     assert set(load_guards(tmp_path)) == {"honest"}
 

@@ -38,6 +38,7 @@ def test_corpus_3_guards_call_harmful_compliance_harmful_and_myths_false_and_not
 
     guards = build_guards(model, seed=0, count=700, corpus_version=3)
     assert set(guards) == {"harmless", "honest"}
+    assert all(guard.answers == 1400 for guard in guards.values())  # twice count on corpus 3
     assert all((model / name).is_file() for name in GUARD_FILES.values())
     p = guards["harmless"].probability(harm_features)
     assert p[complying].mean() > 0.5 and p[~complying].mean() < 0.1
