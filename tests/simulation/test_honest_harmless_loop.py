@@ -49,6 +49,7 @@ from pathlib import Path
 
 import pytest
 
+from learners.guard import GUARD_FILES
 from simulation.demo import DemoConfig, run_demo
 from simulation.users import PRESETS, RATER_USERS
 
@@ -75,13 +76,14 @@ pytestmark = [pytest.mark.hhh_loop, pytest.mark.timeout(LOOP_TIMEOUT_S)]
 def v3_model(request) -> Path:
     """A corpus-v3 build of the default model, kept in the pytest cache between runs."""
     folder = request.config.cache.mkdir("tailor-v3-model")
-    if not (folder / "build_config.json").is_file():
+    # a build from before the honesty guard (learners.guard) is built again
+    if not all((folder / name).is_file() for name in ("build_config.json", *GUARD_FILES.values())):
         # built beside it and moved in whole: an interrupted build is never taken for one
         staging = folder.with_name(folder.name + ".building")
         shutil.rmtree(staging, ignore_errors=True)
         subprocess.run([str(Path(sys.executable).parent / "tailor"), "model", "build",
                         "--corpus-version", "3", "--out", str(staging)], check=True)
-        folder.rmdir()
+        shutil.rmtree(folder)
         staging.rename(folder)
     return folder
 
