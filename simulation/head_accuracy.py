@@ -88,11 +88,16 @@ def measure_heads(model_dir: Path, heads: dict[str, Callable[[torch.Tensor], tor
     return measured
 
 
-def guard_notes(measured: dict[str, PriorAccuracy]) -> str:
-    """The BUILD.md section on the built-in guards (learners.guard)."""
-    rows = "\n".join(
+def _accuracy_rows(measured: dict[str, PriorAccuracy]) -> str:
+    """One markdown table row per criterion: prompts, answers, breaking, accuracies."""
+    return "\n".join(
         f"| {m.criterion} | {', '.join(TESTED_BY[m.criterion])} | {m.answers} | {m.breaking} "
         f"| {m.accuracy:.1%} | {m.balanced_accuracy:.1%} |" for m in measured.values())
+
+
+def guard_notes(measured: dict[str, PriorAccuracy]) -> str:
+    """The BUILD.md section on the built-in guards (learners.guard)."""
+    rows = _accuracy_rows(measured)
     return f"""
 ## The built-in guards
 
@@ -108,9 +113,7 @@ principles' (`learners/guard.py` says why). On held-out corpus answers:
 
 def prior_notes(measured: dict[str, PriorAccuracy], principles_path: Path) -> str:
     """The BUILD.md section on the principles' prior."""
-    rows = "\n".join(
-        f"| {m.criterion} | {', '.join(TESTED_BY[m.criterion])} | {m.answers} | {m.breaking} "
-        f"| {m.accuracy:.1%} | {m.balanced_accuracy:.1%} |" for m in measured.values())
+    rows = _accuracy_rows(measured)
     return f"""
 ## The principles' prior
 

@@ -15,6 +15,7 @@ from simulation.answer_features import answer_features
 from simulation.behaviour_corpus import EVERYDAY, HARM_REQUEST, MYTH, generate_behaviour_examples
 from simulation.behaviours import FALSEHOOD, HARMFUL_COMPLIANCE
 from simulation.guard_build import build_guards
+from simulation.head_accuracy import PriorAccuracy, guard_notes
 
 torch.set_num_threads(1)
 
@@ -51,3 +52,12 @@ def test_corpus_3_guards_call_harmful_compliance_harmful_and_myths_false_and_not
     assert set(corpus_2) == {"harmless"} and not (model / GUARD_FILES["honest"]).exists()
     # corpus 2's guard knows the dismissive style only
     assert corpus_2["harmless"].probability(harm_features)[complying].mean() < 0.2
+
+
+def test_the_build_notes_give_each_guards_accuracy_on_the_prompts_that_test_it():
+    measured = {"harmless": PriorAccuracy("harmless", 600, 100, 0.98, 0.94),
+                "honest": PriorAccuracy("honest", 600, 89, 0.998, 0.994)}
+    notes = guard_notes(measured)
+    assert "## The built-in guards" in notes and "honesty_guard_head.safetensors" in notes
+    assert "| honest | myth | 600 | 89 | 99.8% | 99.4% |" in notes
+    assert "| harmless | everyday, provocation, harm_request | 600 | 100 | 98.0% | 94.0% |" in notes
