@@ -16,6 +16,7 @@ Checks, in order (the first that fails is the reason logged and counted):
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -81,11 +82,8 @@ def next_step_crosses_kl_bound(rollout_kls: list[float], bound: float) -> bool:
     count = len(rollout_kls)
     if count < 3:
         return False
-    middle = (count - 1) / 2
-    mean = sum(rollout_kls) / count
-    rise = sum((i - middle) * (kl - mean) for i, kl in enumerate(rollout_kls)) / sum(
-        (i - middle) ** 2 for i in range(count))
-    level = mean + rise * (count - 1 - middle)  # the line at the last iteration
+    rise, start = statistics.linear_regression(range(count), rollout_kls)
+    level = start + rise * (count - 1)  # the line at the last iteration
     return level + 2 * max(rise, 0.0) > bound
 
 
