@@ -267,7 +267,8 @@ class Settings(BaseSettings):
         "model).")
     learner_rater_reliability: bool = Field(
         True, description="Weight judgments of harmless/honest by each rater's estimated "
-        "reliability (false: everyone at their word, the ablation).")
+        "reliability, and each user's judgments in the population reward by their agreement "
+        "with everyone else's (false: everyone at their word, the ablation).")
 
     @field_validator("redis_url")
     @classmethod

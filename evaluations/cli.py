@@ -30,6 +30,9 @@ def eval_reward(
     holdout_fraction: Annotated[float, typer.Option(help="Share held out per user (seen texts) "
                                                     "or of statements (new texts).")] = 0.25,
     min_votes: Annotated[int, typer.Option(help="Non-pass votes a user needs to be evaluated.")] = 20,
+    rater_reliability: Annotated[bool, typer.Option(
+        help="Weigh each voter in the population reward by their agreement with everyone "
+             "else, as the learners do (--no-rater-reliability: every voter weighs one).")] = True,
 ) -> None:
     """Evaluate always-agree, the population reward model and the per-user reward models on Polis votes."""
     from rich.console import Console
@@ -54,7 +57,8 @@ def eval_reward(
                                  param_hint="--encoder")
     try:
         config = EvalConfig(seed=seed, holdout_fraction=holdout_fraction, min_votes=min_votes,
-                            protocols=tuple(protocol) if protocol else PROTOCOLS)
+                            protocols=tuple(protocol) if protocol else PROTOCOLS,
+                            rater_reliability=rater_reliability)
         conversations = load_polis(data)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error

@@ -41,6 +41,7 @@ from evaluations.polis import Conversation, Split, cold_start, split_new_texts, 
 from learners.reward_config import RewardConfig
 from learners.reward_data import FeedbackSet
 from learners.reward_model import RewardModel
+from learners.taste_reliability import taste_weights
 
 PROTOCOLS = ("seen_texts", "new_texts")
 SPLITTERS: dict[str, Callable[..., Split]] = {
@@ -85,6 +86,9 @@ class EvalConfig:
     user_presets: dict[str, dict] = field(default_factory=lambda: dict(USER_PRESETS))
     shrinkage_grid: tuple[tuple[float, float], ...] = DEFAULT_SHRINKAGE  # (user_l2, bias_l2) candidates
     selection_folds: int = 2  # inner splits of the training votes the setting is chosen on
+    # Each voter's weight in the population head by their agreement with everyone else
+    # (learners.taste_reliability), as the learners fit it; False: every voter weighs one.
+    rater_reliability: bool = True
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.protocols if p not in PROTOCOLS]
@@ -98,6 +102,10 @@ class EvalConfig:
         if not self.population_presets or not self.user_presets or not self.shrinkage_grid:
             raise ValueError("population_presets, user_presets and shrinkage_grid need at least "
                              "one candidate each")
+
+    def population_weights(self, train: FeedbackSet) -> torch.Tensor | None:
+        """(U,) each voter's weight in the population head, or None (all equal)."""
+        return taste_weights(train) if self.rater_reliability else None
 
     def reward_config(self, setting: Setting) -> RewardConfig:
         """The RewardConfig of a chosen setting (towers are trained with the base shrinkage)."""
@@ -147,6 +155,11 @@ class ConversationResult:
     tally: Tally
     setting: Setting  # chosen on training data
     cold_start: dict[int, Tally]
+    # voters of the training votes, and of them those the population head weighs below
+    # one and at zero (learners.taste_reliability); both 0 with rater reliability off
+    voters: int = 0
+    discounted: int = 0
+    ignored: int = 0
 
 
 @dataclass
@@ -174,6 +187,8 @@ class ProtocolResult:
             "cold_start": {str(n): t.accuracies() for n, t in self.cold_start().items()},
             "conversations": {
                 r.name: r.tally.accuracies() | {"users": r.users} | dataclasses.asdict(r.setting)
+                | {"voters": r.voters, "voters_discounted": r.discounted,
+                   "voters_ignored": r.ignored}
                 for r in self.conversations
             },
         }
@@ -199,6 +214,7 @@ class EvalReport:
             "seed": self.config.seed,
             "holdout_fraction": self.config.holdout_fraction,
             "min_votes": self.config.min_votes,
+            "rater_reliability": self.config.rater_reliability,
             "cold_start_user_fraction": self.config.cold_start_user_fraction,
             "seen_texts": "per eligible user, floor(holdout_fraction * n) random votes held out; "
                           "training: every other vote of every participant",
@@ -267,17 +283,17 @@ def choose_setting(conversation: Conversation, features: torch.Tensor, split: Sp
         inner = SPLITTERS[protocol](conversation.restrict(split.train), seed=config.seed + 1 + fold,
                                     holdout_fraction=config.holdout_fraction,
                                     min_votes=config.min_votes)
-        folds.append((feedback_set(conversation, features, split.train[inner.train]),
-                      split.train[inner.test]))
+        train = feedback_set(conversation, features, split.train[inner.train])
+        folds.append((train, split.train[inner.test], config.population_weights(train)))
     first_user_preset = next(iter(config.user_presets))
     population_correct: dict[str, int] = {}
     populations: dict[str, list[RewardModel]] = {}
     for name in config.population_presets:
         setting = Setting(name, first_user_preset, config.base.user_l2, config.base.bias_l2)
         populations[name] = []
-        for train, test in folds:
+        for train, test, weights in folds:
             model = RewardModel(config.reward_config(setting), int(features.shape[1]))
-            model.fit_population(train)
+            model.fit_population(train, weights)
             populations[name].append(model)
             population_correct[name] = population_correct.get(name, 0) + score_split(
                 model, conversation, features, test).population
@@ -286,7 +302,7 @@ def choose_setting(conversation: Conversation, features: torch.Tensor, split: Sp
     per_user_correct: dict[Setting, int] = {}
     for name in config.user_presets:
         setting = Setting(population_preset, name, config.base.user_l2, config.base.bias_l2)
-        for (train, test), population in zip(folds, populations[population_preset]):
+        for (train, test, _), population in zip(folds, populations[population_preset]):
             model = _with_population(config.reward_config(setting), population)
             model.fit_user_part(train)
             for user_l2, bias_l2 in config.shrinkage_grid:
@@ -299,13 +315,14 @@ def choose_setting(conversation: Conversation, features: torch.Tensor, split: Sp
     return max(tied, key=lambda c: (c.user_l2 + c.bias_l2, c.bias_l2))
 
 
-def fit_setting(train: FeedbackSet, config: EvalConfig, setting: Setting) -> RewardModel:
+def fit_setting(train: FeedbackSet, config: EvalConfig, setting: Setting,
+                weights: torch.Tensor | None) -> RewardModel:
     """Fit population and towers (trained with the base shrinkage), then solve heads with the chosen one.
 
     The towers are trained exactly as during selection, where only the heads
     were re-solved for each shrinkage strength.
     """
-    model = RewardModel.fit(train, config.reward_config(setting))
+    model = RewardModel.fit(train, config.reward_config(setting), weights)
     model.refit_heads(train, user_l2=setting.user_l2, bias_l2=setting.bias_l2)
     return model
 
@@ -316,8 +333,12 @@ def evaluate_conversation(conversation: Conversation, features: torch.Tensor, pr
     split = SPLITTERS[protocol](conversation, seed=config.seed,
                                 holdout_fraction=config.holdout_fraction, min_votes=config.min_votes)
     setting = choose_setting(conversation, features, split, protocol, config)
-    model = fit_setting(feedback_set(conversation, features, split.train), config, setting)
+    train = feedback_set(conversation, features, split.train)
+    weights = config.population_weights(train)
+    model = fit_setting(train, config, setting, weights)
     tally = score_split(model, conversation, features, split.test)
+    voters = torch.unique(train.thumb_user)
+    voter_weights = torch.ones(len(voters)) if weights is None else weights[voters]
 
     curve: dict[int, Tally] = {}
     cold_model: RewardModel | None = None
@@ -325,13 +346,14 @@ def evaluate_conversation(conversation: Conversation, features: torch.Tensor, pr
         cold = cold_start(split, size, seed=config.seed, user_fraction=config.cold_start_user_fraction)
         train = feedback_set(conversation, features, cold.train)
         if cold_model is None:  # N = 0 (sizes include 0 and are sorted): towers fitted once
-            cold_model = fit_setting(train, config, setting)
+            cold_model = fit_setting(train, config, setting, config.population_weights(train))
         else:  # the population on exactly this reduced data; every head re-solved on it
-            cold_model.fit_population(train)
+            cold_model.fit_population(train, config.population_weights(train))
             cold_model.refit_heads(train, user_l2=setting.user_l2, bias_l2=setting.bias_l2)
         curve[size] = score_split(cold_model, conversation, features, cold.test)
     users = int(np.unique(conversation.vote_user[split.test]).size)
-    return ConversationResult(conversation.name, users, tally, setting, curve)
+    return ConversationResult(conversation.name, users, tally, setting, curve, len(voters),
+                              int((voter_weights < 1).sum()), int((voter_weights == 0).sum()))
 
 
 def evaluate(conversations: list[Conversation], encoder: TextEncoder, config: EvalConfig,
@@ -403,16 +425,20 @@ def render_tables(report: EvalReport) -> list:
         table = Table(title=f"{protocol.replace('_', ' ')} — encoder {report.encoder}, "
                             f"seed {report.config.seed}")
         for column in ("conversation", "users", "test votes", "always agree", "population",
-                       "per-user", "Δ vs pop", "towers pop/user, shrinkage"):
+                       "per-user", "Δ vs pop", "voters discounted / at 0",
+                       "towers pop/user, shrinkage"):
             table.add_column(column, justify="left" if column.startswith(("conversation", "towers")) else "right")
-        rows = [(r.name, r.users, r.tally, r.setting.describe())
-                for r in result.conversations]
-        rows.append(("pooled", sum(r.users for r in result.conversations), result.pooled(), ""))
-        for name, users, tally, setting in rows:
+        rows = [(r.name, r.users, r.tally, f"{r.discounted}/{r.voters} / {r.ignored}",
+                 r.setting.describe()) for r in result.conversations]
+        rows.append(("pooled", sum(r.users for r in result.conversations), result.pooled(),
+                     (f"{sum(r.discounted for r in result.conversations)}/"
+                      f"{sum(r.voters for r in result.conversations)} / "
+                      f"{sum(r.ignored for r in result.conversations)}"), ""))
+        for name, users, tally, voters, setting in rows:
             acc = tally.accuracies()
             table.add_row(name, str(users), str(tally.votes), pct(acc["always_agree"]),
                           pct(acc["population"]), pct(acc["per_user"]),
-                          f"{100 * (acc['per_user'] - acc['population']):+.1f}", setting,
+                          f"{100 * (acc['per_user'] - acc['population']):+.1f}", voters, setting,
                           style="bold" if name == "pooled" else None)
         tables.append(table)
         cold = Table(title=f"{protocol.replace('_', ' ')} — cold start (pooled)")

@@ -109,16 +109,23 @@ class RewardModel:
     # ---- fitting -------------------------------------------------------------
 
     @classmethod
-    def fit(cls, data: FeedbackSet, config: RewardConfig | None = None) -> RewardModel:
-        """Fit the population head, then the user tower and every user's head."""
+    def fit(cls, data: FeedbackSet, config: RewardConfig | None = None,
+            population_weights: torch.Tensor | None = None) -> RewardModel:
+        """Fit the population head, then the user tower and every user's head.
+
+        ``population_weights`` (U,), indexed like ``data.user_ids``: how much each user's
+        events count in the population head (``learners.taste_reliability``); the user
+        part always takes every event at full weight."""
         config = config or RewardConfig()
         model = cls(config, int(data.features.shape[1]))
-        model.fit_population(data)
+        model.fit_population(data, population_weights)
         model.fit_user_part(data)
         return model
 
-    def fit_population(self, data: FeedbackSet) -> None:
-        """Fit r_pop on every event, ignoring who gave it (users' parts are left as they are)."""
+    def fit_population(self, data: FeedbackSet,
+                       user_weights: torch.Tensor | None = None) -> None:
+        """Fit r_pop on every event, each weighted by its user's ``user_weights`` (U,)
+        (default 1), not otherwise minding who gave it (users' parts are left as they are)."""
         features = data.features
         # A fit starts from the seeded initialisation, so a population refitted on
         # other data (e.g. a cold-start subset) is the model a fresh fit would give.
@@ -128,17 +135,22 @@ class RewardModel:
         self.population.set_standardisation(features)
         # Thumbs on one text are summed into (weight, positives) per text: the loss is
         # linear in the labels, so this is exact and makes a step cost O(texts).
-        count = torch.bincount(data.thumb_item, minlength=features.shape[0]).float()
-        positives = torch.bincount(data.thumb_item, weights=data.thumb_label,
+        if user_weights is None:
+            user_weights = torch.ones(len(data.user_ids))
+        thumb_weight = user_weights.float()[data.thumb_user]
+        pair_weight = data.pair_weight * user_weights.float()[data.pair_user]
+        count = torch.bincount(data.thumb_item, weights=thumb_weight,
+                               minlength=features.shape[0]).float()
+        positives = torch.bincount(data.thumb_item, weights=data.thumb_label * thumb_weight,
                                    minlength=features.shape[0]).float()
         used = count > 0
-        total = max(float(count.sum() + data.pair_weight.sum()), 1.0)
+        total = max(float(count.sum() + pair_weight.sum()), 1.0)
         decay = self.config.population_weight_decay
 
         def loss() -> torch.Tensor:
             logits = self.population(features)[:, 0]  # (I,)
             thumbs = (count[used] * F.softplus(logits[used]) - positives[used] * logits[used]).sum()
-            pairs = pair_loss(logits[data.pair_better], logits[data.pair_worse], data.pair_weight)
+            pairs = pair_loss(logits[data.pair_better], logits[data.pair_worse], pair_weight)
             return (thumbs + pairs) / total + decay * self.population.weight_penalty()
 
         self.population.train()

@@ -66,6 +66,7 @@ from learners.reward_model import RewardModel
 from learners.safety_start import train_safety_start
 from learners.scheduler import LeaseLost, Scheduler, UpdateAbandoned
 from learners.shared_judge import SharedJudge
+from learners.taste_reliability import taste_weights
 from learners.training_data import TrainingExample
 from learners.update_job import UpdateJob
 from learners.user_state_cache import UserState, UserStateCache
@@ -360,7 +361,14 @@ class UserUpdater:
             for uid, user_examples in all_examples.items():
                 for event in reward_events(uid, user_examples):
                     builder.add(event)
-            self.reward_model = RewardModel.fit(builder.build(), self.reward_config)
+            data = builder.build()
+            # raters at chance or against everyone else do not teach the population reward
+            weights = taste_weights(data, self.settings.learner_rater_reliability)
+            self.reward_model = RewardModel.fit(data, self.reward_config, weights)
+            with self.client.pipeline() as pipe:  # GET /v1/users/{id}: learner.population_weight
+                for uid, weight in zip(data.user_ids, weights.tolist(), strict=True):
+                    pipe.hset(user_key(uid), "learner_population_weight", round(weight, 4))
+                pipe.execute()
             self._population_examples = total
             self.judge.refit(all_examples, self._gold_answers(all_examples))
             self.judge.record(self.client)

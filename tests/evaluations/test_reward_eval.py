@@ -97,6 +97,12 @@ def test_eval_reward_cli_writes_the_issue_json_layout_and_the_cold_start_png(
     assert keys <= set(report["new_texts"]["pooled"])
     assert set(report["new_texts"]["cold_start"]) == {"0", "5", "10", "20"}
     assert set(report["conversations"]) == {"alpha", "beta"}
+    # voters weighed by their agreement with everyone else, as the learners do: counted
+    assert report["protocol"]["rater_reliability"] is True
+    conversations = report["conversations"]
+    assert {name: c["voters"] for name, c in conversations.items()} == {"alpha": 40, "beta": 44}
+    for counts in conversations.values():
+        assert 0 <= counts["voters_ignored"] <= counts["voters_discounted"] <= counts["voters"]
     for section in (report, report["new_texts"]):
         for accuracies in [section["pooled"], *section["cold_start"].values()]:
             assert all(0.0 <= accuracies[k] <= 1.0 for k in keys)

@@ -208,6 +208,9 @@ def test_harmless_judgments_train_the_shared_heads_and_show_the_raters_standing(
                                        "gold_checks_used": 7}
     assert view["feedback"]["gold_checks"] == 8
     assert 0 <= view["learner"]["harmless_cost"] <= 1
+    # her taste is rankings only, which say nothing absolute to check: full weight in the
+    # population reward (learners.taste_reliability)
+    assert view["learner"]["population_weight"] == 1.0
     assert sample(metrics, 'tailor_shared_head_judgments{criterion="harmless"}') == 12
     assert sample(metrics, 'tailor_shared_head_raters{criterion="harmless"}') == 2
     assert sample(metrics, 'tailor_rater_reliability_count{criterion="harmless"}') == 2
