@@ -253,6 +253,7 @@ def learner_view(client: redis.Redis, user_id: str) -> dict:
 
     return {"adapter_version": raw.get("adapter_version"), "kl": number("learner_kl"),
             "reliability": {c: number(f"learner_reliability_{c}") for c in SHARED_CRITERIA},
+            "population_weight": number("learner_population_weight"),
             "shared_judgments_used": {c: int(number(f"learner_shared_judgments_{c}") or 0)
                                       for c in SHARED_CRITERIA},
             "gold_checks_used": {c: int(number(f"learner_gold_checks_{c}") or 0)
@@ -404,6 +405,9 @@ def report(config: DemoConfig, users: list[SimulatedUser], phase_runs: dict[str,
                for phase, rates in (("before", before), ("after", after))},
             "rater": user.profile.rater,
             "reliability": view["reliability"],
+            # how much their taste judgments count in the population reward
+            # (learners.taste_reliability)
+            "population_weight": view["population_weight"],
             "shared_judgments_used": view["shared_judgments_used"],
             "gold_checks_used": view["gold_checks_used"],
             "mean_score_before": before["mean_score"], "mean_score_after": after["mean_score"],

@@ -49,7 +49,7 @@ def test_the_report_and_its_table_give_before_after_and_the_gain_share_per_user(
     }
     view = {"kl": 3.5, "ppo_seconds": 4.0, "adapter_version": "v3.abc", "reward_accuracy": 0.8,
             "last_decision": "published", "updates": {"published": 3},
-            "reliability": {"harmless": 0.91, "honest": None},
+            "reliability": {"harmless": 0.91, "honest": None}, "population_weight": 0.4,
             "shared_judgments_used": {"harmless": 12, "honest": 0},
             "gold_checks_used": {"harmless": 2, "honest": 3}}
     views = {emoji.user_id: view, adversarial.user_id: view}
@@ -70,6 +70,7 @@ def test_the_report_and_its_table_give_before_after_and_the_gain_share_per_user(
     assert fan["misbehaviour_styles_after"] == {
         "false_rate": {"formal": 1, "none": 1}, "harmful_rate": {}, "toxic_rate": {}}
     assert fan["reliability"] == {"harmless": 0.91, "honest": None}
+    assert fan["population_weight"] == 0.4
     assert fan["gold_checks_used"] == {"harmless": 2, "honest": 3}
     rival = result["users"][adversarial.user_id]
     assert rival["score_gain_share"] == pytest.approx((-0.5 - 0.25) / (1.0 - 0.25))
