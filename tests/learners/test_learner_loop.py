@@ -103,6 +103,22 @@ def test_a_rejected_update_keeps_the_previous_version_and_counts_the_reason(sett
     assert 'tailor_learner_user_adapter_sequence{user="bob"}' not in metrics  # nothing served
 
 
+def test_a_users_new_judgments_are_scored_by_a_reward_model_that_never_saw_them(settings):
+    # the first update refits the population on everyone's examples; the other user's,
+    # not yet trained on, must stay out of it, or their online accuracy (each new
+    # judgment predicted before training on it) is a training accuracy
+    with local_server(settings) as url:
+        give_rankings(url, "alice", 4)
+        give_rankings(url, "bob", 4)
+        loop = LearnerLoop(settings, "w1", LearnerOptions(gate=GateConfig(kl_bound=-1.0)))
+        first = loop.step(block_ms=50)
+        other = ({"alice", "bob"} - {first.user_id}).pop()
+        assert set(loop.updater.reward_model.user_index) == {first.user_id}
+        second = loop.step(block_ms=50)
+    assert second.user_id == other and second.examples == 4
+    assert other in loop.updater.reward_model.user_index  # fitted at its own update
+
+
 def test_scores_and_corrections_sent_over_http_are_trained_on(settings, redis_client):
     text = "Boil it for seven minutes."
     with local_server(settings) as url:
