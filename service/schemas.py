@@ -286,7 +286,10 @@ class UserView(BaseModel):
     history: list[JudgmentsInHour] = Field(
         default_factory=list, description="Judgments accepted per hour, oldest first.")
     learner: dict[str, float | str] = Field(
-        default_factory=dict, description="Latest learner metrics (reward, KL, losses, lag)."
+        default_factory=dict, description="Latest learner metrics (reward, KL, losses, lag; "
+        "reward_accuracy: your judgments predicted before training on them; population_weight: "
+        "how much your taste judgments count in the reward everyone starts from, by your "
+        "agreement with everyone else's, 0-1)."
     )
 
 
