@@ -17,7 +17,7 @@ weight only discounts raters the consensus tells apart from chance:
     weight = clip(J / J₀, 0, 1),  J = α + β − 1 (Youden's J: 0 for a coin, 1 perfect)
 
 with J₀ the J of a new rater under the reliability prior (2/3, 2/3: J₀ = 1/3). Anyone
-who agrees with the crowd at least as well as a new rater is assumed to keeps full
+whose agreement with the crowd is at least a new rater's (J ≥ J₀) keeps full
 weight; a rater against the crowd weighs nothing in r_pop, and one at chance little (J
 from 60 thumbs has a standard deviation of ~0.13: a coin's weight lands anywhere in 0 to
 0.8, from 120 thumbs 0 to 0.6; tests/learners/test_taste_reliability.py). A user with
