@@ -13,7 +13,9 @@ conversation:
    this is cheap); keep the best per-user setting;
 3. fit that setting on all training votes and score the held-out votes with
    always-agree, the population head (the same model without its user part)
-   and the per-user reward;
+   and the per-user reward. Every population head weighs each voter by their
+   agreement with everyone else on the training votes, as the learners do
+   (`learners.taste_reliability`), unless `EvalConfig.rater_reliability` is off;
 4. cold start: a random quarter of the tested users keeps only N training
    votes. The model is fitted on the data with N = 0; for each N the population
    head is refitted on the reduced data with those N votes, and every user's
