@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 # One file per criterion; "harmless" keeps the name it shipped with.
@@ -46,10 +46,10 @@ class Guard:
             log.info("no %s in %s: the %s head starts from the written principles alone",
                      path.name, model_dir, criterion)
             return None
-        tensors = load_file(path)
-        with safe_open(path, "pt") as opened:
+        with safe_open(path, "pt") as opened:  # one read: the tensors and the metadata
             answers = int((opened.metadata() or {}).get("answers", GUARD_ANSWERS))
-        return cls(tensors["weight"].float(), tensors["bias"].float(), answers)
+            weight, bias = opened.get_tensor("weight"), opened.get_tensor("bias")
+        return cls(weight.float(), bias.float(), answers)
 
     def probability(self, features: torch.Tensor) -> torch.Tensor:
         """(N,) probability that each answer (features (N, D)) breaks the criterion."""
