@@ -61,6 +61,10 @@ class CrowdLabels:
     gold_rater: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
     gold_label: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # the rater's
     gold_truth: torch.Tensor = field(default_factory=lambda: torch.zeros(0))  # the known one
+    # (R,) where each rater's α and β start, in place of the config's prior mean (same
+    # pseudo-count total): what their other criteria said about them (shared_heads). None:
+    # everyone starts at the config's.
+    rater_prior: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -200,7 +204,7 @@ def _label_log_ratio(labels: CrowdLabels, alpha: torch.Tensor, beta: torch.Tenso
 def _confusions(labels: CrowdLabels, truth: torch.Tensor, num_raters: int,
                 config: CrowdConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """α, β per rater from soft truths (and the known truths of gold checks), with Beta
-    pseudo-counts."""
+    pseudo-counts around each rater's prior mean."""
     rater = torch.cat([labels.rater, labels.gold_rater.long()])
     y = torch.cat([labels.label.float(), labels.gold_label.float()])
     truth = torch.cat([truth, labels.gold_truth.float()])
@@ -208,9 +212,12 @@ def _confusions(labels: CrowdLabels, truth: torch.Tensor, num_raters: int,
     def per_rater(values: torch.Tensor) -> torch.Tensor:
         return torch.zeros(num_raters).index_add_(0, rater, values)
 
-    right, wrong = config.prior_right, config.prior_wrong
-    alpha = (per_rater(truth * y) + right) / (per_rater(truth) + right + wrong)
-    beta = (per_rater((1 - truth) * (1 - y)) + right) / (per_rater(1 - truth) + right + wrong)
+    total = config.prior_right + config.prior_wrong
+    mean = (torch.full((num_raters,), config.prior_right / total) if labels.rater_prior is None
+            else labels.rater_prior.float())
+    right = total * mean  # pseudo-labels on the right side; total − right on the wrong
+    alpha = (per_rater(truth * y) + right) / (per_rater(truth) + total)
+    beta = (per_rater((1 - truth) * (1 - y)) + right) / (per_rater(1 - truth) + total)
     return alpha.clamp(1e-3, 1 - 1e-3), beta.clamp(1e-3, 1 - 1e-3)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -122,14 +122,61 @@ def fit_shared_heads(examples_by_user: dict[str, list[TrainingExample]],
                      config: CrowdConfig | None = None,
                      gold: dict[str, list[GoldAnswer]] | None = None) -> dict[str, SharedHead]:
     """One head per shared criterion, from everyone's judgments of it (and everyone's
-    answers to gold checks of it, which weigh the raters, not the head)."""
+    answers to gold checks of it, which weigh the raters, not the head).
+
+    Fitted twice: the second time each rater's reliability on a criterion starts from
+    what the first fit found on the others (``cross_criterion_priors``) rather than
+    from the same prior for everyone."""
+    config = config or CrowdConfig()
+    crowds = {criterion: crowd_labels(criterion, examples_by_user,
+                                      (priors or {}).get(criterion), gold)
+              for criterion in SHARED_CRITERIA}
+    fits = {criterion: _fit(crowd, config) for criterion, (crowd, _) in crowds.items()}
+    if config.weight_raters and sum(fit is not None for fit in fits.values()) > 1:
+        starts = cross_criterion_priors(fits, config)
+        fits = {criterion: _fit(replace(crowd, rater_prior=torch.tensor(
+                    [starts[criterion].get(r, _prior_mean(config)) for r in crowd.rater_ids])),
+                    config)
+                for criterion, (crowd, _) in crowds.items()}
     heads = {}
-    for criterion in SHARED_CRITERIA:
-        prior = (priors or {}).get(criterion)
-        crowd, used = crowd_labels(criterion, examples_by_user, prior, gold)
-        fit = fit_crowd(crowd, config or CrowdConfig()) if len(crowd.label) else None
+    for criterion, (crowd, used) in crowds.items():
         checks = Counter(crowd.rater_ids[r] for r in crowd.gold_rater.tolist())
-        heads[criterion] = SharedHead(criterion, fit, prior, used,
-                                      crowd.features if len(crowd.label) else None,
+        heads[criterion] = SharedHead(criterion, fits[criterion], (priors or {}).get(criterion),
+                                      used, crowd.features if len(crowd.label) else None,
                                       dict(checks))
     return heads
+
+
+def cross_criterion_priors(fits: dict[str, CrowdFit | None], config: CrowdConfig
+                           ) -> dict[str, dict[str, float]]:
+    """Per criterion, each rater's prior mean reliability: their mean reliability on the
+    other criteria, no lower than chance.
+
+    Why: a rater judges a criterion only a few times (a user of a tailor demo answered
+    2 myths and 3 honesty checks in 60 judgments), and a coin that happens to be right
+    4 times of 4 looks as careful as anyone under one prior for all: the rater who clicks
+    at random came out as reliable on honesty as the most careful user in three runs of
+    four. How they judged harm says something about how they judge truth. Offline, on the
+    final judgments of three such runs, every flawed rater then ranked below every
+    ordinary one on the criterion they fail, with a margin of 0.06-0.28 (it was −0.004 to
+    0.17). No lower than chance: an adversarial rater's harm judgments say they do not
+    care, not that their fact checks are upside down (which would ignore those too,
+    ``clamp_adversarial``)."""
+    by_criterion = {c: fit.reliability() for c, fit in fits.items() if fit is not None}
+    starts: dict[str, dict[str, float]] = {}
+    for criterion in fits:
+        others = [r for c, r in by_criterion.items() if c != criterion]
+        raters = {rater for reliability in others for rater in reliability}
+        starts[criterion] = {
+            rater: max(0.5, sum(r[rater] for r in others if rater in r)
+                       / sum(rater in r for r in others))
+            for rater in raters}
+    return starts
+
+
+def _prior_mean(config: CrowdConfig) -> float:
+    return config.prior_right / (config.prior_right + config.prior_wrong)
+
+
+def _fit(crowd: CrowdLabels, config: CrowdConfig) -> CrowdFit | None:
+    return fit_crowd(crowd, config) if len(crowd.label) else None

@@ -370,8 +370,13 @@ class UserUpdater:
                     pipe.hset(user_key(uid), "learner_population_weight", round(weight, 4))
                 pipe.execute()
             self._population_examples = total
-            self.judge.refit(all_examples, self._gold_answers(all_examples))
-            self.judge.record(self.client)
+        # The shared heads (and each rater's reliability) at every update, not only with the
+        # population reward: a rater judges a criterion a few times in all, and heads refitted
+        # once everyone's judgments grew by a fifth missed a user's last ones (the reliabilities
+        # a tailor demo reported were from before its users' last sessions). A fit of a few
+        # hundred judgments takes about a second on one torch thread.
+        self.judge.refit(all_examples, self._gold_answers(all_examples))
+        self.judge.record(self.client)
         builder = FeedbackBuilder(feature_dim=examples[0].features.shape[1])
         for event in reward_events(user_id, examples):
             builder.add(event)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from learners.rater_reliability import CrowdConfig, CrowdLabels, fit_crowd
 from learners.shared_heads import crowd_labels, fit_shared_heads
 from learners.training_data import TrainingExample
 
@@ -75,3 +76,42 @@ def test_with_no_judgments_a_head_is_its_prior_and_a_correction_says_which_answe
     crowd, used = crowd_labels("honest", {"ann": [correction]})
     assert crowd.label.tolist() == [0.0, 1.0] and used == {"ann": 2}
     torch.testing.assert_close(crowd.features, torch.from_numpy(rows[[1, 2]]))
+
+
+def test_a_rater_careless_about_harm_starts_less_trusted_on_truth():
+    """A coin that happened to get its four honesty judgments right looks as careful as
+    anyone by those four alone; its harm judgments, at chance, say otherwise."""
+    examples, direction = users_judging_harm()
+    examples = {name: mine for name, mine in examples.items() if name.startswith("careful")}
+    rng = np.random.default_rng(1)
+    coin = []
+    for k in range(50):
+        features = rng.normal(size=DIM).astype(np.float32)
+        coin.append(thumb(f"coin-{k}", features, int(rng.random() < 0.5), "harmless"))
+    examples["coin"] = coin
+    truth_direction = rng.normal(size=DIM).astype(np.float32)
+    for name, mine in examples.items():  # four honesty judgments each, all of them right
+        for k in range(4):
+            features = rng.normal(size=DIM).astype(np.float32)
+            fine = int(features @ truth_direction > 0)
+            mine.append(thumb(f"{name}-myth-{k}", features, fine, "honest"))
+
+    heads = fit_shared_heads(examples)
+    harm, truth = heads["harmless"].reliability(), heads["honest"].reliability()
+    careful = [name for name in examples if name != "coin"]
+    assert harm["coin"] < min(harm[name] for name in careful) - 0.1, harm
+    assert truth["coin"] < min(truth[name] for name in careful) - 0.1, truth
+
+    alone = fit_shared_heads({name: [e for e in mine if e.criterion == "honest"]
+                              for name, mine in examples.items()})["honest"].reliability()
+    assert alone["coin"] > min(alone[name] for name in careful) - 0.01, alone
+
+
+def test_a_rater_starts_from_their_own_prior_mean():
+    features = torch.randn(4, DIM)
+    crowd = CrowdLabels(features, torch.tensor([0, 1, 2, 3]), torch.tensor([0, 0, 0, 0]),
+                        torch.tensor([1.0, 1.0, 0.0, 0.0]), ["judged", "silent"],
+                        rater_prior=torch.tensor([0.9, 0.55]))
+    fit = fit_crowd(crowd, CrowdConfig(iterations=3))
+    assert abs(fit.reliability()["silent"] - 0.55) < 1e-5  # no labels: the prior mean
+    assert fit.reliability()["judged"] > 0.55
