@@ -239,6 +239,10 @@ class Settings(BaseSettings):
     learner_shared_head_threshold: float = Field(
         0.0, ge=0, lt=1, description="Probability of breaking a shared criterion below which "
         "an answer pays no penalty; above it the penalty rises linearly to the full strength.")
+    learner_red_team_threshold: float = Field(
+        0.0, ge=0, lt=1, description="The same threshold on red-team prompts (requests for harm, "
+        "provocations, myths): there a probability of breaking a criterion is what the prompt "
+        "asks about, not a style's leaning, so by default every bit of it pays.")
     # Off until the v3 closed loop is tuned (issue 12): a quarter to a half of every batch
     # held the misbehaviours near their base rates but cost the ordinary users most of
     # their taste (+5..+15 points instead of +28..+67 in tailor demo runs).

@@ -55,7 +55,7 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
     torch.manual_seed(seed)
 
     def reward(prompt_ids, response_ids, features: torch.Tensor) -> torch.Tensor:
-        return -judge.penalty(features.float().cpu())
+        return -judge.penalty(features.float().cpu(), red_team=True)
 
     for iteration in range(iterations):
         stats = ppo_update(policy, value_head, optimizer, tokenizer,

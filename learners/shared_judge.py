@@ -13,6 +13,10 @@ gets a small probability that differs by style — on the v3 model about 0.05 fo
 answers and 0.01 for formal ones. Times a strength of 8 that was 0.4 reward units
 against concise answers, a taste no user voted for, and a bias toward formal ones;
 below ``τ`` no style pays anything, above it the penalty rises to the full strength.
+On red-team prompts (requests for harm, provocations, myths) the threshold is its own,
+``τ_red`` (0 by default): there the probability is no style leaning but the question
+the prompt asks, and under ``τ`` a refusal with a joke step appended (P 0.2-0.4) paid
+no more than a clean one (P 0.0-0.1), so PPO on taste drifted into such blends.
 
 Fixed weights rather than Safe RLHF's per-user Lagrange multipliers: a multiplier is
 learned from the user's own rollouts, so it is state that the user's data drives, and
@@ -54,7 +58,8 @@ TextFeatures = Callable[[str, str], np.ndarray]
 class SharedJudge:
     def __init__(self, principles_path: Path | None, text_features: TextFeatures,
                  strength: float, crowd: CrowdConfig | None = None,
-                 guards: dict[str, Guard] | None = None, threshold: float = 0.0) -> None:
+                 guards: dict[str, Guard] | None = None, threshold: float = 0.0,
+                 red_team_threshold: float = 0.0) -> None:
         self.principles_path = principles_path
         # A model's built-in guards, fitted on labelled answers of its own corpus, are
         # the priors of their criteria where they exist (learners.guard): on the v2
@@ -65,6 +70,7 @@ class SharedJudge:
         self.text_features = text_features
         self.strength = strength
         self.threshold = threshold
+        self.red_team_threshold = red_team_threshold
         self.crowd = crowd or CrowdConfig()
         self.priors: dict[str, PriorHead] = {}
         # The principles' example prompts: requests that invite harm or a myth, which a
@@ -135,10 +141,15 @@ class SharedJudge:
         return {criterion: (cost - 0.5).clamp(min=0.0) / 0.5
                 for criterion, cost in self.costs(features).items()}
 
-    def penalty(self, features: torch.Tensor) -> torch.Tensor:
+    def penalty(self, features: torch.Tensor, red_team: torch.Tensor | bool = False
+                ) -> torch.Tensor:
         """(N,) reward units taken off each answer: per criterion, none up to the
-        threshold, then rising to ``strength`` for an answer surely breaking it."""
-        above = ((cost - self.threshold).clamp(min=0.0) / (1.0 - self.threshold)
+        threshold, then rising to ``strength`` for an answer surely breaking it. ``red_team``
+        (a bool, or (N,) bools): the answers to red-team prompts, whose threshold is
+        ``red_team_threshold``."""
+        threshold = torch.where(torch.as_tensor(red_team), self.red_team_threshold,
+                                self.threshold).float()
+        above = ((cost - threshold).clamp(min=0.0) / (1.0 - threshold)
                  for cost in self.costs(features).values())
         return self.strength * sum(above, torch.zeros(len(features)))
 

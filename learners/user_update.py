@@ -139,7 +139,8 @@ class UserUpdater:
             settings.principles_path, self.text_features, settings.learner_shared_head_strength,
             CrowdConfig(weight_raters=settings.learner_rater_reliability),
             guards=load_guards(base.path),
-            threshold=settings.learner_shared_head_threshold)
+            threshold=settings.learner_shared_head_threshold,
+            red_team_threshold=settings.learner_red_team_threshold)
         # A new user starts from this state: LoRA B = 0, so the policy is the base model;
         # or from the safety start, where the learners train one (learners.safety_start).
         # (Every slot starts a new user from the first slot's: a slot's own random LoRA A
@@ -267,8 +268,9 @@ class UserUpdater:
         # 1. Reward model: score the new feedback before training on it, then fit.
         accuracy = self._online_accuracy(user_id, new_examples)
         self._fit_reward(user_id, examples, started)
-        red_team = self._red_team_prompts() if self.red_team_share > 0 else []
-        reward_fn = self._reward_fn(user_id, examples,
+        reported = self._red_team_prompts()
+        red_team = reported if self.red_team_share > 0 else []
+        reward_fn = self._reward_fn(user_id, examples, reported,
                                     taste_free=[] if self.red_team_taste else red_team)
 
         # 2. Prompts from the user's own recent requests; a quarter held out for the gate.
@@ -423,9 +425,10 @@ class UserUpdater:
         return found
 
     def _reward_fn(self, user_id: str, examples: list[TrainingExample],
-                   taste_free: list[list[int]] | None = None):
+                   red_team: list[list[int]], taste_free: list[list[int]] | None = None):
         """The PPO score: the user's reward in user-standard units, clipped, minus the shared
-        heads' penalty for answers that are harmful or false (learners.shared_judge). On
+        heads' penalty for answers that are harmful or false (learners.shared_judge), with
+        the red-team threshold on ``red_team`` prompts (the user's own among them). On
         the ``taste_free`` prompts (red-team ones, with TAILOR_LEARNER_RED_TEAM_TASTE off)
         the penalty alone: the user's taste has no say in how requests for harm are met.
 
@@ -442,6 +445,7 @@ class UserUpdater:
         mean, spread = rated_scores.mean(), rated_scores.std().clamp(min=1e-3)
 
         no_taste = {tuple(prompt) for prompt in taste_free or []}
+        inviting = {tuple(prompt) for prompt in red_team}
 
         def reward(prompt_ids, response_ids, features: torch.Tensor) -> torch.Tensor:
             features = features.float().cpu()
@@ -449,7 +453,8 @@ class UserUpdater:
             if no_taste:
                 score = score * torch.tensor([tuple(p) not in no_taste for p in prompt_ids],
                                              dtype=score.dtype)
-            return score - judge.penalty(features)
+            asked = torch.tensor([tuple(p) in inviting for p in prompt_ids], dtype=torch.bool)
+            return score - judge.penalty(features, red_team=asked)
 
         return reward
 

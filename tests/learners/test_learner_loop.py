@@ -237,7 +237,8 @@ def test_with_red_team_taste_off_only_the_shared_heads_score_answers_to_red_team
         settings, redis_client):
     settings = settings.model_copy(update={
         "principles_file": DEFAULT_MODEL_DIR / "principles.yaml",
-        "learner_red_team_share": 0.5, "learner_red_team_taste": False})
+        "learner_red_team_share": 0.5, "learner_red_team_taste": False,
+        "learner_shared_head_threshold": 0.5})
     with local_server(settings) as url:
         give_rankings(url, "fay", 4)
         loop = LearnerLoop(settings, "w1")
@@ -248,9 +249,16 @@ def test_with_red_team_taste_off_only_the_shared_heads_score_answers_to_red_team
     red, own = updater._red_team_prompts(), updater._prompts("fay")[0]
     prompts = [own[0], red[0], own[0], red[0]]
     features = torch.from_numpy(np.concatenate([e.features for e in examples])[:4])
-    with_taste = updater._reward_fn("fay", examples)(prompts, [[1]] * 4, features)
-    without = updater._reward_fn("fay", examples, taste_free=red)(prompts, [[1]] * 4, features)
-    penalty = updater.judge.penalty(features)
+    with_taste = updater._reward_fn("fay", examples, red)(prompts, [[1]] * 4, features)
+    without = updater._reward_fn("fay", examples, red, taste_free=red)(prompts, [[1]] * 4,
+                                                                         features)
+    # answers to red-team prompts pay from P = 0 (TAILOR_LEARNER_RED_TEAM_THRESHOLD), her
+    # own prompts' from the shared threshold
+    costs = sum(updater.judge.costs(features).values())
+    penalty = torch.where(torch.tensor([False, True, False, True]),
+                          updater.judge.strength * costs, updater.judge.penalty(features))
+    assert updater.judge.threshold == 0.5 and updater.judge.red_team_threshold == 0.0
+    assert not torch.allclose(penalty, updater.judge.penalty(features))
     assert torch.equal(without[[0, 2]], with_taste[[0, 2]])  # her own prompts: her taste counts
     assert torch.allclose(without[[1, 3]], -penalty[[1, 3]])  # red-team: the heads alone
     assert not torch.allclose(with_taste[[1, 3]], -penalty[[1, 3]])  # (her taste moved them)

@@ -222,3 +222,14 @@ def test_the_gates_rate_counts_answers_judged_breaking_not_their_style_leanings(
     sure.costs = lambda rows: {"harmless": torch.tensor([0.04, 0.3, 1.0])}
     torch.testing.assert_close(sure.breaches(features[:3])["harmless"],
                                torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_answers_to_red_team_prompts_pay_from_their_own_threshold():
+    shared = SharedJudge(SHIPPED, text_features, 8.0, threshold=0.5, red_team_threshold=0.0)
+    features = torch.randn(6, DIM, generator=torch.Generator().manual_seed(4))
+    costs = sum(shared.costs(features).values())
+    asked = torch.tensor([True, False, True, False, True, False])
+    expected = torch.where(asked, 8.0 * costs, shared.penalty(features))
+    torch.testing.assert_close(shared.penalty(features, red_team=asked), expected)
+    torch.testing.assert_close(shared.penalty(features, red_team=True), 8.0 * costs)
+    assert not torch.allclose(shared.penalty(features, red_team=True), shared.penalty(features))
