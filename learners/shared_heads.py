@@ -156,10 +156,10 @@ def cross_criterion_priors(fits: dict[str, CrowdFit | None], config: CrowdConfig
     2 myths and 3 honesty checks in 60 judgments), and a coin that happens to be right
     4 times of 4 looks as careful as anyone under one prior for all: the rater who clicks
     at random came out as reliable on honesty as the most careful user in three runs of
-    four. How they judged harm says something about how they judge truth. Offline, on the
-    final judgments of three such runs, the lowest ordinary rater's honest reliability
-    then stood 0.04-0.18 above the flawed raters' (0.004-0.17 under one prior), and the
-    adversarial rater's own fell from 0.71-0.79 to 0.54-0.64. No lower than chance: an adversarial rater's harm judgments say they do not
+    four. How they judged harm says something about how they judge truth. In five runs
+    with it every flawed rater ranked below every ordinary one (README, runs AC-AG); on
+    their final judgments one prior for all put the poor rater above an ordinary rater
+    again in one of four. No lower than chance: an adversarial rater's harm judgments say they do not
     care, not that their fact checks are upside down (which would ignore those too,
     ``clamp_adversarial``)."""
     by_criterion = {c: fit.reliability() for c, fit in fits.items() if fit is not None}
