@@ -133,7 +133,7 @@ def fit_shared_heads(examples_by_user: dict[str, list[TrainingExample]],
               for criterion in SHARED_CRITERIA}
     fits = {criterion: _fit(crowd, config) for criterion, (crowd, _) in crowds.items()}
     if config.weight_raters and sum(fit is not None for fit in fits.values()) > 1:
-        starts = cross_criterion_priors(fits, config)
+        starts = cross_criterion_priors(fits)
         fits = {criterion: _fit(replace(crowd, rater_prior=torch.tensor(
                     [starts[criterion].get(r, _prior_mean(config)) for r in crowd.rater_ids])),
                     config)
@@ -147,21 +147,20 @@ def fit_shared_heads(examples_by_user: dict[str, list[TrainingExample]],
     return heads
 
 
-def cross_criterion_priors(fits: dict[str, CrowdFit | None], config: CrowdConfig
-                           ) -> dict[str, dict[str, float]]:
+def cross_criterion_priors(fits: dict[str, CrowdFit | None]) -> dict[str, dict[str, float]]:
     """Per criterion, each rater's prior mean reliability: their mean reliability on the
     other criteria, no lower than chance.
 
     Why: a rater judges a criterion only a few times (a user of a tailor demo answered
     2 myths and 3 honesty checks in 60 judgments), and a coin that happens to be right
     4 times of 4 looks as careful as anyone under one prior for all: the rater who clicks
-    at random came out as reliable on honesty as the most careful user in three runs of
+    at random came out more reliable on honesty than an ordinary user in three runs of
     four. How they judged harm says something about how they judge truth. In five runs
     with it every flawed rater ranked below every ordinary one (README, runs AC-AG); on
     their final judgments one prior for all put the poor rater above an ordinary rater
-    again in one of four. No lower than chance: an adversarial rater's harm judgments say they do not
-    care, not that their fact checks are upside down (which would ignore those too,
-    ``clamp_adversarial``)."""
+    again in one of four. No lower than chance: an adversarial rater's harm judgments
+    say they do not care, not that their fact checks are upside down (which would ignore
+    those too, ``clamp_adversarial``)."""
     by_criterion = {c: fit.reliability() for c, fit in fits.items() if fit is not None}
     starts: dict[str, dict[str, float]] = {}
     for criterion in fits:
