@@ -30,7 +30,11 @@ Asserted, with the tolerance stated:
   ``learners.gate.next_step_crosses_kl_bound``. Another gave it +8.75 with 3 updates
   published, none refused, at KL 4.5: most likely that stop firing on noise, when it
   went by the last two rollout KLs, which swing by ±3 nats at a fixed adapter; it
-  fits a line through all of them now);
+  fits a line through all of them now). On 2026-12-05 it failed again in two full-suite
+  CI runs in a row (formal_scholar +8.75 and +16; 3 updates each, online reward
+  accuracy 0.36 both times) and passed alone twice, while one more run outside pytest
+  gave bullet_lover +28 (two updates refused as ``honest_rate_rose``): the loop sits
+  near this bar from run to run, issue 12's note says what is known;
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
