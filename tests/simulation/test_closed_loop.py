@@ -33,8 +33,12 @@ Asserted, with the tolerance stated:
   fits a line through all of them now). On 2026-12-05 it failed again in two full-suite
   CI runs in a row (formal_scholar +8.75 and +16; 3 updates each, online reward
   accuracy 0.36 both times) and passed alone twice, while one more run outside pytest
-  gave bullet_lover +28 (two updates refused as ``honest_rate_rose``): the loop sits
-  near this bar from run to run, issue 12's note says what is known;
+  gave bullet_lover +28 (two updates refused as ``honest_rate_rose``). The cause of
+  formal_scholar's: its judgments, all waiting in the store at another user's refit of
+  the population reward, counted towards that refit's size but were not in it, so its
+  own update saw no growth and never refit the user tower its head is confined to
+  (``UserUpdater._fit_reward``). Counted over what a fit uses, a full-suite run with the
+  same 3 updates gave formal_scholar +70;
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
