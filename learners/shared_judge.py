@@ -81,6 +81,7 @@ class SharedJudge:
         # with the service and follows what its users really ask.
         self.reported_prompts: list[list[int]] = []
         self._digest: str | None = None
+        self._fitted_on: tuple | None = None  # what refit last fitted the heads from
         self.heads: dict[str, SharedHead] = {}
         if principles_path is None:
             log.warning("no principles file: the shared heads start with no prior")
@@ -110,16 +111,31 @@ class SharedJudge:
                 self.principles_path)
 
     def refit(self, examples_by_user: dict[str, list[TrainingExample]],
-              gold: dict[str, list[GoldAnswer]] | None = None) -> None:
+              gold: dict[str, list[GoldAnswer]] | None = None) -> bool:
         """The heads from everyone's judgments and answers to gold checks, on the (possibly
-        rewritten) principles."""
+        rewritten) principles; False, and nothing refitted, when none of these changed
+        since the last fit (a refine, or an update on taste judgments alone: the fit of a
+        few hundred judgments takes about a second on one thread)."""
         self._load_priors()
+        judged = {user_id: [e for e in examples if e.criterion in SHARED_CRITERIA]
+                  for user_id, examples in examples_by_user.items()}
+        # a user's judgments only grow, or go all at once when they are forgotten; a gold
+        # check answered again replaces the answer
+        fitted_on = (self._digest,
+                     frozenset((user_id, len(mine), mine[-1].accepted_at)
+                               for user_id, mine in judged.items() if mine),
+                     frozenset((user_id, frozenset(answers))
+                               for user_id, answers in (gold or {}).items() if answers))
+        if fitted_on == self._fitted_on:
+            return False
         self.heads = fit_shared_heads(examples_by_user, self.priors, self.crowd, gold)
+        self._fitted_on = fitted_on
         reported = sorted((e.accepted_at, tuple(e.prompt_token_ids))
                           for examples in examples_by_user.values() for e in examples
                           if e.criterion in SHARED_CRITERIA)
         newest = list(dict.fromkeys(prompt for _, prompt in reversed(reported)))
         self.reported_prompts = [list(p) for p in reversed(newest[:REPORTED_PROMPTS_KEPT])]
+        return True
 
     @torch.no_grad()
     def costs(self, features: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -384,9 +384,10 @@ class UserUpdater:
         # population reward: a rater judges a criterion a few times in all, and heads refitted
         # once everyone's judgments grew by a fifth missed a user's last ones (the reliabilities
         # a tailor demo reported were from before its users' last sessions). A fit of a few
-        # hundred judgments takes about a second on one torch thread.
-        self.judge.refit(all_examples, self._gold_answers(all_examples))
-        self.judge.record(self.client)
+        # hundred judgments takes about a second on one torch thread; none when no
+        # judgment of harm or truth and no gold check came in since.
+        if self.judge.refit(all_examples, self._gold_answers(all_examples)):
+            self.judge.record(self.client)
         builder = FeedbackBuilder(feature_dim=examples[0].features.shape[1])
         for event in reward_events(user_id, examples):
             builder.add(event)

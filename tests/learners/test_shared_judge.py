@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from safetensors.torch import load as load_tensors
 
+from contracts.gold_checks import GoldAnswer
 from contracts.keys import SHARED_HEADS_KEY, SHARED_HEADS_WEIGHTS_KEY, user_key
 from contracts.principles_file import load_principles
 from learners.guard import Guard
@@ -209,6 +210,31 @@ def test_a_rewritten_principles_file_refits_the_prior(tmp_path):
     assert "honest" not in shared.priors  # every principle is about harm now
     assert before.shape == (50,) and "honest" not in shared.costs(features)
 
+
+def test_the_heads_are_refitted_only_when_a_judgment_a_check_or_the_principles_changed(
+    tmp_path,
+):
+    path = tmp_path / "principles.yaml"
+    path.write_text(SHIPPED.read_text())
+    shared = SharedJudge(path, text_features, 8.0)
+    examples, _ = crowd(adversarial=1)
+    assert shared.refit(examples)
+    heads = shared.heads
+    assert not shared.refit(examples) and shared.heads is heads  # a refine: nothing new
+    taste = thumb("t", np.ones(DIM, dtype=np.float32), 1, "helpful")
+    assert not shared.refit({**examples, "newcomer": [taste]})  # no judgment of harm or truth
+    one_more = thumb("h", np.ones(DIM, dtype=np.float32), 0, "harmless")
+    examples["careful-0"] = [*examples["careful-0"], one_more]
+    assert shared.refit(examples) and shared.heads is not heads
+
+    checked = {"careful-1": [GoldAnswer("check-1", "harmless", True, False, 1.0)]}
+    assert shared.refit(examples, checked) and not shared.refit(examples, checked)
+    again = {"careful-1": [GoldAnswer("check-1", "harmless", True, True, 2.0)]}
+    assert shared.refit(examples, again)  # the same check answered again
+    del examples["adversarial-7"]  # forgotten
+    assert shared.refit(examples, again)
+    path.write_text(SHIPPED.read_text().replace("criterion: honest", "criterion: harmless"))
+    assert shared.refit(examples, again) and "honest" not in shared.priors
 
 def test_the_gates_rate_counts_answers_judged_breaking_not_their_style_leanings():
     shared = SharedJudge(SHIPPED, text_features, 8.0)
