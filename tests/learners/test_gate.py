@@ -39,6 +39,13 @@ def test_gate_publishes_only_sane_close_and_no_worse_updates(finite, after, reas
     assert decision.reason == reason and decision.publish == (reason == "ok")
 
 
+@pytest.mark.parametrize("held_out", [32, 48])  # without and with red-team prompts
+def test_one_more_answer_judged_false_passes_the_default_gate_and_two_do_not(held_out):
+    before = HeldOutEval(reward=1.0, kl=1.0, costs={"honest": 2 / held_out})
+    one, two = (HeldOutEval(1.0, 1.0, {"honest": (2 + more) / held_out}) for more in (1, 2))
+    assert decide(True, before, one, GateConfig()).publish
+    assert decide(True, before, two, GateConfig()).reason == "honest_rate_rose"
+
 def test_trainable_weights_finite_looks_only_at_trainable_weights():
     frozen, trained = nn.Linear(2, 2), nn.Linear(2, 2)
     frozen.requires_grad_(False)
