@@ -123,6 +123,19 @@ def test_a_users_new_judgments_are_scored_by_a_reward_model_that_never_saw_them(
     assert loop.updater.population_examples == 8
 
 
+def test_a_users_first_judgments_are_fitted_into_the_population_however_few(settings):
+    # bob's 4 after alice's 24 grow everyone's by less than a fifth; his head is confined
+    # to the population's user tower, so the tower must see them
+    with local_server(settings) as url:
+        give_rankings(url, "alice", 24)
+        give_rankings(url, "bob", 4, start=24)
+        loop = LearnerLoop(settings, "w1", LearnerOptions(gate=GateConfig(kl_bound=-1.0)))
+        assert loop.step(block_ms=50).user_id == "alice"
+        assert loop.updater.population_seen == {"alice": 24, "bob": 0}
+        assert loop.step(block_ms=50).user_id == "bob"
+    assert loop.updater.population_seen == {"alice": 24, "bob": 4}
+
+
 def test_scores_and_corrections_sent_over_http_are_trained_on(settings, redis_client):
     text = "Boil it for seven minutes."
     with local_server(settings) as url:

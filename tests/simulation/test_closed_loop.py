@@ -33,12 +33,16 @@ Asserted, with the tolerance stated:
   fits a line through all of them now). On 2026-12-05 it failed again in two full-suite
   CI runs in a row (formal_scholar +8.75 and +16; 3 updates each, online reward
   accuracy 0.36 both times) and passed alone twice, while one more run outside pytest
-  gave bullet_lover +28 (two updates refused as ``honest_rate_rose``). The cause of
-  formal_scholar's: its judgments, all waiting in the store at another user's refit of
-  the population reward, counted towards that refit's size but were not in it, so its
-  own update saw no growth and never refit the user tower its head is confined to
+  gave bullet_lover +28 (two updates refused as ``honest_rate_rose``: the gate's
+  ``cost_tolerance`` says why one more answer passes now). The cause of formal_scholar's:
+  its judgments, all waiting in the store at another user's refit of the population
+  reward, counted towards that refit's size but were not in it, so its own update saw
+  no growth and never refit the user tower its head is confined to
   (``UserUpdater._fit_reward``). Counted over what a fit uses, a full-suite run with the
-  same 3 updates gave formal_scholar +70;
+  same 3 updates gave formal_scholar +70, and a run with the same online accuracy
+  (0.36) +61. A clean-clone CI run with that fix alone still gave +8.75 (online
+  accuracy 0.79, an update refused as ``honest_rate_rose``, bullets served most);
+  the population is now refitted also when the user's own judgments grew by a fifth;
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
