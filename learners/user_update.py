@@ -76,6 +76,10 @@ log = logging.getLogger(__name__)
 LAG_SAMPLES = 10_000
 RED_TEAM_HELD_OUT = 16  # red-team prompts the gate's held-out answers include
 RECENT_USERS_KEPT = 10_000
+# A feedback-driven update on a burst of judgments runs ppo_iterations per
+# learner_min_feedback of them, up to this many times: what the same judgments would
+# have bought arriving one update's worth at a time (``UserUpdater.iterations_for``).
+BURST_UPDATES_CAP = 4
 
 
 @dataclass
@@ -239,6 +243,17 @@ class UserUpdater:
                          job.iterations, ", ".join(f"{kl:.2f}" for kl in kls), stop_at)
                 job.iterations = iteration + 1
 
+    def iterations_for(self, new_examples: int) -> int:
+        """PPO iterations of a feedback-driven update on ``new_examples`` new judgments:
+        ``ppo_iterations`` per ``learner_min_feedback`` of them, 1 to BURST_UPDATES_CAP
+        times. A judgment buys about the same training whichever update it lands in. With
+        a fixed count, a user whose 60 rankings all came before their first update (the
+        learners busy with others) got 3 iterations for them where one whose rankings
+        came in 8 at a time got 3 per 8, and on the same reward the closed loop's
+        formal_scholar rose +35 in one run and +61 in another of 15 iterations in all."""
+        bursts = new_examples // self.settings.learner_min_feedback
+        return self.ppo_iterations * min(BURST_UPDATES_CAP, max(1, bursts))
+
     def _finish_or_error(self, job: UpdateJob, scheduler: Scheduler) -> UpdateOutcome | Exception:
         if job.error is not None:
             return job.error
@@ -291,7 +306,7 @@ class UserUpdater:
         value_head = self._load_user_state(user_id, version_before, slot)
         job = UpdateJob(
             user_id=user_id, token=token, slot=slot,
-            iterations=iterations or self.ppo_iterations, started=started,
+            iterations=iterations or self.iterations_for(len(new_examples)), started=started,
             examples=len(examples), new_examples=new_examples, updates_before=updates_before,
             unpublished=examples[published_before:],
             accuracy=accuracy, reward_fn=reward_fn, train_prompts=train_prompts,

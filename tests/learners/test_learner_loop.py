@@ -86,6 +86,18 @@ def test_a_user_with_enough_feedback_gets_a_published_adapter_that_serves_next(s
     assert 0 < lag < 600  # the 5 events were given minutes ago at most
 
 
+def test_an_update_on_a_burst_of_judgments_runs_the_iterations_of_the_updates_it_stands_for(
+        settings):
+    # learner_min_feedback 4, learner_ppo_iterations 2: 9 judgments at once are two
+    # updates' worth; the learners were busy while they came in
+    with local_server(settings) as url:
+        give_rankings(url, "alice", 9)
+        loop = LearnerLoop(settings, "w1")
+        outcome = loop.step(block_ms=50)
+    assert outcome.examples == 9 and len(outcome.ppo) == 4
+    assert [loop.updater.iterations_for(n) for n in (1, 4, 7, 8, 12, 16, 400)] == [
+        2, 2, 2, 4, 6, 8, 8]  # at most BURST_UPDATES_CAP updates' worth
+
 def test_a_rejected_update_keeps_the_previous_version_and_counts_the_reason(settings, redis_client):
     strict = LearnerOptions(gate=GateConfig(kl_bound=-1.0))  # no update can pass
     with local_server(settings) as url:
