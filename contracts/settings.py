@@ -193,7 +193,9 @@ class Settings(BaseSettings):
     learner_reclaim_idle_s: float = Field(
         30.0, gt=0, description="Feedback a silent worker read but did not apply is taken over after this."
     )
-    learner_ppo_iterations: int = Field(3, ge=1, description="PPO updates per user update.")
+    learner_ppo_iterations: int = Field(
+        3, ge=1, description="PPO iterations per feedback-driven user update; an update on a "
+        "burst runs this many per learner_min_feedback new judgments, up to 4 times as many.")
     # learners.gate.GateConfig says where 12 comes from; an update stops its iterations
     # before one would carry it over (learners.gate.next_step_crosses_kl_bound).
     learner_kl_bound: float = Field(
