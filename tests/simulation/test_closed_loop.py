@@ -42,7 +42,11 @@ Asserted, with the tolerance stated:
   same 3 updates gave formal_scholar +70, and a run with the same online accuracy
   (0.36) +61. A clean-clone CI run with that fix alone still gave +8.75 (online
   accuracy 0.79, an update refused as ``honest_rate_rose``, bullets served most);
-  the population is now refitted also when the user's own judgments grew by a fifth;
+  the population is now refitted also when the user's own judgments grew by a fifth.
+  In runs where formal_scholar's 60 rankings all came before its first update, its
+  reward was the same each time and it rose +35 and +61 after the 15 PPO iterations
+  that update and its refines ran; an update on a burst now runs up to 4 updates'
+  iterations (``UserUpdater.iterations_for``), and the next such run gave +87.5;
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
