@@ -377,16 +377,16 @@ class UserUpdater:
         fifth since it was last fitted; always refit this user's head."""
         all_examples = self._all_examples()
         # A user's head is confined to the population's user tower (a rank-4 projection),
-        # so the tower must have seen most of the user's judgments. Refitted only when
-        # everyone's judgments grew by a fifth, counted over everything stored, a user
-        # whose judgments all waited in the store at another user's refit was never fitted
-        # into it. Three CI runs of the closed loop lost formal_scholar's rise so (+8.75 and
-        # +16): its reward, replayed on a run's final judgments with and without it in the
-        # population, ranked formal 1.49 > detailed 0.95 > bullets 0.50, and bullets 1.05 >
-        # detailed 1.00 > formal 0.87.
-        # A refit of 240 judgments takes about a second on one torch thread; its cost
-        # grows with everyone's judgments, a user's updates add about log1.2(judgments)
-        # of them.
+        # so the tower must have seen most of the user's judgments. When the population was
+        # refitted only as everyone's judgments grew by a fifth, counted over everything
+        # stored, a user whose judgments all waited in the store at another user's refit
+        # was never fitted into it. Three CI runs of the closed loop lost formal_scholar's
+        # rise so (+8.75 and +16): its reward, replayed on a run's final judgments with and
+        # without it in the population, ranked formal 1.49 > detailed 0.95 > bullets 0.50,
+        # and bullets 1.05 > detailed 1.00 > formal 0.87.
+        # A refit of 240 judgments takes about a second on one torch thread. Its cost grows
+        # with everyone's judgments, and each user brings about log1.2 of their own
+        # judgments' count of refits.
         usable = self._trained_examples(user_id, all_examples)
         total = sum(len(e) for e in usable.values())
         seen = self.population_seen.get(user_id, 0)
