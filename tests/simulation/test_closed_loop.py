@@ -46,7 +46,8 @@ Asserted, with the tolerance stated:
   In runs where formal_scholar's 60 rankings all came before its first update, its
   reward was the same each time and it rose +35 and +61 after the 15 PPO iterations
   that update and its refines ran; an update on a burst now runs up to 4 updates'
-  iterations (``UserUpdater.iterations_for``), and the next such run gave +87.5;
+  iterations (``UserUpdater.iterations_for``), and the next such run gave +87.5, and
+  the two clean-clone CI runs since +90 and +87.5;
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
