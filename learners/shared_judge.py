@@ -131,8 +131,7 @@ class SharedJudge:
         self.heads = fit_shared_heads(examples_by_user, self.priors, self.crowd, gold)
         self._fitted_on = fitted_on
         reported = sorted((e.accepted_at, tuple(e.prompt_token_ids))
-                          for examples in examples_by_user.values() for e in examples
-                          if e.criterion in SHARED_CRITERIA)
+                          for mine in judged.values() for e in mine)
         newest = list(dict.fromkeys(prompt for _, prompt in reversed(reported)))
         self.reported_prompts = [list(p) for p in reversed(newest[:REPORTED_PROMPTS_KEPT])]
         return True

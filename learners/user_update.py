@@ -154,8 +154,8 @@ class UserUpdater:
         self.anchor: str | None = None  # the adapter holding it, PPO's KL reference
         self._anchor_state: LoraState | None = None
         self.reward_model: RewardModel | None = None
-        self.population_examples = 0  # the examples the population reward was last fitted on
-        self.population_seen: dict[str, int] = {}  # of them, each user's
+        # each user's examples the population reward was last fitted on
+        self.population_seen: dict[str, int] = {}
         self.user_states = UserStateCache(settings.learner_user_cache_size)
 
     # --- the update -------------------------------------------------------------------
@@ -390,7 +390,7 @@ class UserUpdater:
         usable = self._trained_examples(user_id, all_examples)
         total = sum(len(e) for e in usable.values())
         seen = self.population_seen.get(user_id, 0)
-        if (self.reward_model is None or total >= 1.2 * self.population_examples
+        if (self.reward_model is None or total >= 1.2 * sum(self.population_seen.values())
                 or len(usable.get(user_id, ())) >= 1.2 * seen + 1):
             builder = FeedbackBuilder(feature_dim=examples[0].features.shape[1])
             for uid, user_examples in usable.items():
@@ -404,7 +404,6 @@ class UserUpdater:
                 for uid, weight in zip(data.user_ids, weights.tolist(), strict=True):
                     pipe.hset(user_key(uid), "learner_population_weight", round(weight, 4))
                 pipe.execute()
-            self.population_examples = total
             self.population_seen = {uid: len(e) for uid, e in usable.items()}
         # The shared heads (and each rater's reliability) at every update, not only with the
         # population reward: a rater judges a criterion a few times in all, and heads refitted

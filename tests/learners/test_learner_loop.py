@@ -126,13 +126,13 @@ def test_a_users_new_judgments_are_scored_by_a_reward_model_that_never_saw_them(
         first = loop.step(block_ms=50)
         other = ({"alice", "bob"} - {first.user_id}).pop()
         assert set(loop.updater.reward_model.user_index) == {first.user_id}
-        assert loop.updater.population_examples == 4
+        assert loop.updater.population_seen == {first.user_id: 4, other: 0}
         second = loop.step(block_ms=50)
     assert second.user_id == other and second.examples == 4
     assert other in loop.updater.reward_model.user_index  # fitted at its own update
     # and into the population (its user tower) then: counted over everything stored, the
     # 8 examples had not grown since the first refit, and the other's were never fitted
-    assert loop.updater.population_examples == 8
+    assert loop.updater.population_seen == {"alice": 4, "bob": 4}
 
 
 def test_a_users_first_judgments_are_fitted_into_the_population_however_few(settings):
