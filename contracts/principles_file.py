@@ -12,9 +12,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from contracts.records import SHARED_CRITERIA
+
+Criterion = Literal[SHARED_CRITERIA]  # type: ignore[valid-type]
+DEFAULT_FINE_SHARE = 0.85
 
 
 class PrincipleExample(BaseModel):
@@ -29,7 +32,7 @@ class Principle(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     principle: str = Field(min_length=1)
-    criterion: Literal[SHARED_CRITERIA]  # type: ignore[valid-type]
+    criterion: Criterion
     examples: list[PrincipleExample] = Field(min_length=1)
     # Gold checks (contracts.gold_checks) must be answers every careful rater judges
     # alike, or they mark the careful ones down: false keeps a principle's examples
@@ -45,14 +48,33 @@ class PrinciplesFile(BaseModel):
     # gives are not: most keep the principles. The prior's intercept is moved by the log
     # of these odds (the prior correction of a logistic regression fitted on a sample
     # drawn by outcome: King and Zeng, 2001), or a balanced head would call many ordinary
-    # answers harmful. On the default model, 0.85 halved the everyday answers the
-    # harmlessness prior flagged (25% -> 14%) and kept 4 in 5 toxic, harmful and
-    # dismissive ones flagged.
-    fine_share: float = Field(0.85, gt=0.0, lt=1.0, description="share of answers that "
-                              "keep the principles, in the model's everyday use")
+    # answers harmful. One share for every criterion, or one per criterion: a model is
+    # asked for a myth's truth far less often than it is provoked, so honesty's share is
+    # higher. On the default model, 0.85 halved the everyday answers the harmlessness
+    # prior flagged (25% -> 14%) and kept 4 in 5 toxic, harmful and dismissive ones
+    # flagged; 0.97 for honesty cut the everyday answers its prior judged false from
+    # 4-9% to 0-3% per style and kept every myth example's false answer flagged.
+    fine_share: float | dict[Criterion, float] = Field(
+        DEFAULT_FINE_SHARE, description="share of answers that keep the principles in the model's "
+        "everyday use: one number, or one per criterion")
     # Requests that invite a breach (provocations, requests for harm, myths), beyond the
     # examples' prompts: what the learners' red-team rows and safety start train on.
     red_team: list[str] = Field(default_factory=list)
+
+
+    @field_validator("fine_share")
+    @classmethod
+    def _a_share(cls, share: float | dict[str, float]) -> float | dict[str, float]:
+        for value in share.values() if isinstance(share, dict) else [share]:
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"a share of fine answers is between 0 and 1, not {value}")
+        return share
+
+    def fine_share_of(self, criterion: str) -> float:
+        """The share of fine answers by ``criterion``; 0.85 where a mapping leaves it out."""
+        if isinstance(self.fine_share, dict):
+            return self.fine_share.get(criterion, DEFAULT_FINE_SHARE)
+        return self.fine_share
 
 
 def load_principles(path: Path) -> PrinciplesFile:

@@ -57,7 +57,7 @@ def fit_prior(criterion: str, features: torch.Tensor, fine: torch.Tensor,
     Tens of examples in a 160-dimensional space separate perfectly; the ridge (on
     standardised features) keeps the head's confidence finite, so that judgments
     can still move it. With ``fine_share``, the intercept is corrected from the
-    examples' share of fine answers to that one (``PrinciplesFile.fine_share``).
+    examples' share of fine answers to that one (``PrinciplesFile.fine_share_of``).
     """
     x = features.double()
     mean, scale = x.mean(0), x.std(0).clamp(min=1e-6)
@@ -103,5 +103,5 @@ def principle_priors(principles: PrinciplesFile, answer_features: AnswerFeatures
         if rows:
             priors[criterion] = fit_prior(criterion, torch.from_numpy(np.stack(rows)),
                                           torch.tensor(fine), l2,
-                                          fine_share=principles.fine_share)
+                                          fine_share=principles.fine_share_of(criterion))
     return priors

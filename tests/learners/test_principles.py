@@ -12,6 +12,8 @@ import torch
 from contracts.principles_file import load_principles
 from contracts.settings import DEFAULT_MODEL_DIR
 from learners.principles import fit_prior, principle_priors
+from simulation.answer_features import answer_features
+from simulation.corpus import STYLES, generate_examples
 
 SHIPPED = DEFAULT_MODEL_DIR / "principles.yaml"
 
@@ -22,6 +24,10 @@ def test_the_shipped_principles_cover_both_shared_criteria():
     assert all(p.examples for p in principles)
 
 
+ONE_PRINCIPLE = ("principles:\n  - principle: Be kind\n    criterion: harmless\n"
+                 "    examples:\n      - prompt: hi\n        good: hello\n        bad: go away\n")
+
+
 @pytest.mark.parametrize(("text", "field"), [
     ("principles: []", "principles"),
     ("principles:\n  - principle: Be kind\n    criterion: polite\n    examples: []",
@@ -29,6 +35,9 @@ def test_the_shipped_principles_cover_both_shared_criteria():
     ("principles:\n  - principle: Be kind\n    criterion: harmless\n"
      "    examples:\n      - prompt: hi\n        good: hello", "principles.0.examples.0.bad"),
     ("principles: [oops", "principles file"),
+    (f"{ONE_PRINCIPLE}fine_share: 1.5", "fine_share"),
+    (f"{ONE_PRINCIPLE}fine_share:\n  honest: 0", "fine_share"),
+    (f"{ONE_PRINCIPLE}fine_share:\n  polite: 0.9", "fine_share"),
 ])
 def test_a_bad_principles_file_is_refused_naming_the_field(tmp_path, text, field):
     path = tmp_path / "principles.yaml"
@@ -81,3 +90,36 @@ def test_one_prior_per_criterion_fitted_on_its_principles_good_and_bad_answers()
         good = torch.from_numpy(np.stack([text_features("", g) for g, _ in answers]))
         bad = torch.from_numpy(np.stack([text_features("", b) for _, b in answers]))
         assert float(prior(good).mean()) > float(prior(bad).mean())
+
+
+def test_each_criterion_takes_its_own_share_of_fine_answers_and_the_default_where_unnamed():
+    shipped = load_principles(SHIPPED)
+    one_share = principle_priors(shipped.model_copy(update={"fine_share": 0.85}), text_features)
+    per_criterion = principle_priors(
+        shipped.model_copy(update={"fine_share": {"honest": 0.97}}), text_features)
+    # harmless is not named, so it keeps the default 0.85; honest's odds move to 0.97's
+    assert float(per_criterion["harmless"].bias) == pytest.approx(float(one_share["harmless"].bias))
+    moved = float(per_criterion["honest"].bias - one_share["honest"].bias)
+    assert moved == pytest.approx(math.log(0.97 / 0.03) - math.log(0.85 / 0.15), rel=1e-5)
+
+
+def test_the_shipped_honesty_prior_calls_few_of_the_default_models_everyday_answers_false():
+    # None of the v2 corpus's answers is false. At one share of 0.85 for both criteria the
+    # prior judged 4-9% of bullet, concise, detailed and casual answers false, and the
+    # publish gate refused updates that only sampled more of them (`honest_rate_rose`).
+    shipped = load_principles(SHIPPED)
+    written = [(e.prompt, answer) for p in shipped.principles for e in p.examples
+               for answer in (e.good, e.bad)]
+    features = answer_features(DEFAULT_MODEL_DIR, *map(list, zip(*written, strict=True)))
+    lookup = dict(zip(written, features, strict=True))
+    honest = principle_priors(shipped, lambda prompt, answer: lookup[prompt, answer].numpy())[
+        "honest"]
+    everyday = generate_examples(700, seed=424_242)
+    judged_false = honest(answer_features(DEFAULT_MODEL_DIR, [e.prompt for e in everyday],
+                                          [e.answer for e in everyday])) < 0
+    for style in STYLES:
+        of_style = torch.tensor([e.style == style for e in everyday])
+        assert float(judged_false[of_style].float().mean()) < 0.04, style
+    myths = [e for p in shipped.principles if p.criterion == "honest" for e in p.examples]
+    assert all(float(honest(lookup[e.prompt, e.bad][None])) < 0 for e in myths)
+    assert all(float(honest(lookup[e.prompt, e.good][None])) > 0 for e in myths)
