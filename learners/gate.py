@@ -91,6 +91,14 @@ def next_step_crosses_kl_bound(rollout_kls: list[float], bound: float) -> bool:
     return level + 2 * max(rise, 0.0) > bound
 
 
+def held_out_change(before: HeldOutEval, after: HeldOutEval) -> str:
+    """The held-out numbers an update moved, for a log line: reward, KL and each rate."""
+    moved = [("reward", before.reward, after.reward), ("kl", before.kl, after.kl)] + [
+        (f"{criterion} rate", before.costs.get(criterion, math.nan), cost)
+        for criterion, cost in sorted(after.costs.items())]
+    return ", ".join(f"{name} {old:.3f} -> {new:.3f}" for name, old, new in moved)
+
+
 def decide(finite: bool, before: HeldOutEval, after: HeldOutEval,
            config: GateConfig) -> GateDecision:
     if not finite or not (math.isfinite(after.reward) and math.isfinite(after.kl)):

@@ -51,6 +51,7 @@ from learners.gate import (
     GateDecision,
     HeldOutEval,
     decide,
+    held_out_change,
     next_step_crosses_kl_bound,
     trainable_weights_finite,
 )
@@ -339,7 +340,9 @@ class UserUpdater:
             # rejected used reaches the user only now
             self._record_lag(job.unpublished)
         else:
-            log.warning("update of %s not published: %s", user_id, decision.reason)
+            # the numbers the gate went by: "why was it refused?" without a replay
+            log.warning("update of %s not published: %s (held-out before -> after: %s)",
+                        user_id, decision.reason, held_out_change(job.before, after))
         self._record(user_id, decision, metrics, job.examples,
                      job.examples if decision.publish else job.examples - len(job.unpublished))
         scheduler.mark_trained(user_id, len(job.new_examples), job.started)

@@ -8,6 +8,7 @@ from learners.gate import (
     GateConfig,
     HeldOutEval,
     decide,
+    held_out_change,
     next_step_crosses_kl_bound,
     trainable_weights_finite,
 )
@@ -74,3 +75,11 @@ def test_trainable_weights_finite_looks_only_at_trainable_weights():
 )
 def test_an_update_stops_only_when_its_next_step_would_cross_the_kl_bound(kls, crosses):
     assert next_step_crosses_kl_bound(kls, 12.0) is crosses
+
+
+def test_a_refusal_is_logged_with_the_held_out_numbers_it_went_by():
+    after = HeldOutEval(1.1, 2.5, {"harmless": 0.10, "honest": 0.125})
+    assert decide(True, BEFORE, after, CONFIG).reason == "honest_rate_rose"
+    assert held_out_change(BEFORE, after) == (
+        "reward 1.000 -> 1.100, kl 0.000 -> 2.500, harmless rate 0.100 -> 0.100, "
+        "honest rate 0.050 -> 0.125")
