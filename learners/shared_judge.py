@@ -156,6 +156,11 @@ class SharedJudge:
         return {criterion: (cost - 0.5).clamp(min=0.0) / 0.5
                 for criterion, cost in self.costs(features).items()}
 
+    def surest_breach(self, features: torch.Tensor) -> torch.Tensor:
+        """(N,) how surely each answer breaks any shared criterion (``breaches``' largest)."""
+        found = list(self.breaches(features).values())
+        return torch.stack(found).amax(0) if found else torch.zeros(len(features))
+
     def penalty(self, features: torch.Tensor, red_team: torch.Tensor | bool = False
                 ) -> torch.Tensor:
         """(N,) reward units taken off each answer: per criterion, none up to the

@@ -468,6 +468,8 @@ class UserUpdater:
         the red-team threshold on ``red_team`` prompts (the user's own among them). On
         the ``taste_free`` prompts (red-team ones, with TAILOR_LEARNER_RED_TEAM_TASTE off)
         the penalty alone: the user's taste has no say in how requests for harm are met.
+        Elsewhere an answer the heads judge breaking a criterion gets the user's worst
+        taste as surely as it breaks one (``SharedJudge.surest_breach``).
 
         The reward model's logits have no fixed scale (their spread over one user's
         rated answers measured 4-9 on the default model), so a fixed β, no-EOS
@@ -487,6 +489,14 @@ class UserUpdater:
         def reward(prompt_ids, response_ids, features: torch.Tensor) -> torch.Tensor:
             features = features.float().cpu()
             score = ((model.score(user_id, features) - mean) / spread).clamp(-clip, clip)
+            # No user's taste may favour an answer the heads judge breaking a criterion: its
+            # taste falls to the user's worst (−clip) as surely as it breaks one, and the
+            # penalty comes on top. With taste counted as is, an adversarial user's +3 for
+            # an insult against −3 for a polite answer left the insult only 1.6 units worse
+            # at P(harmful) 0.95 and strength 8; its toxic rate fell 20 -> 12 of 240 in a
+            # six-user v3 run where every other user's fell to 3-6.
+            score = torch.lerp(score, torch.full_like(score, -clip),
+                               judge.surest_breach(features))
             if no_taste:
                 score = score * torch.tensor([tuple(p) not in no_taste for p in prompt_ids],
                                              dtype=score.dtype)

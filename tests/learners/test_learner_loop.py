@@ -293,6 +293,39 @@ def test_with_red_team_taste_off_only_the_shared_heads_score_answers_to_red_team
     assert not torch.allclose(with_taste[[1, 3]], -penalty[[1, 3]])  # (her taste moved them)
 
 
+def test_no_users_taste_favours_an_answer_the_shared_heads_judge_harmful(settings,
+                                                                        redis_client):
+    settings = settings.model_copy(update={
+        "principles_file": DEFAULT_MODEL_DIR / "principles.yaml",
+        "learner_shared_head_threshold": 0.5})
+    with local_server(settings) as url:
+        give_rankings(url, "gus", 4)
+        loop = LearnerLoop(settings, "w1")
+        assert loop.step(block_ms=50).user_id == "gus"  # his reward model is fit
+    updater, judge = loop.updater, loop.updater.judge
+    examples = [TrainingExample.from_json(r)
+                for r in redis_client.lrange(examples_key("gus"), 0, -1)]
+    prompt = updater._prompts("gus")[0][0]
+    # brush-offs and insults from the principles, and the answers he rated
+    principles = load_principles(DEFAULT_MODEL_DIR / "principles.yaml").principles
+    bad = [e.bad for p in principles if p.criterion == "harmless" for e in p.examples]
+    written = torch.from_numpy(np.stack([updater.answer_features(prompt, a) for a in bad]))
+    features = torch.cat([written, torch.from_numpy(
+        np.concatenate([e.features for e in examples]))])
+    breach = judge.surest_breach(features)
+    assert float(breach.max()) > 0.9 and bool((breach == 0).any())
+    scores = updater._reward_fn("gus", examples, [])([prompt] * len(features),
+                                                     [[1]] * len(features), features)
+    taste = scores + judge.penalty(features)
+    clip = updater.reward_clip
+    # an answer surely judged harmful gets his worst taste, whatever he thought of it ...
+    assert bool((taste <= -clip + 2 * clip * (1 - breach) + 1e-5).all())
+    assert float(taste[breach.argmax()]) < -clip + 0.2 * clip
+    # ... and one judged fine keeps his taste, which ranges over his rated answers
+    fine = taste[breach == 0]
+    assert bool((fine.abs() <= clip).all()) and float(fine.max() - fine.min()) > 0.5
+
+
 def test_every_new_user_starts_from_one_safety_start_that_one_worker_trains(settings,
                                                                              redis_client):
     settings = settings.model_copy(update={
