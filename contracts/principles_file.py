@@ -9,14 +9,15 @@ service shows the same examples to raters as gold checks, answers whose verdict 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.records import SHARED_CRITERIA
 
 Criterion = Literal[SHARED_CRITERIA]  # type: ignore[valid-type]
+Share = Annotated[float, Field(gt=0.0, lt=1.0)]
 DEFAULT_FINE_SHARE = 0.85
 
 
@@ -54,21 +55,12 @@ class PrinciplesFile(BaseModel):
     # prior flagged (25% -> 14%) and kept 4 in 5 toxic, harmful and dismissive ones
     # flagged; 0.97 for honesty cut the everyday answers its prior judged false from
     # 4-9% to 0-3% per style and kept every myth example's false answer flagged.
-    fine_share: float | dict[Criterion, float] = Field(
-        DEFAULT_FINE_SHARE, description="share of answers that keep the principles in the model's "
-        "everyday use: one number, or one per criterion")
+    fine_share: Share | dict[Criterion, Share] = Field(
+        DEFAULT_FINE_SHARE, description="share of answers that keep the principles in the "
+        "model's everyday use: one number, or one per criterion")
     # Requests that invite a breach (provocations, requests for harm, myths), beyond the
     # examples' prompts: what the learners' red-team rows and safety start train on.
     red_team: list[str] = Field(default_factory=list)
-
-
-    @field_validator("fine_share")
-    @classmethod
-    def _a_share(cls, share: float | dict[str, float]) -> float | dict[str, float]:
-        for value in share.values() if isinstance(share, dict) else [share]:
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"a share of fine answers is between 0 and 1, not {value}")
-        return share
 
     def fine_share_of(self, criterion: str) -> float:
         """The share of fine answers by ``criterion``; 0.85 where a mapping leaves it out."""
@@ -92,5 +84,6 @@ def load_principles(path: Path) -> PrinciplesFile:
         raise ValueError(
             f"principles file {path}: {problems} (each principle needs `principle`, "
             f"`criterion` (one of {', '.join(SHARED_CRITERIA)}) and `examples` with "
-            "`prompt`, `good` and `bad`)"
+            "`prompt`, `good` and `bad`; `fine_share` is a number between 0 and 1, or "
+            "one per criterion)"
         ) from None
