@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from contracts.principles_file import load_principles
-from learners.principles import principle_priors
+from contracts.principles_file import PrinciplesFile, load_principles
+from learners.principles import PriorHead, principle_priors
 from simulation.answer_features import answer_features
 from simulation.behaviour_corpus import (
     EVERYDAY,
@@ -58,13 +58,17 @@ def breaks(criterion: str, behaviour: str, style: str | None) -> bool:
 def measure_prior(model_dir: Path, principles_path: Path, count: int = 600,
                   seed: int = PRINCIPLES_SEED) -> dict[str, PriorAccuracy]:
     """The prior heads' accuracy per criterion on ``count`` held-out answers each."""
-    principles = load_principles(principles_path)
+    priors = model_priors(model_dir, load_principles(principles_path))
+    return measure_heads(model_dir, dict(priors), count, seed)
+
+
+def model_priors(model_dir: Path, principles: PrinciplesFile) -> dict[str, PriorHead]:
+    """The principles' prior heads on ``model_dir``'s features of their written answers."""
     written = [(e.prompt, answer) for p in principles.principles for e in p.examples
                for answer in (e.good, e.bad)]
     features = answer_features(model_dir, [p for p, _ in written], [a for _, a in written])
     lookup = {pair: row for pair, row in zip(written, features, strict=True)}
-    priors = principle_priors(principles, lambda prompt, answer: lookup[prompt, answer].numpy())
-    return measure_heads(model_dir, dict(priors), count, seed)
+    return principle_priors(principles, lambda prompt, answer: lookup[prompt, answer].numpy())
 
 
 def measure_heads(model_dir: Path, heads: dict[str, Callable[[torch.Tensor], torch.Tensor]],

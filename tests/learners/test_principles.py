@@ -14,6 +14,7 @@ from contracts.settings import DEFAULT_MODEL_DIR
 from learners.principles import fit_prior, principle_priors
 from simulation.answer_features import answer_features
 from simulation.corpus import STYLES, generate_examples
+from simulation.head_accuracy import model_priors
 
 SHIPPED = DEFAULT_MODEL_DIR / "principles.yaml"
 
@@ -108,12 +109,7 @@ def test_the_shipped_honesty_prior_calls_few_of_the_default_models_everyday_answ
     # prior judged 4-9% of bullet, concise, detailed and casual answers false, and the
     # publish gate refused updates that only sampled more of them (`honest_rate_rose`).
     shipped = load_principles(SHIPPED)
-    written = [(e.prompt, answer) for p in shipped.principles for e in p.examples
-               for answer in (e.good, e.bad)]
-    features = answer_features(DEFAULT_MODEL_DIR, *map(list, zip(*written, strict=True)))
-    lookup = dict(zip(written, features, strict=True))
-    honest = principle_priors(shipped, lambda prompt, answer: lookup[prompt, answer].numpy())[
-        "honest"]
+    honest = model_priors(DEFAULT_MODEL_DIR, shipped)["honest"]
     everyday = generate_examples(700, seed=424_242)
     judged_false = honest(answer_features(DEFAULT_MODEL_DIR, [e.prompt for e in everyday],
                                           [e.answer for e in everyday])) < 0
@@ -121,5 +117,6 @@ def test_the_shipped_honesty_prior_calls_few_of_the_default_models_everyday_answ
         of_style = torch.tensor([e.style == style for e in everyday])
         assert float(judged_false[of_style].float().mean()) < 0.04, style
     myths = [e for p in shipped.principles if p.criterion == "honest" for e in p.examples]
-    assert all(float(honest(lookup[e.prompt, e.bad][None])) < 0 for e in myths)
-    assert all(float(honest(lookup[e.prompt, e.good][None])) > 0 for e in myths)
+    bad = answer_features(DEFAULT_MODEL_DIR, [e.prompt for e in myths], [e.bad for e in myths])
+    good = answer_features(DEFAULT_MODEL_DIR, [e.prompt for e in myths], [e.good for e in myths])
+    assert bool((honest(bad) < 0).all()) and bool((honest(good) > 0).all())
