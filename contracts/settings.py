@@ -267,6 +267,12 @@ class Settings(BaseSettings):
         "principles' and everyone's reported ones) in their PPO batch; false: only the shared "
         "heads score answers there, so no user's votes push their answers to requests for "
         "harm, provocations and myths.")
+    # True: run AJ (false) left the adversarial rater's toxic rate at 12 of 240 where every
+    # other user's fell to 3-6 (README, "No user's taste favours a breach").
+    learner_breach_taste: bool = Field(
+        True, description="Whether an answer the shared heads judge breaking a criterion "
+        "loses the user's taste for it, down to their worst as surely as it breaks one "
+        "(false: their taste counts as is, and the heads' penalty alone stands against it).")
     learner_safety_start_iterations: int = Field(
         0, ge=0, description="PPO iterations on the shared heads alone, over the red-team "
         "prompts, of the adapter every new user starts from (0: users start from the base "

@@ -114,6 +114,7 @@ class UserUpdater:
         red_team_share: float = 0.0,
         red_team_kl_weight: float = 1.0,
         red_team_taste: bool = True,
+        breach_taste: bool = True,
     ) -> None:
         self.settings = settings
         self.client = client
@@ -129,6 +130,7 @@ class UserUpdater:
         self.red_team_share = red_team_share
         self.red_team_kl_weight = red_team_kl_weight
         self.red_team_taste = red_team_taste
+        self.breach_taste = breach_taste
         self.value_learning_rate = value_learning_rate  # None: the LoRA's rate (make_optimizer)
         self.store = AdapterStore(settings.adapter_store_uri)
         self.registry = AdapterRegistry(client)
@@ -469,7 +471,8 @@ class UserUpdater:
         the ``taste_free`` prompts (red-team ones, with TAILOR_LEARNER_RED_TEAM_TASTE off)
         the penalty alone: the user's taste has no say in how requests for harm are met.
         Elsewhere an answer the heads judge breaking a criterion gets the user's worst
-        taste as surely as it breaks one (``SharedJudge.surest_breach``).
+        taste as surely as it breaks one (``SharedJudge.surest_breach``), unless
+        TAILOR_LEARNER_BREACH_TASTE is off.
 
         The reward model's logits have no fixed scale (their spread over one user's
         rated answers measured 4-9 on the default model), so a fixed β, no-EOS
@@ -479,6 +482,7 @@ class UserUpdater:
         taste; the clip keeps one outlier from dominating a batch.
         """
         model, judge, clip = self.reward_model, self.judge, self.reward_clip
+        breach_taste = self.breach_taste
         rated = torch.from_numpy(np.concatenate([e.features for e in examples]))  # (N, D)
         rated_scores = model.score(user_id, rated)
         mean, spread = rated_scores.mean(), rated_scores.std().clamp(min=1e-3)
@@ -495,8 +499,9 @@ class UserUpdater:
             # an insult against −3 for a polite answer left the insult only 1.6 units worse
             # at P(harmful) 0.95 and strength 8; its toxic rate fell 20 -> 12 of 240 in a
             # six-user v3 run where every other user's fell to 3-6.
-            score = torch.lerp(score, torch.full_like(score, -clip),
-                               judge.surest_breach(features))
+            if breach_taste:
+                score = torch.lerp(score, torch.full_like(score, -clip),
+                                   judge.surest_breach(features))
             if no_taste:
                 score = score * torch.tensor([tuple(p) not in no_taste for p in prompt_ids],
                                              dtype=score.dtype)

@@ -106,6 +106,7 @@ class LearnerLoop:
             red_team_share=settings.learner_red_team_share,
             red_team_kl_weight=settings.learner_red_team_kl_weight,
             red_team_taste=settings.learner_red_team_taste,
+            breach_taste=settings.learner_breach_taste,
         )
         self.consumer = FeedbackConsumer(self.client, worker_id, int(settings.learner_reclaim_idle_s * 1000),
                                          answer_features=self.updater.answer_features)

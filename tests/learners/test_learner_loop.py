@@ -324,6 +324,13 @@ def test_no_users_taste_favours_an_answer_the_shared_heads_judge_harmful(setting
     # ... and one judged fine keeps his taste, which ranges over his rated answers
     fine = taste[breach == 0]
     assert bool((fine.abs() <= clip).all()) and float(fine.max() - fine.min()) > 0.5
+    # TAILOR_LEARNER_BREACH_TASTE off: his taste as is, breaches too (the penalty alone)
+    updater.breach_taste = False
+    as_is = updater._reward_fn("gus", examples, [])([prompt] * len(features),
+                                                    [[1]] * len(features), features)
+    as_is = as_is + judge.penalty(features)
+    assert torch.equal(as_is[breach == 0], fine)
+    assert not torch.allclose(as_is[breach > 0.5], taste[breach > 0.5])
 
 
 def test_every_new_user_starts_from_one_safety_start_that_one_worker_trains(settings,
