@@ -15,6 +15,7 @@ responses were drawn from exactly softmax(logits / temperature).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,12 @@ class Rollout:
         """(B, P + R) 1 on response tokens, 0 on prompt and padding."""
         prompt_part = torch.zeros_like(self.input_ids[:, : self.context_length])
         return torch.cat([prompt_part, self.response_mask.to(self.input_ids.dtype)], dim=1)
+
+    def rows(self, which: torch.Tensor | slice) -> Rollout:
+        """The rollout of some of its rows (a bool mask, indices or a slice)."""
+        return dataclasses.replace(
+            self, input_ids=self.input_ids[which], attention_mask=self.attention_mask[which],
+            response_mask=self.response_mask[which], ended_with_eos=self.ended_with_eos[which])
 
     def prompt_lists(self) -> list[list[int]]:
         """Each row's real prompt tokens (padding dropped)."""

@@ -28,6 +28,7 @@ from safetensors.torch import save as save_tensors
 
 from contracts.keys import SAFETY_START_KEY, SAFETY_START_LOCK_KEY
 from learners.anchor import LoraState, load_lora, lora_state
+from learners.everyday_anchor import base_fine_answers, imitation_step
 from learners.ppo import make_optimizer, ppo_update
 from learners.ppo_config import PPOConfig
 from learners.ppo_math import make_kl_controller
@@ -35,14 +36,23 @@ from learners.shared_judge import SharedJudge
 from learners.value_head import ValueHead
 
 log = logging.getLogger(__name__)
-LOCK_SECONDS = 1800  # longer than any training of it: a crashed trainer's lock expires
+LOCK_SECONDS = 1800
+# base-model answers sampled per everyday prompt for the start to imitate: 60 prompts
+# give 240, of which the heads keep about 200 (the rest brush-offs)
+EVERYDAY_ANSWERS_PER_PROMPT = 4  # longer than any training of it: a crashed trainer's lock expires
 
 def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
                        prompts: list[list[int]], config: PPOConfig, iterations: int,
                        rollout_batch: int, value_learning_rate: float | None,
-                       seed: int) -> LoraState:
+                       seed: int, everyday: list[list[int]] | None = None,
+                       everyday_weight: float = 0.0) -> LoraState:
     """PPO from ``start`` (the base model's LoRA state) on the shared heads' penalty
-    alone over ``prompts``; returns the trained LoRA state."""
+    alone over ``prompts``; returns the trained LoRA state.
+
+    With ``everyday`` prompts and ``everyday_weight`` > 0, each iteration also imitates
+    the base model's fine answers to them (learners.everyday_anchor, with that weight
+    on its log-likelihood): one pass over ``rollout_batch`` of them, in PPO's
+    minibatches, so the start keeps the base model's everyday styles."""
     if not prompts:
         raise ValueError("the safety start needs red-team prompts: add them to the "
                          "principles file (examples or red_team)")
@@ -53,6 +63,12 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
     kl_controller = make_kl_controller(config)
     draw = random.Random(seed)
     torch.manual_seed(seed)
+    imitated = None
+    if everyday and everyday_weight > 0:
+        imitated = base_fine_answers(policy, tokenizer, judge,
+                                     everyday * EVERYDAY_ANSWERS_PER_PROMPT, config)
+        log.info("safety start: imitating %d of the base model's %d everyday answers",
+                 imitated.input_ids.shape[0], len(everyday) * EVERYDAY_ANSWERS_PER_PROMPT)
 
     def reward(prompt_ids, response_ids, features: torch.Tensor) -> torch.Tensor:
         return -judge.penalty(features.float().cpu(), red_team=True)
@@ -61,8 +77,17 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
         stats = ppo_update(policy, value_head, optimizer, tokenizer,
                            draw.choices(prompts, k=rollout_batch), reward, config,
                            kl_controller)
-        log.info("safety start %d/%d: mean penalty %.3f, KL %.2f", iteration + 1, iterations,
-                 -stats.score, stats.kl)
+        nll = None
+        if imitated is not None and imitated.input_ids.shape[0]:
+            rows = torch.tensor(draw.choices(range(imitated.input_ids.shape[0]),
+                                             k=rollout_batch))
+            nll = sum(imitation_step(policy, optimizer, imitated.rows(part), config,
+                                     everyday_weight)
+                      for part in torch.tensor_split(rows, config.num_minibatches))
+            nll /= config.num_minibatches
+        log.info("safety start %d/%d: mean penalty %.3f, KL %.2f%s", iteration + 1,
+                 iterations, -stats.score, stats.kl,
+                 "" if nll is None else f", everyday NLL {nll:.3f}")
     return lora_state(policy, adapter)
 
 

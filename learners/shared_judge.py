@@ -76,6 +76,8 @@ class SharedJudge:
         # The principles' example prompts: requests that invite harm or a myth, which a
         # user's own prompts may never contain (red-team prompts for every user's PPO).
         self.red_team_prompts: list[str] = []
+        # The principles' everyday prompts, which invite no breach (learners.safety_start).
+        self.everyday_prompts: list[str] = []
         # The prompts of everyone's harmless/honest judgments (token ids), newest last: the
         # requests users found worth judging for harm or truth, a red-team set that grows
         # with the service and follows what its users really ask.
@@ -94,13 +96,14 @@ class SharedJudge:
         digest = None if self.principles_path is None else file_digest(self.principles_path)
         if self.priors and digest == self._digest:
             return
-        self.priors, self.red_team_prompts = {}, []
+        self.priors, self.red_team_prompts, self.everyday_prompts = {}, [], []
         if self.principles_path is not None:
             principles = load_principles(self.principles_path)
             self.priors = principle_priors(principles, self.text_features)
             self.red_team_prompts = list(dict.fromkeys(
                 [example.prompt for p in principles.principles for example in p.examples]
                 + principles.red_team))
+            self.everyday_prompts = list(dict.fromkeys(principles.everyday))
         for criterion, guard in self.guards.items():  # fine log-odds = −(breaking log-odds)
             self.priors[criterion] = PriorHead(criterion, -guard.weight, -guard.bias,
                                                examples=guard.answers)

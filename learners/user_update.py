@@ -574,18 +574,25 @@ class UserUpdater:
     def _red_team_prompts(self) -> list[list[int]]:
         """The principles' red-team prompts as chat-template token ids, and the prompts of
         everyone's harmless/honest judgments."""
-        written = [list(self.tokenizer.apply_chat_template(
+        return [self._chat_prompt(p) for p in self.judge.red_team_prompts] + \
+            self.judge.reported_prompts
+
+    def _chat_prompt(self, prompt: str) -> list[int]:
+        return list(self.tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True,
-            return_dict=False)) for prompt in self.judge.red_team_prompts]
-        return written + self.judge.reported_prompts
+            return_dict=False))
 
     def train_safety_start(self) -> dict[str, torch.Tensor]:
         """The adapter every new user starts from: PPO from the base model on the shared
-        heads alone, over the red-team prompts (learners.safety_start)."""
+        heads alone, over the red-team prompts and the principles' everyday ones
+        (learners.safety_start)."""
+        settings = self.settings
         return train_safety_start(
             self.policy, self.tokenizer, self.fresh_lora, self.judge, self._red_team_prompts(),
-            self.ppo_config, self.settings.learner_safety_start_iterations,
-            self.rollout_batch, self.value_learning_rate, self.seed)
+            self.ppo_config, settings.learner_safety_start_iterations,
+            self.rollout_batch, self.value_learning_rate, self.seed,
+            everyday=[self._chat_prompt(p) for p in self.judge.everyday_prompts],
+            everyday_weight=settings.learner_safety_start_everyday_weight)
 
     def _drop_forgotten_states(self) -> None:
         users = self.user_states.users()
