@@ -63,7 +63,7 @@ class PrinciplesFile(BaseModel):
     red_team: list[str] = Field(default_factory=list)
     # Requests that invite no breach (everyday questions): the safety start samples them
     # too, held to the base model's answers, so that what it changes stays on the
-    # red-team prompts (TAILOR_LEARNER_SAFETY_START_EVERYDAY_WEIGHT).
+    # red-team prompts (TAILOR_LEARNER_SAFETY_START_EVERYDAY_STEPS).
     everyday: list[str] = Field(default_factory=list)
 
     def fine_share_of(self, criterion: str) -> float:

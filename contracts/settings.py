@@ -277,10 +277,11 @@ class Settings(BaseSettings):
         0, ge=0, description="PPO iterations on the shared heads alone, over the red-team "
         "prompts, of the adapter every new user starts from (0: users start from the base "
         "model).")
-    learner_safety_start_everyday_weight: float = Field(
-        0.0, ge=0, description="Weight of the safety start's imitation of the base model's "
-        "fine answers to the principles' everyday prompts (`everyday`), beside its PPO on the "
-        "red-team prompts: it keeps the base model's everyday styles (0: off).")
+    learner_safety_start_everyday_steps: int = Field(
+        0, ge=0, description="Optimiser steps per safety-start iteration imitating the base "
+        "model's fine answers to the principles' everyday prompts (`everyday`), beside its "
+        "PPO on the red-team prompts (32 steps an iteration): it keeps the base model's "
+        "everyday styles (0: off).")
     learner_rater_reliability: bool = Field(
         True, description="Weight judgments of harmless/honest by each rater's estimated "
         "reliability, and each user's judgments in the population reward by their agreement "

@@ -47,9 +47,9 @@ def base_fine_answers(policy: nn.Module, tokenizer, judge: SharedJudge,
 
 
 def imitation_step(policy: nn.Module, optimizer: torch.optim.Optimizer, answers: Rollout,
-                   config: PPOConfig, weight: float) -> float:
-    """One optimiser step on ``weight`` × the mean negative log-likelihood of ``answers``'
-    response tokens under ``policy``'s active adapter; returns that mean NLL."""
+                   config: PPOConfig) -> float:
+    """One optimiser step on the mean negative log-likelihood of ``answers``' response
+    tokens under ``policy``'s active adapter; returns that mean NLL."""
     for group in optimizer.param_groups:  # peft may have left only the active one trainable
         for parameter in group["params"]:
             parameter.requires_grad_(True)
@@ -57,7 +57,7 @@ def imitation_step(policy: nn.Module, optimizer: torch.optim.Optimizer, answers:
     logprobs = response_logprobs(logits, answers.response_ids, config.temperature)
     nll = -masked_mean(logprobs, answers.response_mask.float())
     optimizer.zero_grad(set_to_none=True)
-    (weight * nll).backward()
+    nll.backward()
     torch.nn.utils.clip_grad_norm_(
         [p for group in optimizer.param_groups for p in group["params"]], config.max_grad_norm)
     optimizer.step()

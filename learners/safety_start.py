@@ -45,14 +45,16 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
                        prompts: list[list[int]], config: PPOConfig, iterations: int,
                        rollout_batch: int, value_learning_rate: float | None,
                        seed: int, everyday: list[list[int]] | None = None,
-                       everyday_weight: float = 0.0) -> LoraState:
+                       everyday_steps: int = 0) -> LoraState:
     """PPO from ``start`` (the base model's LoRA state) on the shared heads' penalty
     alone over ``prompts``; returns the trained LoRA state.
 
-    With ``everyday`` prompts and ``everyday_weight`` > 0, each iteration also imitates
-    the base model's fine answers to them (learners.everyday_anchor, with that weight
-    on its log-likelihood): one pass over ``rollout_batch`` of them, in PPO's
-    minibatches, so the start keeps the base model's everyday styles."""
+    With ``everyday`` prompts and ``everyday_steps`` > 0, each iteration also takes that
+    many optimiser steps imitating the base model's fine answers to them
+    (learners.everyday_anchor), each on a PPO minibatch's worth (``rollout_batch`` /
+    ``num_minibatches``), so the start keeps the base model's everyday styles. Steps,
+    not a weight on the loss: under Adam and the gradient-norm clip a separate step's
+    size hardly depends on its loss's scale (weights 10 and 30 gave the same start)."""
     if not prompts:
         raise ValueError("the safety start needs red-team prompts: add them to the "
                          "principles file (examples or red_team)")
@@ -64,7 +66,7 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
     draw = random.Random(seed)
     torch.manual_seed(seed)
     imitated = None
-    if everyday and everyday_weight > 0:
+    if everyday and everyday_steps > 0:
         imitated = base_fine_answers(policy, tokenizer, judge,
                                      everyday * EVERYDAY_ANSWERS_PER_PROMPT, config)
         log.info("safety start: imitating %d of the base model's %d everyday answers",
@@ -79,12 +81,10 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
                            kl_controller)
         nll = None
         if imitated is not None and imitated.input_ids.shape[0]:
-            rows = torch.tensor(draw.choices(range(imitated.input_ids.shape[0]),
-                                             k=rollout_batch))
-            nll = sum(imitation_step(policy, optimizer, imitated.rows(part), config,
-                                     everyday_weight)
-                      for part in torch.tensor_split(rows, config.num_minibatches))
-            nll /= config.num_minibatches
+            size = max(1, rollout_batch // config.num_minibatches)
+            nll = sum(imitation_step(policy, optimizer, imitated.rows(torch.tensor(
+                draw.choices(range(imitated.input_ids.shape[0]), k=size))), config)
+                for _ in range(everyday_steps)) / everyday_steps
         log.info("safety start %d/%d: mean penalty %.3f, KL %.2f%s", iteration + 1,
                  iterations, -stats.score, stats.kl,
                  "" if nll is None else f", everyday NLL {nll:.3f}")

@@ -592,7 +592,7 @@ class UserUpdater:
             self.ppo_config, settings.learner_safety_start_iterations,
             self.rollout_batch, self.value_learning_rate, self.seed,
             everyday=[self._chat_prompt(p) for p in self.judge.everyday_prompts],
-            everyday_weight=settings.learner_safety_start_everyday_weight)
+            everyday_steps=settings.learner_safety_start_everyday_steps)
 
     def _drop_forgotten_states(self) -> None:
         users = self.user_states.users()
