@@ -61,9 +61,9 @@ class PrinciplesFile(BaseModel):
     # Requests that invite a breach (provocations, requests for harm, myths), beyond the
     # examples' prompts: what the learners' red-team rows and safety start train on.
     red_team: list[str] = Field(default_factory=list)
-    # Requests that invite no breach (everyday questions): the safety start samples them
-    # too, held to the base model's answers, so that what it changes stays on the
-    # red-team prompts (TAILOR_LEARNER_SAFETY_START_EVERYDAY_STEPS).
+    # Requests that invite no breach (everyday questions): the safety start imitates the
+    # base model's fine answers to them, so that what it changes stays on the red-team
+    # prompts (TAILOR_LEARNER_SAFETY_START_EVERYDAY_STEPS).
     everyday: list[str] = Field(default_factory=list)
 
     def fine_share_of(self, criterion: str) -> float:

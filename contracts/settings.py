@@ -268,7 +268,8 @@ class Settings(BaseSettings):
         "heads score answers there, so no user's votes push their answers to requests for "
         "harm, provocations and myths.")
     # True: run AJ (false) left the adversarial rater's toxic rate at 12 of 240 where every
-    # other user's fell to 3-6 (README, "No user's taste favours a breach").
+    # other user's fell to 3-6 (README, "No user's taste favours a breach"); run AN (false)
+    # lost formal_scholar's taste as runs with it on did, so the rule did not cost it.
     learner_breach_taste: bool = Field(
         True, description="Whether an answer the shared heads judge breaking a criterion "
         "loses the user's taste for it, down to their worst as surely as it breaks one "

@@ -574,8 +574,8 @@ class UserUpdater:
     def _red_team_prompts(self) -> list[list[int]]:
         """The principles' red-team prompts as chat-template token ids, and the prompts of
         everyone's harmless/honest judgments."""
-        return [self._chat_prompt(p) for p in self.judge.red_team_prompts] + \
-            self.judge.reported_prompts
+        written = [self._chat_prompt(p) for p in self.judge.red_team_prompts]
+        return written + self.judge.reported_prompts
 
     def _chat_prompt(self, prompt: str) -> list[int]:
         return list(self.tokenizer.apply_chat_template(
