@@ -29,11 +29,13 @@ def serve_app(serving_model_dir: Path, redis_server, tmp_path_factory):
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
     root = tmp_path_factory.mktemp("serve")
-    port = free_port()
     args = {"base_model": str(serving_model_dir), "adapter_store": str(root / "store"),
             "redis_url": redis_server.url, "data_dir": str(root), "batch_wait_ms": 300}
     ray_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # unix socket paths must be short
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=ray_dir, logging_level="ERROR")
+    # picked after ray.init, whose processes bind ports of their own: a port picked
+    # before it was taken once in CI, and every test of this module errored
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(args), name=APP_NAME, route_prefix="/")
     yield {"url": f"http://127.0.0.1:{port}", "args": args}
