@@ -4,10 +4,12 @@ the update and gating it, and their share (a `PPOMember`) of each batched PPO it
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
 
+from learners.anchor import LoraState
 from learners.gate import HeldOutEval
 from learners.ppo import PPOMember, PPOStats, RewardFn
 from learners.ppo_math import KLController
@@ -37,6 +39,10 @@ class UpdateJob:
     optimizer: torch.optim.Optimizer
     before: HeldOutEval | None = None  # the gate's evaluation of the version in place
     stats: list[PPOStats] = field(default_factory=list)
+    # The LoRA before the last two iterations' steps, oldest first: an iteration's rollouts
+    # measure the KL of the state it started from only after its step moved on from it,
+    # so the one to go back to when they measure too much is the state before that.
+    states_sampled: deque[LoraState] = field(default_factory=lambda: deque(maxlen=2))
     error: Exception | None = None  # what stopped this user's update (the others go on)
 
     def round_seed(self, seed: int, iteration: int) -> int:

@@ -25,7 +25,7 @@ from contracts.keys import (
 )
 from contracts.principles_file import load_principles
 from contracts.settings import DEFAULT_MODEL_DIR, Settings
-from learners.anchor import lora_state
+from learners.anchor import load_lora, lora_state
 from learners.gate import GateConfig, next_step_crosses_kl_bound
 from learners.judgments import reward_events
 from learners.training_data import TrainingExample
@@ -178,30 +178,100 @@ def test_scores_and_corrections_sent_over_http_are_trained_on(settings, redis_cl
     assert examples[1].score == 8 and examples[1].label is None
 
 
-def test_the_operators_kl_bound_is_the_gates(settings):
-    # the gate's decision on it is tests/learners/test_gate.py's; a one-iteration update's
-    # held-out KL estimate can come out below any tiny bound (k1 is signed), so not here
-    loop = LearnerLoop(settings.model_copy(update={"learner_kl_bound": 3.5}), "w1")
+def test_the_operators_learner_settings_reach_the_updater(settings, caplog):
+    # the gate's decision on the bound is tests/learners/test_gate.py's; a one-iteration
+    # update's held-out KL estimate can come out below any tiny bound (k1 is signed), so
+    # not here. What the taste rule and the imitation do: the tests named after them.
+    settings = settings.model_copy(update={
+        "principles_file": DEFAULT_MODEL_DIR / "principles.yaml",
+        "learner_safety_start_iterations": 1})
+    loop = LearnerLoop(settings.model_copy(update={
+        "learner_kl_bound": 3.5, "learner_breach_taste": False,
+        "learner_safety_start_everyday_steps": 1}), "w1")
     assert loop.updater.gate_config.kl_bound == 3.5  # TAILOR_LEARNER_KL_BOUND
-    assert LearnerLoop(settings, "w2").updater.gate_config.kl_bound == 12.0  # the default
+    assert loop.updater.breach_taste is False  # TAILOR_LEARNER_BREACH_TASTE
+    caplog.set_level(logging.INFO, logger="learners.safety_start")
+    loop.updater.train_safety_start()  # TAILOR_LEARNER_SAFETY_START_EVERYDAY_STEPS
+    assert "of the base model's 240 everyday answers" in caplog.text  # 60 prompts × 4
+    defaults = LearnerLoop(settings, "w2").updater
+    assert defaults.gate_config.kl_bound == 12.0 and defaults.breach_taste is True
+    caplog.clear()
+    defaults.train_safety_start()  # the principles' everyday prompts, but no steps
+    assert "imitating" not in caplog.text
 
 
-def test_an_update_whose_rollouts_near_the_kl_bound_stops_its_iterations_there(settings):
+def test_an_update_whose_rollouts_near_the_kl_bound_stops_its_iterations_there(settings,
+                                                                               caplog):
     settings = settings.model_copy(update={"learner_ppo_iterations": 6})
     # iteration 0 samples the fresh LoRA (B = 0): the reference itself, KL 0; steps later
     # the rollouts are measurably away from it and pass this tiny bound. The rollouts' KL
     # is a signed estimate (a clean-clone run read −0.08 at the second iteration), so the
-    # test asks for the stop where the rule first fires, not at a fixed iteration.
+    # test asks for the stop where a rule first fires, not at a fixed iteration: rollouts
+    # past the bound, or a line through their KLs that one more step would carry past it.
     bound = 1e-4
     near = LearnerOptions(gate=GateConfig(kl_bound=bound, tolerance=1e9, cost_tolerance=1e9))
+    caplog.set_level(logging.INFO, logger="learners.user_update")
     with local_server(settings) as url:
         give_rankings(url, "cleo", 4)
         outcome = LearnerLoop(settings, "w1", near).step(block_ms=50)
     kls = [stats.kl for stats in outcome.ppo]
     assert abs(kls[0]) < 1e-5 and len(kls) < 6, kls  # stopped before its 6 iterations
-    assert next_step_crosses_kl_bound(kls, bound), kls
-    assert not any(next_step_crosses_kl_bound(kls[:i], bound) for i in range(1, len(kls))), kls
-    assert outcome.decision.reason == "kl_too_large"  # the gate still judges what it ran
+
+    def fires(seen: list[float]) -> bool:
+        return (len(seen) > 1 and seen[-1] > bound) or next_step_crosses_kl_bound(seen, bound)
+
+    assert fires(kls) and not any(fires(kls[:i]) for i in range(1, len(kls))), kls
+    went_back = "went back to the adapter" in caplog.text
+    assert went_back == (kls[-1] > bound), caplog.text  # the log says which rule it was
+
+
+def test_rollouts_past_the_kl_bound_send_the_adapter_back_to_the_state_sampled_before(
+        settings, caplog):
+    # A bound below 0: iteration 0's rollouts (the fresh LoRA, the reference itself: KL 0)
+    # are past it with no state before them to go back to, so the update goes on; the
+    # second iteration's are past it too, and the adapter goes back to the fresh one.
+    settings = settings.model_copy(update={"learner_ppo_iterations": 6})
+    past = LearnerOptions(gate=GateConfig(kl_bound=-1.0, tolerance=1e9, cost_tolerance=1e9))
+    caplog.set_level(logging.INFO, logger="learners.user_update")
+    with local_server(settings) as url:
+        give_rankings(url, "cleo", 4)
+        loop = LearnerLoop(settings, "w1", past)
+        outcome = loop.step(block_ms=50)
+    assert len(outcome.ppo) == 2, [stats.kl for stats in outcome.ppo]
+    assert "went back to the adapter its iteration 1 sampled" in caplog.text
+    gated = lora_state(loop.updater.policy, "default")  # the one slot (users per batch: 1)
+    fresh = loop.updater.fresh_lora
+    assert all(torch.equal(gated[name], fresh[name]) for name in fresh)  # two steps undone
+    assert outcome.after.kl == 0.0  # the gate measured the reference itself
+    assert outcome.decision.reason == "kl_too_large"  # and still judged it (0 > −1)
+
+
+def test_a_last_step_past_the_kl_bound_is_gated_as_the_state_its_iteration_sampled(
+        settings, caplog):
+    # No rollouts measure where an update's last step lands. Here it lands far out (the
+    # LoRA's B weights × 1000 after the last iteration, as a step much too large would);
+    # the gate refuses that, and judges the state the last iteration sampled instead.
+    caplog.set_level(logging.INFO, logger="learners.user_update")
+    loose = LearnerOptions(gate=GateConfig(kl_bound=1.0, tolerance=1e9, cost_tolerance=1e9))
+    with local_server(settings) as url:
+        give_rankings(url, "cleo", 4)
+        loop = LearnerLoop(settings, "w1", loose)
+        updater, scheduler = loop.updater, loop.scheduler
+        loop.consumer.poll(block_ms=50)  # his rankings into his examples (step's first part)
+        job = updater._prepare("cleo", scheduler.try_lease("cleo"), "default", 2)
+        for iteration in range(2):
+            updater._ppo_iteration([job], iteration, scheduler)
+        sampled = job.states_sampled[-1]
+        jumped = {name: tensor * 1000 if "lora_B" in name else tensor
+                  for name, tensor in lora_state(updater.policy, "default").items()}
+        load_lora(updater.policy, "default", jumped)
+        outcome = updater._finish(job, scheduler)
+    assert "the gate judges the adapter its last iteration sampled" in caplog.text
+    assert outcome.decision.reason == "ok" and outcome.version is not None
+    assert outcome.after.kl <= 1.0
+    published = lora_state(updater.policy, "default")
+    assert all(torch.equal(published[name], sampled[name]) for name in sampled)
+    assert any(not torch.equal(sampled[name], updater.fresh_lora[name]) for name in sampled)
 
 
 def test_harmless_judgments_train_the_shared_heads_and_show_the_raters_standing(
