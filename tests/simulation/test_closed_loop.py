@@ -47,7 +47,13 @@ Asserted, with the tolerance stated:
   reward was the same each time and it rose +35 and +61 after the 15 PPO iterations
   that update and its refines ran; an update on a burst now runs up to 4 updates'
   iterations (``UserUpdater.iterations_for``), and the next such run gave +87.5, and
-  the two clean-clone CI runs since +90 and +87.5;
+  the two clean-clone CI runs since +90 and +87.5. Three CI runs on 2026-12-05 failed
+  it again (+24, +4, +11) on updates refused as ``kl_too_large``: one step can jump
+  (rollouts 0.00, 0.02, 0.69, 2.21, then 19.28 nats in a run outside pytest, +17.5),
+  which no line foresees. Rollouts past the bound now send the adapter back to the
+  state sampled before, and a refused last step is judged as the state its iteration
+  sampled (``UserUpdater._stop_runaways``, ``_finish``): the next run gave +80 and the
+  clean-clone CI run +82.5;
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
