@@ -53,7 +53,9 @@ Asserted, with the tolerance stated:
   which no line foresees. Rollouts past the bound now send the adapter back to the
   state sampled before, and a refused last step is judged as the state its iteration
   sampled (``UserUpdater._stop_runaways``, ``_finish``): the next run gave +80 and the
-  clean-clone CI run +82.5;
+  clean-clone CI runs +82.5 and +85. A third gave +22.5 the other way again: 3
+  updates published, none refused, KL 7.8, online reward accuracy 0.39, its adapter
+  spread over formal 26, detailed 18 and bullets 13 of 80 answers. Not yet explained;
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
