@@ -55,7 +55,11 @@ Asserted, with the tolerance stated:
   sampled (``UserUpdater._stop_runaways``, ``_finish``): the next run gave +80 and the
   clean-clone CI runs +82.5 and +85. A third gave +22.5 the other way again: 3
   updates published, none refused, KL 7.8, online reward accuracy 0.39, its adapter
-  spread over formal 26, detailed 18 and bullets 13 of 80 answers. Not yet explained;
+  spread over formal 26, detailed 18 and bullets 13 of 80 answers. A run outside
+  pytest at the same code (+17.5) showed its rollouts jump within one step twice
+  (5.95 -> 19.34, 2.42 -> 22.58 nats); the rollback caught both, and the gate still
+  measured the second state at 14.0 held out. This user's PPO steps jump, where the
+  other users' never do: not yet fixed;
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
