@@ -58,8 +58,9 @@ Asserted, with the tolerance stated:
   spread over formal 26, detailed 18 and bullets 13 of 80 answers. A run outside
   pytest at the same code (+17.5) showed its rollouts jump within one step twice
   (5.95 -> 19.34, 2.42 -> 22.58 nats); the rollback caught both, and the gate still
-  measured the second state at 14.0 held out. This user's PPO steps jump, where the
-  other users' never do: not yet fixed;
+  measured the second state at 14.0 held out: either its steps jump or its KL is too
+  heavy-tailed for 64 rollouts to read; the other users' readings never jump. Not yet
+  fixed;
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
