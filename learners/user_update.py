@@ -346,9 +346,7 @@ class UserUpdater:
     def _finish(self, job: UpdateJob, scheduler: Scheduler) -> UpdateOutcome:
         """The gate, then publish: immutable files first, then the pointer."""
         user_id = job.user_id
-        after = self._evaluate(job)
-        decision = decide(trainable_weights_finite(self.policy, job.value_head, adapter=job.slot),
-                          job.before, after, self.gate_config)
+        after, decision = self._gate(job)
         if decision.reason == "kl_too_large" and len(job.stats) > 1 and job.states_sampled:
             # The last step jumped past the bound, where no rollouts see it (a closed-loop
             # run refused one of formal_scholar's updates at 15.5 nats held out, with no
@@ -358,10 +356,7 @@ class UserUpdater:
                      "judges the adapter its last iteration sampled (rollouts' KL %.2f)",
                      user_id, after.kl, job.stats[-1].kl)
             load_lora(self.policy, job.slot, job.states_sampled[-1])
-            after = self._evaluate(job)
-            decision = decide(trainable_weights_finite(self.policy, job.value_head,
-                                                       adapter=job.slot),
-                              job.before, after, self.gate_config)
+            after, decision = self._gate(job)
         if decision.publish and self._forgotten_since(user_id, job.started):
             decision = GateDecision(False, "user_forgotten")
         version = None
@@ -383,6 +378,12 @@ class UserUpdater:
         scheduler.mark_trained(user_id, len(job.new_examples), job.started)
         return UpdateOutcome(user_id, decision, version, len(job.new_examples), job.before,
                              after, job.stats, job.accuracy, time.time() - job.started)
+
+    def _gate(self, job: UpdateJob) -> tuple[HeldOutEval, GateDecision]:
+        """The held-out evaluation of the adapter in ``job``'s slot, and the gate's decision."""
+        after = self._evaluate(job)
+        finite = trainable_weights_finite(self.policy, job.value_head, adapter=job.slot)
+        return after, decide(finite, job.before, after, self.gate_config)
 
     def _evaluate(self, job: UpdateJob) -> HeldOutEval:
         return evaluate_policy(self.policy, self.tokenizer, job.held_out, job.reward_fn,
