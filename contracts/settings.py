@@ -202,6 +202,10 @@ class Settings(BaseSettings):
         12.0, gt=0, description="Largest mean KL per held-out answer, in nats, between a "
         "user's adapter and its reference (the base model, or the safety start) that the "
         "publish gate lets through: how far any user's votes may move their assistant.")
+    learner_target_kl: float | None = Field(
+        None, gt=0, description="A PPO iteration's optimiser steps stop once the policy is "
+        "this far (approx KL per token, nats) from the one that sampled its rollouts; "
+        "unset: every step.")
     # 1 here: on this 2-core CPU the tiny model's PPO is compute-bound, so 8 users in one
     # batch took as long as 8 in turn (README "Several users per PPO batch"); on a GPU,
     # where one user's 64 rows leave it mostly idle, batch users (8 in k8s/).

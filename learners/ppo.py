@@ -68,6 +68,7 @@ class PPOStats:
     score: float  # mean reward_fn score (before the no-EOS penalty)
     reward: float  # mean total return: score − no-EOS penalty − β·KL
     kl: float  # mean per-response KL(π_θ ‖ π_ref) of the rollouts, nats (estimator in use)
+    kl_max: float  # the largest one response's KL: whether a few answers make the mean
     kl_coef: float  # β used for this batch's rewards
     next_kl_coef: float  # β after the controller's update (store it for the user's next update)
     policy_loss: float  # clipped policy loss
@@ -76,6 +77,7 @@ class PPOStats:
     clip_fraction: float  # share of tokens whose policy ratio was clipped
     value_clip_fraction: float  # share of tokens whose value prediction was clipped
     approx_kl: float  # mean k3 estimate of KL(π_θ_old ‖ π_θ) over the steps: size of the update
+    steps: int  # optimiser steps taken (fewer than ppo_epochs × num_minibatches: target_kl)
     eos_fraction: float  # share of responses that ended with EOS
     response_length: float  # mean response tokens per row (EOS included)
     tokens: int  # real (non-pad) prompt + response tokens in the batch
@@ -338,15 +340,22 @@ def ppo_step(
                 parameter.requires_grad_(True)
     step_stats = {index: {key: [] for key in ("pg", "vf", "entropy", "clip", "vclip", "approx_kl")}
                   for index, _ in scored}
+    stopped: set[int] = set()  # members whose steps config.target_kl ended
     for _epoch in range(config.ppo_epochs):
-        splits = []
-        for _, part in scored:
-            order = torch.randperm(part.rows.stop - part.rows.start, generator=part.member.generator)
-            splits.append([rows + part.rows.start for rows in
-                           torch.tensor_split(order, config.num_minibatches)])
+        splits = {}
+        for index, part in scored:
+            if index not in stopped:
+                order = torch.randperm(part.rows.stop - part.rows.start,
+                                       generator=part.member.generator)
+                splits[index] = [rows + part.rows.start for rows in
+                                 torch.tensor_split(order, config.num_minibatches)]
         for minibatch in range(config.num_minibatches):
-            _minibatch_step(policy, rollout, scored, [s[minibatch] for s in splits], b_mask,
-                            row_adapters, config, step_stats)
+            stepping = [(index, part) for index, part in scored
+                        if index in splits and index not in stopped]
+            if stepping:
+                stopped |= _minibatch_step(policy, rollout, stepping,
+                                           [splits[index][minibatch] for index, _ in stepping],
+                                           b_mask, row_adapters, config, step_stats)
 
     # 6. β update and metrics, per member.
     seconds = time.perf_counter() - started
@@ -405,15 +414,17 @@ def _score(member: PPOMember, rows: slice, hidden: torch.Tensor, b_mask: torch.T
 def _minibatch_step(policy: nn.Module, rollout: Rollout, scored: list[tuple[int, _Scored]],
                     member_rows: list[torch.Tensor], b_mask: torch.Tensor,
                     row_adapters: list[str] | None, config: PPOConfig,
-                    step_stats: dict[int, dict[str, list[torch.Tensor]]]) -> None:
+                    step_stats: dict[int, dict[str, list[torch.Tensor]]]) -> set[int]:
     """One optimiser step of every member, on its rows ``member_rows`` (batch indices), in one
-    forward and backward."""
+    forward and backward; return the members this minibatch measured past
+    ``config.target_kl``, which do not step (their iteration's steps end there: PPO's early
+    stop, as in Stable-Baselines3, by member)."""
     mb_rows = torch.cat(member_rows)
     adapters = None if row_adapters is None else [row_adapters[i] for i in mb_rows.tolist()]
     logits, hidden = forward_response(policy, rollout, mb_rows, adapters)
     mb_logits = logits.float() / config.temperature  # (b, R, V), the sampling distribution
     mb_logprobs = response_logprobs(mb_logits, rollout.response_ids[mb_rows], 1.0)
-    losses, offset = [], 0
+    losses, stepping, stopped, offset = [], [], set(), 0
     for (index, part), rows in zip(scored, member_rows, strict=True):
         mine = slice(offset, offset + len(rows))  # this member's rows of the minibatch
         offset = mine.stop
@@ -426,32 +437,41 @@ def _minibatch_step(policy: nn.Module, rollout: Rollout, scored: list[tuple[int,
         vf_loss, value_clip_fraction = clipped_value_loss(
             values, part.values[local], part.returns[local], mask, config.clip_range_value)
         entropy = masked_mean(entropy_from_logits(mb_logits[mine]), mask)
-        losses.append(pg_loss + config.vf_coef * vf_loss - config.ent_coef * entropy)
         with torch.no_grad():
             log_ratio = logprobs - part.logprobs[local]
+            approx_kl = masked_mean(torch.expm1(log_ratio) - log_ratio, mask)  # k3
             stats = step_stats[index]
-            stats["approx_kl"].append(masked_mean(torch.expm1(log_ratio) - log_ratio, mask))  # k3
+            stats["approx_kl"].append(approx_kl)
+        if config.target_kl is not None and approx_kl.item() > config.target_kl:
+            stopped.add(index)
+            continue
+        losses.append(pg_loss + config.vf_coef * vf_loss - config.ent_coef * entropy)
+        stepping.append(part)
         stats["pg"].append(pg_loss.detach())
         stats["vf"].append(vf_loss.detach())
         stats["entropy"].append(entropy.detach())
         stats["clip"].append(clip_fraction)
         stats["vclip"].append(value_clip_fraction)
-    for _, part in scored:
+    if not losses:
+        return stopped
+    for part in stepping:
         part.member.optimizer.zero_grad(set_to_none=True)
     # No row reaches another member's weights: each gets the gradient of its own loss.
     torch.stack(losses).sum().backward()
-    for _, part in scored:
+    for part in stepping:
         optimizer = part.member.optimizer
         params = [p for group in optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
         optimizer.step()
+    return stopped
 
 
 def _stats(part: _Scored, steps: dict[str, list[torch.Tensor]], rollout: Rollout,
            b_mask: torch.Tensor, seconds: float) -> PPOStats:
     mask = b_mask[part.rows]
     batch_size = mask.shape[0]
-    mean_kl = part.kl.sum(dim=1).mean().item()
+    response_kl = part.kl.sum(dim=1)  # (b,)
+    mean_kl = response_kl.mean().item()
     part.member.kl_controller.update(mean_kl, batch_size)
     means = {key: torch.stack(values).mean().item() for key, values in steps.items()}
     response_tokens = int(mask.sum().item())
@@ -459,6 +479,7 @@ def _stats(part: _Scored, steps: dict[str, list[torch.Tensor]], rollout: Rollout
         score=part.scores.mean().item(),
         reward=part.rewards.sum(dim=1).mean().item(),
         kl=mean_kl,
+        kl_max=response_kl.max().item(),
         kl_coef=part.kl_coef,
         next_kl_coef=part.member.kl_controller.value,
         policy_loss=means["pg"],
@@ -467,6 +488,7 @@ def _stats(part: _Scored, steps: dict[str, list[torch.Tensor]], rollout: Rollout
         clip_fraction=means["clip"],
         value_clip_fraction=means["vclip"],
         approx_kl=means["approx_kl"],
+        steps=len(steps["pg"]),
         eos_fraction=rollout.ended_with_eos[part.rows].float().mean().item(),
         response_length=response_tokens / batch_size,
         tokens=int(rollout.attention_mask[part.rows].sum().item()),

@@ -48,6 +48,9 @@ class PPOConfig:
     vf_coef: float = 0.1  # weight of the value loss (the value head shares the LoRA trunk)
     ent_coef: float = 0.0  # weight of the entropy bonus
     max_grad_norm: float = 1.0  # global gradient-norm clip
+    # A member's steps of one iteration stop once a minibatch measures its policy this far
+    # (approx KL, k3, per token) from the policy that sampled the rollouts; None: all steps
+    target_kl: float | None = None
 
     def __post_init__(self) -> None:
         _positive_int(self, "lora_rank")
@@ -97,6 +100,8 @@ class PPOConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"PPOConfig.{name}={getattr(self, name)!r}: use a value >= 0.")
         _positive(self, "max_grad_norm")
+        if self.target_kl is not None:
+            _positive(self, "target_kl")
 
     def lora_config(self) -> LoraConfig:
         """peft LoRA config of a new user adapter: `get_peft_model(base, cfg.lora_config())`."""

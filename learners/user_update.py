@@ -224,6 +224,13 @@ class UserUpdater:
                 job.error = outcome
                 continue
             job.stats.append(outcome)
+            # one line per iteration: an update the gate refused reads back from the log
+            log.info("update of %s iteration %d of %d: rollouts' KL %.2f (largest %.2f), "
+                     "score %.3f, %d steps of approx KL %.4f, clipped %.2f, EOS %.2f, "
+                     "%.1f tokens", job.user_id, iteration + 1, job.iterations, outcome.kl,
+                     outcome.kl_max, outcome.score, outcome.steps, outcome.approx_kl,
+                     outcome.clip_fraction,
+                     outcome.eos_fraction, outcome.response_length)
             try:
                 scheduler.renew(job.user_id, job.token)
             except UpdateAbandoned:

@@ -89,6 +89,7 @@ def ppo_config_for(settings: Settings, base: PPOConfig | None = None) -> PPOConf
     return replace(base, lora_rank=settings.lora_rank, lora_alpha=settings.lora_alpha,
                    lora_target_modules=tuple(settings.lora_target_modules),
                    max_new_tokens=settings.learner_max_new_tokens,
+                   target_kl=settings.learner_target_kl,
                    num_minibatches=min(base.num_minibatches, settings.learner_rollout_batch))
 
 
