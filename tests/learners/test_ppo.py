@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -257,6 +258,8 @@ def test_config_errors_name_the_field_and_the_fix():
         PPOConfig(gae_lambda=1.5)
     with pytest.raises(ValueError, match=r"PPOConfig.kl_estimator='k2'.*'k1'"):
         PPOConfig(kl_estimator="k2")
+    with pytest.raises(ValueError, match=r"PPOConfig.target_kl=0: must be a number > 0"):
+        PPOConfig(target_kl=0)
     with pytest.raises(ValueError, match=r"PPOConfig.lora_target_modules=\(\).*q_proj"):
         PPOConfig(lora_target_modules=())
     assert PPOConfig().lora_config().target_modules == {"q_proj", "k_proj", "v_proj", "o_proj"}
@@ -470,6 +473,30 @@ def target_token_frequency(policy: PeftModel, prompts: list[list[int]]) -> float
     )
     tokens = rollout.response_ids[rollout.response_mask.bool()]
     return (tokens == TARGET_TOKEN).float().mean().item()
+
+
+def test_target_kl_ends_the_steps_once_the_policy_moved_that_far(tokenizer):
+    """The first minibatch measures the policy that sampled (approx KL ~0) and steps; with a
+    target of 1e-9 the second measures the moved policy past it and the iteration ends.
+    With a target no step reaches, the update is the one with no target, weight for weight."""
+    config = PPOConfig(max_new_tokens=6, ppo_epochs=2, num_minibatches=2, learning_rate=1e-3)
+
+    def reward_fn(prompt_ids, response_ids, features):
+        return torch.tensor([sum(t % 2 == 0 for t in r) / max(len(r), 1) for r in response_ids])
+
+    states, steps = [], []
+    for target_kl in (1e-9, 1e9, None):
+        run = replace(config, target_kl=target_kl)
+        policy = make_policy(run)
+        value_head = ValueHead.for_model(policy)
+        torch.manual_seed(0)
+        stats = ppo_update(policy, value_head, make_optimizer(policy, value_head, run),
+                           tokenizer, random_prompts(8, 5, seed=0), reward_fn, run)
+        states.append(lora_state(policy, "default"))
+        steps.append(stats.steps)
+    assert steps == [1, 4, 4]
+    assert all(torch.equal(states[1][k], states[2][k]) for k in states[2])
+    assert any(not torch.equal(states[0][k], states[2][k]) for k in states[2])
 
 
 def test_ppo_raises_the_frequency_of_the_rewarded_token(tokenizer):

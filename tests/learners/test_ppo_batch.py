@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -85,12 +86,14 @@ def trained_state(policy: PeftModel, member: PPOMember) -> dict[str, torch.Tenso
     return state
 
 
-@pytest.mark.parametrize("broken", [None, 1])
-def test_users_batched_get_the_update_each_would_get_alone(broken):
+@pytest.mark.parametrize(("broken", "target_kl"), [(None, None), (1, None), (None, 0.2)])
+def test_users_batched_get_the_update_each_would_get_alone(broken, target_kl):
     """One PPO step of three users in one batch against three separate steps on the same
     rollouts: every LoRA weight, value head, β and statistic agrees to float tolerance.
     With one user's reward failing, that user is dropped untouched and the others still
-    get exactly their own updates."""
+    get exactly their own updates. With a target KL, each user's steps stop where their
+    own policy passed it (here after 1, 3 and 2 of 4), as alone."""
+    config = dataclasses.replace(CONFIG, target_kl=target_kl)
     rewards = [token_reward(7), token_reward(11), token_reward(13)]
     if broken is not None:
         rewards[broken] = failing_reward
@@ -100,12 +103,12 @@ def test_users_batched_get_the_update_each_would_get_alone(broken):
     untouched = {m.adapter: trained_state(policy, m) for m in members}
     alone_policy, alone_members = copy.deepcopy((policy, members))
 
-    batched = ppo_step(policy, rollout, members, CONFIG)
+    batched = ppo_step(policy, rollout, members, config)
 
     alone = []
     for index, member in enumerate(alone_members):
         rows = slice(index * ROWS, (index + 1) * ROWS)
-        (outcome,) = ppo_step(alone_policy, rows_of(rollout, rows), [member], CONFIG)
+        (outcome,) = ppo_step(alone_policy, rows_of(rollout, rows), [member], config)
         alone.append(outcome)
     for index, (together, separate) in enumerate(zip(members, alone_members, strict=True)):
         if index == broken:
@@ -122,6 +125,13 @@ def test_users_batched_get_the_update_each_would_get_alone(broken):
             assert getattr(batched[index], field) == pytest.approx(
                 getattr(alone[index], field), rel=1e-4, abs=1e-6), field
         assert batched[index].response_tokens == alone[index].response_tokens
+        assert batched[index].steps == alone[index].steps
+    steps = [outcome.steps for outcome in batched if not isinstance(outcome, Exception)]
+    full = CONFIG.ppo_epochs * CONFIG.num_minibatches
+    if target_kl is None:
+        assert steps == [full] * len(steps)
+    else:  # the stop acted, at different steps for different users
+        assert min(steps) < full and len(set(steps)) > 1, steps
 
 
 def test_each_user_moves_only_their_own_adapter():
