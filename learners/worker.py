@@ -24,7 +24,7 @@ from contracts.keys import REFINE_KEY, examples_key, user_key, worker_status_key
 from contracts.modeling import load_base_model
 from contracts.settings import Settings
 from learners.feedback_consumer import FeedbackConsumer
-from learners.gate import GateConfig
+from learners.gate import GateConfig, held_out_change
 from learners.ppo_config import PPOConfig
 from learners.reward_config import RewardConfig
 from learners.safety_start import SafetyStart
@@ -175,8 +175,11 @@ class LearnerLoop:
                         "(its feedback stays for the next update)", ", ".join(dropped))
         self.updates.extend(outcomes)
         for outcome in outcomes:
-            log.info("user %s: %s (%.1fs)", outcome.user_id, outcome.decision.reason,
-                     outcome.seconds)
+            log.info("user %s: %s (%.1fs; held out: %s; online reward accuracy %s)",
+                     outcome.user_id, outcome.decision.reason, outcome.seconds,
+                     held_out_change(outcome.before, outcome.after),
+                     "n/a" if outcome.reward_accuracy is None
+                     else f"{outcome.reward_accuracy:.2f}")
         if failed:
             raise failed[0]
         return outcomes

@@ -169,7 +169,10 @@ class Stack:
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "TAILOR_REDIS_URL")}
         env |= {"TAILOR_DATA_DIR": str(self.data_dir), "TAILOR_PORT": str(self.port),
                 "TAILOR_REDIS_PORT": str(self.redis_port), "RAY_AUTH_MODE": "disabled",
-                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"} | self.env
+                "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                # every line in the log: Ray folds repeated ones ("[repeated 3x]"), and
+                # the learners' per-iteration lines look alike to it
+                "RAY_DEDUP_LOGS": "0"} | self.env
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("w")
         self.process = subprocess.Popen(

@@ -59,8 +59,10 @@ Asserted, with the tolerance stated:
   pytest at the same code (+17.5) showed its rollouts jump within one step twice
   (5.95 -> 19.34, 2.42 -> 22.58 nats); the rollback caught both, and the gate still
   measured the second state at 14.0 held out: either its steps jump or its KL is too
-  heavy-tailed for 64 rollouts to read; the other users' readings never jump. Not yet
-  fixed;
+  heavy-tailed for 64 rollouts to read. Both (README, "Learning from feedback"): one
+  answer's KL passes 100 nats in ~6% of iterations, and formal_scholar's rollouts
+  once read 4.79 then 35.12 nats. Not fixed; a failure here quotes the user's lines of
+  the learners' log (every PPO iteration's KL, the rollbacks, the gate's numbers);
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
@@ -112,21 +114,36 @@ MIN_RISE = 0.30  # the issue's bar: preferred-style rate at least 30 points abov
 
 
 @pytest.fixture(scope="module")
-def demo_result(tmp_path_factory) -> Iterator[dict]:
-    folder = tmp_path_factory.mktemp("closed-loop")
+def stack_dir() -> Iterator[Path]:
+    """The demo's data folder (Redis, adapters, the stack's log), kept while the module's
+    tests run: a failing one quotes the learners' log from it."""
     stack = Path(tempfile.mkdtemp(prefix="tailor-cl-", dir="/tmp"))  # Ray's socket paths are short
+    yield stack
+    shutil.rmtree(stack, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def demo_result(tmp_path_factory, stack_dir) -> dict:
+    folder = tmp_path_factory.mktemp("closed-loop")
     config = DemoConfig(users=USERS, max_events=60, measure_rounds=10, eval_samples=8, seed=0,
-                        data_dir=stack, invited_share=0.0)
-    try:
-        yield run_demo(config, json_path=folder / "demo.json", png_path=folder / "demo.png",
-                       progress=False)
-    finally:
-        shutil.rmtree(stack, ignore_errors=True)
+                        data_dir=stack_dir, invited_share=0.0)
+    return run_demo(config, json_path=folder / "demo.json", png_path=folder / "demo.png",
+                    progress=False)
+
+
+def updates_of(stack_dir: Path, user_id: str) -> list[str]:
+    """The learners' log lines about ``user_id``'s updates (every PPO iteration's KL, the
+    stops, the rollbacks, the gate's refusals): what a failed CI run keeps of why."""
+    log = stack_dir / "tailor-up.log"
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    return [line.split("INFO ")[-1].split("WARNING ")[-1][:300] for line in lines
+            if f"update of {user_id}" in line or f"user {user_id}:" in line]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(DEMO_TIMEOUT_S)
-def test_each_user_is_served_their_preferred_style_after_at_most_60_judgments(demo_result):
+def test_each_user_is_served_their_preferred_style_after_at_most_60_judgments(demo_result,
+                                                                             stack_dir):
     users = demo_result["users"]
     assert len(users) == 4 and demo_result["learners_caught_up"]
     for user_id, user in users.items():
@@ -137,7 +154,7 @@ def test_each_user_is_served_their_preferred_style_after_at_most_60_judgments(de
         rise = user["preferred_rate_after"] - user["preferred_rate_before"]
         # the whole record on failure (as JSON: pytest cuts a dict's repr short)
         record = json.dumps({user_id: user}, default=str)
-        assert rise >= MIN_RISE, record
+        assert rise >= MIN_RISE, "\n".join([record, *updates_of(stack_dir, user_id)])
         assert user["adapter_version"] is not None and user["kl"] is not None, record
 
 
