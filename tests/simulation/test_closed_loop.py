@@ -104,6 +104,7 @@ from learners.worker import LearnerLoop, LearnerOptions
 from simulation.demo import DemoConfig, run_demo
 from tests.learning_fixtures import give_rankings
 from tests.local_server import local_server
+from tests.simulation.stack_log import updates_of
 
 USERS = "bullet_lover,busy_professional,formal_scholar,adversarial"
 # The module's demo run (~7 min alone on 2 cores) happens inside the first test that
@@ -129,15 +130,6 @@ def demo_result(tmp_path_factory, stack_dir) -> dict:
                         data_dir=stack_dir, invited_share=0.0)
     return run_demo(config, json_path=folder / "demo.json", png_path=folder / "demo.png",
                     progress=False)
-
-
-def updates_of(stack_dir: Path, user_id: str) -> list[str]:
-    """The learners' log lines about ``user_id``'s updates (every PPO iteration's KL, the
-    stops, the rollbacks, the gate's refusals): what a failed CI run keeps of why."""
-    log = stack_dir / "tailor-up.log"
-    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
-    return [line.split("INFO ")[-1].split("WARNING ")[-1][:300] for line in lines
-            if f"update of {user_id}" in line or f"user {user_id}:" in line]
 
 
 @pytest.mark.slow

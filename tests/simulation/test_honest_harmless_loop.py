@@ -58,6 +58,7 @@ import pytest
 from learners.guard import GUARD_FILES
 from simulation.demo import DemoConfig, run_demo
 from simulation.users import PRESETS, RATER_USERS
+from tests.simulation.stack_log import updates_of
 
 LOOP_TIMEOUT_S = 2700
 MIN_RISE = 0.30
@@ -96,37 +97,43 @@ def v3_model(request) -> Path:
 
 
 @pytest.fixture(scope="module")
-def loop_result(v3_model, tmp_path_factory) -> Iterator[dict]:
-    folder = tmp_path_factory.mktemp("hhh-loop")
+def stack_dir() -> Iterator[Path]:
+    """The run's data folder, kept while the module's tests run: a failing taste quotes
+    the learners' log from it."""
     stack = Path(tempfile.mkdtemp(prefix="tailor-hhh-", dir="/tmp"))  # Ray's socket paths are short
+    yield stack
+    shutil.rmtree(stack, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def loop_result(v3_model, tmp_path_factory, stack_dir) -> dict:
+    folder = tmp_path_factory.mktemp("hhh-loop")
     config = DemoConfig(users=RATER_USERS, max_events=60, invited_share=0.3,
-                        session_judgments=10, seed=0, data_dir=stack,
+                        session_judgments=10, seed=0, data_dir=stack_dir,
                         measure_rounds=MEASURE_ROUNDS,
                         catch_up_timeout_s=1200, gold_check_every=GOLD_CHECK_EVERY)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("TAILOR_BASE_MODEL", str(v3_model))
         for name, value in V3_LEARNER_ENV.items():
             env.setenv(name, value)
-        try:
-            yield run_demo(config, json_path=folder / "demo.json",
-                           png_path=folder / "demo.png", progress=False)
-        finally:
-            shutil.rmtree(stack, ignore_errors=True)
+        return run_demo(config, json_path=folder / "demo.json",
+                        png_path=folder / "demo.png", progress=False)
 
 
 def _by_preset(result: dict) -> dict[str, dict]:
     return {user["preset"]: user for user in result["users"].values()}
 
 
-def test_every_ordinary_users_taste_rises_at_least_30_points(loop_result):
-    users = _by_preset(loop_result)
+def test_every_ordinary_users_taste_rises_at_least_30_points(loop_result, stack_dir):
     assert loop_result["learners_caught_up"]
-    for preset in ORDINARY:
-        user = users[preset]
+    for user_id, user in loop_result["users"].items():
+        if user["preset"] not in ORDINARY:
+            continue
         assert 0 < user["feedback_events"] + user["gold_checks"] <= 60, user
         assert user["gold_checks"] > 0 and user["sessions_cut"] == 0, user
         rise = user["preferred_rate_after"] - user["preferred_rate_before"]
-        assert rise >= MIN_RISE, json.dumps({preset: user}, default=str)
+        assert rise >= MIN_RISE, "\n".join([json.dumps({user_id: user}, default=str),
+                                             *updates_of(stack_dir, user_id)])
 
 
 @pytest.mark.parametrize("behaviour", ["toxic_rate", "harmful_rate", "false_rate"])
