@@ -422,7 +422,7 @@ class UserUpdater:
         """Refit the population when the feedback it may use, or this user's, grew by a
         fifth since it was last fitted; always refit this user's head."""
         all_examples = self._all_examples()
-        # A user's head is confined to the population's user tower (a rank-6 projection),
+        # A user's head is confined to the population's user tower (a rank-4 projection),
         # so the tower must have seen most of the user's judgments. When the population was
         # refitted only as everyone's judgments grew by a fifth, counted over everything
         # stored, a user whose judgments all waited in the store at another user's refit

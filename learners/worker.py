@@ -60,14 +60,15 @@ class LearnerOptions:
     # decay 1e-3 the population head fit everyone's mixed tastes and dominated each
     # user's reward (every user's top-rated style was the same); this setting ranks
     # each ranking user's favourite style first (pairwise accuracy 0.78-0.89 vs 0.55-0.70).
-    # Rank 6, not 4: six users' tastes need more directions than four. A six-user v3
-    # run's final judgments (README, run BS), refitted with 10 seeds of the towers: on
-    # 100 held-out prompts answered in all 7 styles, each ordinary user's favourite
-    # scored best of the 7 on at least 87% / 58% / 91% of the prompts at rank 6
-    # (bullet_lover / busy_professional / formal_scholar), at least 73% / 39% / 84% at
-    # rank 4. On the v2 closed loop's four users' judgments the two agree within 0.01.
+    # Rank 4. Rank 6 carried a six-user v3 run's comparisons further in a replay (README,
+    # run BS: each ordinary user's favourite best of 7 styles on new prompts at least
+    # 87% / 58% / 91% of the time against 73% / 39% / 84%), but in the closed loop the
+    # two rank-6 runs (BT, BV) both left the credulous rater at 14 harmful answers of
+    # 240 (bar 12), where nine rank-4 runs (AJ-AN, BP, BQ, BS, BW) left it at 0-9;
+    # the tastes fared alike. On the v2 closed loop's judgments the two ranks agree
+    # within 0.01.
     reward: RewardConfig = field(default_factory=lambda: RewardConfig(
-        rank=6, population_hidden=0, user_hidden=0, population_weight_decay=1.0, steps=150))
+        rank=4, population_hidden=0, user_hidden=0, population_weight_decay=1.0, steps=150))
     reward_clip: float = 3.0  # the standardised user reward is clipped to ±this
     # Idle-time polishing: a user whose last update ended refine_quiet_s ago gets up
     # to refine_updates more updates (PPO on their final reward model, gated and
