@@ -43,6 +43,10 @@ class UpdateJob:
     # measure the KL of the state it started from only after its step moved on from it,
     # so the one to go back to when they measure too much is the state before that.
     states_sampled: deque[LoraState] = field(default_factory=lambda: deque(maxlen=2))
+    # The rollouts' KL of each state the adapter kept: a state gone back from leaves out
+    # its reading (learners.gate.next_step_crosses_kl_bound fits a line through them)
+    kl_path: list[float] = field(default_factory=list)
+    rollbacks: int = 0  # times the adapter went back to a state sampled before
     error: Exception | None = None  # what stopped this user's update (the others go on)
 
     def round_seed(self, seed: int, iteration: int) -> int:
