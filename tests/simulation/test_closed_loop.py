@@ -61,8 +61,11 @@ Asserted, with the tolerance stated:
   measured the second state at 14.0 held out: either its steps jump or its KL is too
   heavy-tailed for 64 rollouts to read. Both (README, "Learning from feedback"): one
   answer's KL passes 100 nats in ~6% of iterations, and formal_scholar's rollouts
-  once read 4.79 then 35.12 nats. Not fixed; a failure here quotes the user's lines of
-  the learners' log (every PPO iteration's KL, the rollbacks, the gate's numbers);
+  once read 4.79 then 35.12 nats. A failure here quotes the user's lines of the
+  learners' log (every PPO iteration's KL, the rollbacks, the gate's numbers). The
+  first such (a clean-clone CI run, +26) showed formal_scholar's burst update sent
+  back after 5 of its 12 iterations and ended there; an update now goes on from the
+  state it went back to (``UserUpdater._stop_runaways``);
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
