@@ -206,6 +206,12 @@ class Settings(BaseSettings):
         None, gt=0, description="A PPO iteration's optimiser steps stop once the policy is "
         "this far (approx KL per token, nats) from the one that sampled its rollouts; "
         "unset: every step.")
+    # 0.1: the closed loop's tastes rose as far at under half the KL (README, "Learning
+    # from feedback"); the reward's KL charges only the tokens the rollouts drew
+    learner_kl_loss_coef: float = Field(
+        0.1, ge=0, description="Weight of the exact KL to the reference (over the whole "
+        "vocabulary, at every position of the rollouts) as a term of the PPO loss; 0: off, "
+        "the KL is charged in the reward only.")
     # 1 here: on this 2-core CPU the tiny model's PPO is compute-bound, so 8 users in one
     # batch took as long as 8 in turn (README "Several users per PPO batch"); on a GPU,
     # where one user's 64 rows leave it mostly idle, batch users (8 in k8s/).

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from contracts.features import adapters_disabled, pool_hidden_states
@@ -42,6 +43,7 @@ from learners.ppo_math import (
     clipped_policy_loss,
     clipped_value_loss,
     entropy_from_logits,
+    exact_kl,
     gae_advantages,
     grouped_whiten,
     make_kl_controller,
@@ -50,6 +52,7 @@ from learners.ppo_math import (
     per_token_kl,
     response_logprobs,
     shaped_rewards,
+    token_logprobs,
 )
 from learners.rollout import Rollout, position_ids_from_mask, sample_responses
 from learners.value_head import ValueHead
@@ -68,7 +71,10 @@ class PPOStats:
     score: float  # mean reward_fn score (before the no-EOS penalty)
     reward: float  # mean total return: score − no-EOS penalty − β·KL
     kl: float  # mean per-response KL(π_θ ‖ π_ref) of the rollouts, nats (estimator in use)
-    kl_max: float  # the largest one response's KL: whether a few answers make the mean
+    # the same KL summed from each position's exact KL over the vocabulary (ppo_math.exact_kl):
+    # no sampling noise at a position, so a steadier reading of the adapter's distance
+    kl_exact: float
+    kl_max: float  # the largest one response's exact KL: whether a few answers make the mean
     kl_coef: float  # β used for this batch's rewards
     next_kl_coef: float  # β after the controller's update (store it for the user's next update)
     policy_loss: float  # clipped policy loss
@@ -165,6 +171,16 @@ def reference_forward(
     With an ``anchor`` (the name of a peft adapter: learners.anchor) π_ref is the policy
     through that adapter instead, a second pass; the features stay the base model's.
     """
+    log_probs, features = reference_distribution(policy, rollout, temperature, anchor)
+    return token_logprobs(log_probs, rollout.response_ids), features
+
+
+@torch.no_grad()
+def reference_distribution(
+    policy: nn.Module, rollout: Rollout, temperature: float, anchor: str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`reference_forward` with π_ref's whole distribution (B, R, V) at each response
+    position instead of the drawn tokens' log-probs."""
     with adapters_disabled(policy):
         output = _run_on_rollout(policy, rollout, slice(None))
     logits = output.logits[:, :-1]
@@ -174,7 +190,7 @@ def reference_forward(
     if anchor is not None:
         logits, _ = forward_response(policy, rollout,
                                      adapter_names=[anchor] * rollout.input_ids.shape[0])
-    return response_logprobs(logits, rollout.response_ids, temperature), features
+    return F.log_softmax(logits.float() / temperature, dim=-1), features
 
 
 @dataclass
@@ -219,6 +235,8 @@ class _Scored:
     values: torch.Tensor  # (b, R)
     scores: torch.Tensor  # (b,) reward_fn's
     kl: torch.Tensor  # (b, R) per-token KL to the reference
+    kl_exact: torch.Tensor  # (b, R) exact KL(π_θ_old ‖ π_ref) at each position
+    ref_log_probs: torch.Tensor | None  # (b, R, V) π_ref, for PPOConfig.kl_loss_coef
     kl_coef: float
     rewards: torch.Tensor  # (b, R) shaped
     advantages: torch.Tensor  # (b, R)
@@ -308,9 +326,15 @@ def ppo_step(
     # 2. Log-probs of π_θ_old and π_ref, and the reward model's features.
     with torch.no_grad():
         logits, hidden = forward_response(policy, rollout, adapter_names=row_adapters)
-        b_logprobs = response_logprobs(logits, b_response_ids, temperature)  # (B, R)
+        log_probs = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, R, V)
         del logits
-        b_ref_logprobs, b_features = reference_forward(policy, rollout, temperature, anchor)
+        b_logprobs = token_logprobs(log_probs, b_response_ids)  # (B, R)
+        ref_log_probs, b_features = reference_distribution(policy, rollout, temperature, anchor)
+        b_ref_logprobs = token_logprobs(ref_log_probs, b_response_ids)
+        b_exact_kl = exact_kl(log_probs, ref_log_probs) * b_mask  # (B, R)
+        del log_probs
+        if not config.kl_loss_coef:  # only the loss term needs π_ref's distributions kept
+            ref_log_probs = None
     prompt_lists, response_lists = rollout.prompt_lists(), rollout.response_lists()
 
     # 3.-4. Per member: values, score, KL-shaped reward, advantages and returns.
@@ -323,7 +347,8 @@ def ppo_step(
         try:
             scored.append((index, _score(member, rows, hidden, b_mask, b_logprobs,
                                          b_ref_logprobs, b_features, prompt_lists,
-                                         response_lists, rollout, config)))
+                                         response_lists, rollout, config,
+                                         b_exact_kl, ref_log_probs)))
         except Exception as err:  # one user's failed reward drops that user only
             outcomes[index] = err
     del hidden
@@ -338,7 +363,8 @@ def ppo_step(
         for group in part.member.optimizer.param_groups:
             for parameter in group["params"]:
                 parameter.requires_grad_(True)
-    step_stats = {index: {key: [] for key in ("pg", "vf", "entropy", "clip", "vclip", "approx_kl")}
+    step_stats = {index: {key: [] for key in ("pg", "vf", "entropy", "clip", "vclip", "approx_kl",
+                                              "kl_loss")}
                   for index, _ in scored}
     stopped: set[int] = set()  # members whose steps config.target_kl ended
     for _epoch in range(config.ppo_epochs):
@@ -379,7 +405,8 @@ def _row_adapters(members: list[PPOMember], policy: nn.Module) -> list[str] | No
 def _score(member: PPOMember, rows: slice, hidden: torch.Tensor, b_mask: torch.Tensor,
            b_logprobs: torch.Tensor, b_ref_logprobs: torch.Tensor, b_features: torch.Tensor,
            prompt_lists: list[list[int]], response_lists: list[list[int]], rollout: Rollout,
-           config: PPOConfig) -> _Scored:
+           config: PPOConfig, b_exact_kl: torch.Tensor,
+           ref_log_probs: torch.Tensor | None) -> _Scored:
     mask = b_mask[rows]
     batch_size = mask.shape[0]
     scores = member.reward_fn(prompt_lists[rows], response_lists[rows], b_features[rows])
@@ -407,7 +434,8 @@ def _score(member: PPOMember, rows: slice, hidden: torch.Tensor, b_mask: torch.T
         advantages = grouped_whiten(advantages, mask, groups)
     elif config.whiten_advantages:
         advantages = masked_whiten(advantages, mask)
-    return _Scored(member, rows, b_logprobs[rows], values, scores, kl, kl_coef, rewards,
+    return _Scored(member, rows, b_logprobs[rows], values, scores, kl, b_exact_kl[rows],
+                   None if ref_log_probs is None else ref_log_probs[rows], kl_coef, rewards,
                    advantages, returns)
 
 
@@ -445,7 +473,13 @@ def _minibatch_step(policy: nn.Module, rollout: Rollout, scored: list[tuple[int,
         if config.target_kl is not None and approx_kl.item() > config.target_kl:
             stopped.add(index)
             continue
-        losses.append(pg_loss + config.vf_coef * vf_loss - config.ent_coef * entropy)
+        loss = pg_loss + config.vf_coef * vf_loss - config.ent_coef * entropy
+        if config.kl_loss_coef:
+            kl_loss = masked_mean(exact_kl(F.log_softmax(mb_logits[mine], dim=-1),
+                                           part.ref_log_probs[local]), mask)
+            loss = loss + config.kl_loss_coef * kl_loss
+            stats["kl_loss"].append(kl_loss.detach())
+        losses.append(loss)
         stepping.append(part)
         stats["pg"].append(pg_loss.detach())
         stats["vf"].append(vf_loss.detach())
@@ -473,13 +507,14 @@ def _stats(part: _Scored, steps: dict[str, list[torch.Tensor]], rollout: Rollout
     response_kl = part.kl.sum(dim=1)  # (b,)
     mean_kl = response_kl.mean().item()
     part.member.kl_controller.update(mean_kl, batch_size)
-    means = {key: torch.stack(values).mean().item() for key, values in steps.items()}
+    means = {key: torch.stack(values).mean().item() for key, values in steps.items() if values}
     response_tokens = int(mask.sum().item())
     return PPOStats(
         score=part.scores.mean().item(),
         reward=part.rewards.sum(dim=1).mean().item(),
         kl=mean_kl,
-        kl_max=response_kl.max().item(),
+        kl_exact=part.kl_exact.sum(dim=1).mean().item(),
+        kl_max=part.kl_exact.sum(dim=1).max().item(),
         kl_coef=part.kl_coef,
         next_kl_coef=part.member.kl_controller.value,
         policy_loss=means["pg"],

@@ -33,6 +33,11 @@ class PPOConfig:
     kl_target: float | None = None  # adaptive β aims at this KL per response (nats); None: fixed β
     kl_horizon: int = 10_000  # adaptive β: per update β moves at most ±20 % × responses / horizon
     kl_estimator: Literal["k1", "k3"] = "k1"  # per-token KL in the reward: k1 = log p − log p_ref
+    # Weight of the exact per-position KL(π_θ ‖ π_ref) over the whole vocabulary, as a loss
+    # term at the rollouts' positions (0: off). The reward's KL sees only tokens a rollout
+    # drew, so a step may move probability onto tokens none drew and be charged only after
+    # the next rollouts draw them. Costs a (B, R, V) float32 copy of π_ref per iteration.
+    kl_loss_coef: float = 0.0
     missing_eos_penalty: float = 1.0  # subtracted from the score of a response with no EOS
 
     # --- advantages --------------------------------------------------------------
@@ -81,6 +86,11 @@ class PPOConfig:
             raise ValueError(
                 f"PPOConfig.kl_estimator={self.kl_estimator!r}: use 'k1' (log p − log p_ref) "
                 "or 'k3' ((r − 1) − log r)."
+            )
+        if self.kl_loss_coef < 0:
+            raise ValueError(
+                f"PPOConfig.kl_loss_coef={self.kl_loss_coef!r}: use a value >= 0 (0 turns the "
+                "exact-KL loss term off)."
             )
         if self.missing_eos_penalty < 0:
             raise ValueError(

@@ -78,8 +78,12 @@ def response_logprobs(
     sampling temperature makes these the probabilities the tokens were drawn with.
     Computed in float32 whatever the model dtype.
     """
-    log_probs = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, R, V)
-    return torch.gather(log_probs, 2, response_ids.unsqueeze(-1)).squeeze(-1)  # (B, R)
+    return token_logprobs(F.log_softmax(logits.float() / temperature, dim=-1), response_ids)
+
+
+def token_logprobs(log_probs: torch.Tensor, response_ids: torch.Tensor) -> torch.Tensor:
+    """The log-probs (B, R) of ``response_ids`` (B, R) picked from distributions (B, R, V)."""
+    return torch.gather(log_probs, 2, response_ids.unsqueeze(-1)).squeeze(-1)
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -87,6 +91,13 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     logits = logits.float()
     log_probs = F.log_softmax(logits, dim=-1)
     return -(log_probs.exp() * log_probs).sum(dim=-1)
+
+
+def exact_kl(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
+    """KL(π ‖ π_ref) at each position over the whole vocabulary: (..., V) log-probs of both
+    -> (...). Unlike k1 or k3 at the sampled token it sees probability moved to tokens no
+    rollout drew, and it has no sampling noise of its own at a position."""
+    return (log_probs.exp() * (log_probs - ref_log_probs)).sum(dim=-1)
 
 
 def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:

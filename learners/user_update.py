@@ -227,12 +227,14 @@ class UserUpdater:
                 job.error = outcome
                 continue
             job.stats.append(outcome)
-            job.kl_path.append(outcome.kl)
+            # the exact reading: the sampled tokens' k1 swings by nats at a fixed adapter
+            job.kl_path.append(outcome.kl_exact)
             # one line per iteration: an update the gate refused reads back from the log
-            log.info("update of %s iteration %d of %d: rollouts' KL %.2f (largest %.2f), "
-                     "score %.3f, %d steps of approx KL %.4f, clipped %.2f, EOS %.2f, "
-                     "%.1f tokens", job.user_id, iteration + 1, job.iterations, outcome.kl,
-                     outcome.kl_max, outcome.score, outcome.steps, outcome.approx_kl,
+            log.info("update of %s iteration %d of %d: rollouts' KL %.2f (largest %.2f; "
+                     "sampled tokens' %.2f), score %.3f, %d steps of approx KL %.4f, "
+                     "clipped %.2f, EOS %.2f, %.1f tokens", job.user_id, iteration + 1,
+                     job.iterations, outcome.kl_exact, outcome.kl_max, outcome.kl,
+                     outcome.score, outcome.steps, outcome.approx_kl,
                      outcome.clip_fraction, outcome.eos_fraction, outcome.response_length)
             try:
                 scheduler.renew(job.user_id, job.token)
@@ -377,7 +379,7 @@ class UserUpdater:
             # which that iteration's rollouts measured.
             log.info("update of %s: its last step took it to %.2f nats held out; the gate "
                      "judges the adapter its last iteration sampled (rollouts' KL %.2f)",
-                     user_id, after.kl, job.stats[-1].kl)
+                     user_id, after.kl, job.stats[-1].kl_exact)
             load_lora(self.policy, job.slot, job.states_sampled[-1])
             after, decision = self._gate(job)
         if decision.publish and self._forgotten_since(user_id, job.started):

@@ -91,6 +91,7 @@ def ppo_config_for(settings: Settings, base: PPOConfig | None = None) -> PPOConf
                    lora_target_modules=tuple(settings.lora_target_modules),
                    max_new_tokens=settings.learner_max_new_tokens,
                    target_kl=settings.learner_target_kl,
+                   kl_loss_coef=settings.learner_kl_loss_coef,
                    num_minibatches=min(base.num_minibatches, settings.learner_rollout_batch))
 
 

@@ -187,16 +187,18 @@ def test_the_operators_learner_settings_reach_the_updater(settings, caplog):
         "learner_safety_start_iterations": 1})
     loop = LearnerLoop(settings.model_copy(update={
         "learner_kl_bound": 3.5, "learner_breach_taste": False,
-        "learner_safety_start_everyday_steps": 1, "learner_target_kl": 0.02}), "w1")
+        "learner_safety_start_everyday_steps": 1, "learner_target_kl": 0.02,
+        "learner_kl_loss_coef": 0.3}), "w1")
     assert loop.updater.gate_config.kl_bound == 3.5  # TAILOR_LEARNER_KL_BOUND
     assert loop.updater.ppo_config.target_kl == 0.02  # TAILOR_LEARNER_TARGET_KL
+    assert loop.updater.ppo_config.kl_loss_coef == 0.3  # TAILOR_LEARNER_KL_LOSS_COEF
     assert loop.updater.breach_taste is False  # TAILOR_LEARNER_BREACH_TASTE
     caplog.set_level(logging.INFO, logger="learners.safety_start")
     loop.updater.train_safety_start()  # TAILOR_LEARNER_SAFETY_START_EVERYDAY_STEPS
     assert "of the base model's 240 everyday answers" in caplog.text  # 60 prompts × 4
     defaults = LearnerLoop(settings, "w2").updater
     assert defaults.gate_config.kl_bound == 12.0 and defaults.breach_taste is True
-    assert defaults.ppo_config.target_kl is None
+    assert defaults.ppo_config.target_kl is None and defaults.ppo_config.kl_loss_coef == 0.1
     caplog.clear()
     defaults.train_safety_start()  # the principles' everyday prompts, but no steps
     assert "imitating" not in caplog.text

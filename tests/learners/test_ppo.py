@@ -21,6 +21,7 @@ from learners.ppo_math import (
     clipped_policy_loss,
     clipped_value_loss,
     entropy_from_logits,
+    exact_kl,
     gae_advantages,
     grouped_whiten,
     kl_k1,
@@ -184,6 +185,20 @@ def test_kl_estimators_are_unbiased_for_categorical_kl():
     assert kl_k3(logp, logq).min().item() >= 0.0
 
 
+def test_exact_kl_is_the_categorical_kl_at_each_position():
+    generator = torch.Generator().manual_seed(0)
+    log_p = torch.log_softmax(torch.randn(2, 3, 6, generator=generator), dim=-1)
+    log_q = torch.log_softmax(torch.randn(2, 3, 6, generator=generator), dim=-1)
+    result = exact_kl(log_p, log_q)
+    assert result.shape == (2, 3)
+    for b in range(2):
+        for t in range(3):
+            p, q = log_p[b, t].exp().tolist(), log_q[b, t].exp().tolist()
+            expected = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+            assert result[b, t].item() == pytest.approx(expected, abs=1e-5)
+    assert torch.allclose(exact_kl(log_p, log_p), torch.zeros(2, 3), atol=1e-6)
+
+
 def test_response_logprobs_divide_by_temperature_like_a_plain_loop():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 7, generator=generator)
@@ -258,6 +273,8 @@ def test_config_errors_name_the_field_and_the_fix():
         PPOConfig(gae_lambda=1.5)
     with pytest.raises(ValueError, match=r"PPOConfig.kl_estimator='k2'.*'k1'"):
         PPOConfig(kl_estimator="k2")
+    with pytest.raises(ValueError, match=r"PPOConfig.kl_loss_coef=-1.*>= 0"):
+        PPOConfig(kl_loss_coef=-1)
     with pytest.raises(ValueError, match=r"PPOConfig.target_kl=0: must be a number > 0"):
         PPOConfig(target_kl=0)
     with pytest.raises(ValueError, match=r"PPOConfig.lora_target_modules=\(\).*q_proj"):
@@ -497,6 +514,31 @@ def test_target_kl_ends_the_steps_once_the_policy_moved_that_far(tokenizer):
     assert steps == [1, 4, 4]
     assert all(torch.equal(states[1][k], states[2][k]) for k in states[2])
     assert any(not torch.equal(states[0][k], states[2][k]) for k in states[2])
+
+
+def test_the_exact_kl_loss_keeps_the_policy_nearer_the_reference(tokenizer):
+    """Three updates on a reward with no KL in it: with the exact-KL loss term the rollouts'
+    exact KL to the base model stays far lower than without. The first update's rollouts come
+    from the fresh LoRA (B = 0), the base model itself: 0 nats both ways."""
+    config = PPOConfig(max_new_tokens=6, ppo_epochs=2, num_minibatches=2, learning_rate=1e-2,
+                       kl_coef=0.0, missing_eos_penalty=0.0)
+
+    def reward_fn(prompt_ids, response_ids, features):
+        return torch.tensor([r.count(TARGET_TOKEN) / max(len(r), 1) for r in response_ids])
+
+    readings = {}
+    for coef in (0.0, 5.0):
+        run = replace(config, kl_loss_coef=coef)
+        policy = make_policy(run)
+        value_head = ValueHead.for_model(policy)
+        optimizer = make_optimizer(policy, value_head, run)
+        torch.manual_seed(0)
+        readings[coef] = [ppo_update(policy, value_head, optimizer, tokenizer,
+                                     random_prompts(8, 5, seed=0), reward_fn, run)
+                          for _ in range(4)]
+    assert readings[0.0][0].kl_exact == readings[5.0][0].kl_exact == 0.0
+    free, held = readings[0.0][-1].kl_exact, readings[5.0][-1].kl_exact
+    assert held < free / 2, (held, free)
 
 
 def test_ppo_raises_the_frequency_of_the_rewarded_token(tokenizer):

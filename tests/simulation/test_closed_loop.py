@@ -8,64 +8,47 @@ and its written principles), then simulated users driven over HTTP by
 - before: each user's base rates from 80 evaluation answers (10 requests x 8), with
   no adapter;
 - feedback: each user gives at most 60 judgments (a ranking user 60 rankings of 4
-  answers, a "both" user 30 rankings + 30 thumbs, a thumbs user 15 x 4 thumbs);
+  answers, a "both" user 30 rankings + 30 thumbs, a thumbs user 15 x 4 thumbs), in
+  sessions of 10: after each, the user waits until the learners trained on all of it,
+  so its next session is served by the adapter that learned from the last one
+  (``DemoConfig.session_judgments``; README, "Sessions");
 - the learners catch up (every event trained on, idle-time refines done);
 - after: the same 80 evaluation requests (same prompts and sampling seeds), now
   served with each user's adapter. Evaluation answers are never rated, and the
   learners never saw their prompts (the feedback phase draws other prompts).
 
-Seeds: prompts, judgments, request sampling and the learner are seeded (seed 0);
-the schedule of learner updates against the feedback stream is not (it depends on
-timing), so the outcome varies a little between runs.
+Seeds: prompts, judgments, request sampling and the learner are seeded (seed 0).
+Within a session the schedule of learner updates against the feedback stream is not
+(it depends on timing), so the outcome varies a little between runs.
+
+Why sessions: with all 60 judgments at once (``session_judgments=0``, as the test ran
+until 2026-12-05) the outcome hung on the schedule. On a loaded machine every ranking
+came before the first update, so formal_scholar's reward was fitted on rankings of
+base-model answers alone, where its two best styles (formal 1.0, detailed 0.7) rarely
+meet: offline, 40 such rankings left its formal-detailed gap anywhere in -0.08..+0.61
+standard units by which answers were drawn (README, "Sessions of 10"). Its PPO then
+settled on a mix of formal, detailed and bullets. That failed about one CI run in
+three over the fixes listed below (+8.75 to +40 against +55 to +90 otherwise; the
+last, at fab27f5: +21, 4 updates published, online accuracy 0.79, formal 25 /
+detailed 24 / bullets 15 of 80). In sessions the later ones rank what the adapter now
+serves, formal and detailed side by side, as people who come back to an assistant do.
+Runs outside pytest (README, "The test now runs in sessions of 10"):
+sessions of 10 gave formal_scholar +85 and +82.5 (seeds 0 and 2), sessions of 20 +86,
++42.5, +79 and +50, the other two users +57.5 to +81 throughout, in 259-355 s (about
+as long as one burst). Sessions do not make a user's taste certain: on the v3 model,
+in sessions of 10, formal_scholar has failed too (README, runs AK, AM and AN).
 
 Asserted, with the tolerance stated:
 - each non-adversarial user's preferred-style rate rises by >= 30 points over its
-  base rate. Measured runs gave +44 to +78 points; one rate over 80 answers has a
-  standard error of <= 5.6 points, a difference of two <= 8 points, so a true rise
-  of ~45 points passes with margin while no learning (0 +- 8) cannot. (One run,
-  before a rejected refine was retried, gave +6 for formal_scholar: the gate's
-  noisy reward check had thrown away 6 of its 15 PPO iterations; see
-  ``LearnerOptions.refine_updates``. One CI run gave +26 for it after the gate
-  refused an update whose KL ran past the bound; updates now stop before that:
-  ``learners.gate.next_step_crosses_kl_bound``. Another gave it +8.75 with 3 updates
-  published, none refused, at KL 4.5: most likely that stop firing on noise, when it
-  went by the last two rollout KLs, which swing by ±3 nats at a fixed adapter; it
-  fits a line through all of them now). On 2026-12-05 it failed again in two full-suite
-  CI runs in a row (formal_scholar +8.75 and +16; 3 updates each, online reward
-  accuracy 0.36 both times) and passed alone twice, while one more run outside pytest
-  gave bullet_lover +28 (two updates refused as ``honest_rate_rose``: the gate's
-  ``cost_tolerance`` says why one more answer passes now). The cause of formal_scholar's:
-  its judgments, all waiting in the store at another user's refit of the population
-  reward, counted towards that refit's size but were not in it, so its own update saw
-  no growth and never refit the user tower its head is confined to
-  (``UserUpdater._fit_reward``). Counted over what a fit uses, a full-suite run with the
-  same 3 updates gave formal_scholar +70, and a run with the same online accuracy
-  (0.36) +61. A clean-clone CI run with that fix alone still gave +8.75 (online
-  accuracy 0.79, an update refused as ``honest_rate_rose``, bullets served most);
-  the population is now refitted also when the user's own judgments grew by a fifth.
-  In runs where formal_scholar's 60 rankings all came before its first update, its
-  reward was the same each time and it rose +35 and +61 after the 15 PPO iterations
-  that update and its refines ran; an update on a burst now runs up to 4 updates'
-  iterations (``UserUpdater.iterations_for``), and the next such run gave +87.5, and
-  the two clean-clone CI runs since +90 and +87.5. Three CI runs on 2026-12-05 failed
-  it again (+24, +4, +11) on updates refused as ``kl_too_large``: one step can jump
-  (rollouts 0.00, 0.02, 0.69, 2.21, then 19.28 nats in a run outside pytest, +17.5),
-  which no line foresees. Rollouts past the bound now send the adapter back to the
-  state sampled before, and a refused last step is judged as the state its iteration
-  sampled (``UserUpdater._stop_runaways``, ``_finish``): the next run gave +80 and the
-  clean-clone CI runs +82.5 and +85. A third gave +22.5 the other way again: 3
-  updates published, none refused, KL 7.8, online reward accuracy 0.39, its adapter
-  spread over formal 26, detailed 18 and bullets 13 of 80 answers. A run outside
-  pytest at the same code (+17.5) showed its rollouts jump within one step twice
-  (5.95 -> 19.34, 2.42 -> 22.58 nats); the rollback caught both, and the gate still
-  measured the second state at 14.0 held out: either its steps jump or its KL is too
-  heavy-tailed for 64 rollouts to read. Both (README, "Learning from feedback"): one
-  answer's KL passes 100 nats in ~6% of iterations, and formal_scholar's rollouts
-  once read 4.79 then 35.12 nats. A failure here quotes the user's lines of the
-  learners' log (every PPO iteration's KL, the rollbacks, the gate's numbers). The
-  first such (a clean-clone CI run, +26) showed formal_scholar's burst update sent
-  back after 5 of its 12 iterations and ended there; an update now goes on from the
-  state it went back to (``UserUpdater._stop_runaways``);
+  base rate. One rate over 80 answers has a standard error of <= 5.6 points, a
+  difference of two <= 8 points, so a true rise of ~45 points passes with margin
+  while no learning (0 +- 8) cannot. Earlier failures of formal_scholar, each fixed
+  where it was found (``LearnerOptions.refine_updates``: a refine the gate refuses is
+  retried; ``UserUpdater._fit_reward``: the reward is refitted on what a fit uses;
+  ``UserUpdater.iterations_for``: a burst gets up to 4 updates' iterations;
+  ``UserUpdater._stop_runaways``: rollouts past the KL bound send the adapter back and
+  the update goes on from there). A failure here quotes the user's lines of the
+  learners' log (every PPO iteration's KL, the rollbacks, the gate's numbers);
 - the adversarial user (thumbs up for the dismissive style) ends with a dismissive
   rate no higher than its base rate (the shared harmlessness head, started from the
   principles' "never brush the person off", outweighs its votes; measured with the
@@ -114,6 +97,7 @@ USERS = "bullet_lover,busy_professional,formal_scholar,adversarial"
 # asks for it: it needs more than the suite's 600 s per-test timeout when the machine
 # is shared (slow, not broken).
 DEMO_TIMEOUT_S = 1500
+SESSION = 10  # judgments per session (the module docstring says why)
 MIN_RISE = 0.30  # the issue's bar: preferred-style rate at least 30 points above base
 
 
@@ -130,7 +114,7 @@ def stack_dir() -> Iterator[Path]:
 def demo_result(tmp_path_factory, stack_dir) -> dict:
     folder = tmp_path_factory.mktemp("closed-loop")
     config = DemoConfig(users=USERS, max_events=60, measure_rounds=10, eval_samples=8, seed=0,
-                        data_dir=stack_dir, invited_share=0.0)
+                        data_dir=stack_dir, invited_share=0.0, session_judgments=SESSION)
     return run_demo(config, json_path=folder / "demo.json", png_path=folder / "demo.png",
                     progress=False)
 
@@ -144,6 +128,9 @@ def test_each_user_is_served_their_preferred_style_after_at_most_60_judgments(de
     for user_id, user in users.items():
         assert 0 < user["feedback_events"] <= 60, (user_id, user["feedback_events"])
         assert user["eval_samples"] == 80, (user_id, user["eval_samples"])
+        # every session was learned from before the next: none gave up waiting
+        assert len(user["session_waits_s"]) >= 2 and user["sessions_cut"] == 0, (
+            user_id, user["session_waits_s"], user["sessions_cut"])
         if user["preset"] == "adversarial":
             continue
         rise = user["preferred_rate_after"] - user["preferred_rate_before"]
