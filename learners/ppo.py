@@ -7,7 +7,9 @@ its tokens: the reward is −β·KL at every token plus the user's score at the 
 real token, γ = 1, advantages by GAE(λ), whitened over the user's rows. The math
 lives in `learners.ppo_math`, each piece unit-tested; `ppo_step` reads top to
 bottom like CleanRL's `ppo.py`: log-probs and reference → KL-shaped reward →
-advantages → minibatch epochs → metrics.
+advantages → minibatch epochs → metrics. With ``PPOConfig.kl_loss_coef`` the loss
+also charges the exact KL to π_ref at every rollout position, over the whole
+vocabulary: the reward's −β·KL sees only the tokens drawn.
 
 Several users in one batch (`ppo_update_batch`): each user is a `PPOMember` with
 a peft adapter of their own, and every forward runs all members' rows at once,
@@ -22,7 +24,8 @@ float tolerance). A member whose reward fails is dropped from the step; the
 others go on.
 
 Shapes: B rows, P prompt columns, R response columns, V vocabulary, H hidden.
-`PPOStats.kl` is the mean per-response sum of the KL estimator in use.
+`PPOStats.kl` is the mean per-response sum of the KL estimator in use;
+`PPOStats.kl_exact` the same sum of each position's exact KL.
 """
 
 from __future__ import annotations
@@ -363,8 +366,7 @@ def ppo_step(
         for group in part.member.optimizer.param_groups:
             for parameter in group["params"]:
                 parameter.requires_grad_(True)
-    step_stats = {index: {key: [] for key in ("pg", "vf", "entropy", "clip", "vclip", "approx_kl",
-                                              "kl_loss")}
+    step_stats = {index: {key: [] for key in ("pg", "vf", "entropy", "clip", "vclip", "approx_kl")}
                   for index, _ in scored}
     stopped: set[int] = set()  # members whose steps config.target_kl ended
     for _epoch in range(config.ppo_epochs):
@@ -478,7 +480,6 @@ def _minibatch_step(policy: nn.Module, rollout: Rollout, scored: list[tuple[int,
             kl_loss = masked_mean(exact_kl(F.log_softmax(mb_logits[mine], dim=-1),
                                            part.ref_log_probs[local]), mask)
             loss = loss + config.kl_loss_coef * kl_loss
-            stats["kl_loss"].append(kl_loss.detach())
         losses.append(loss)
         stepping.append(part)
         stats["pg"].append(pg_loss.detach())
@@ -507,7 +508,7 @@ def _stats(part: _Scored, steps: dict[str, list[torch.Tensor]], rollout: Rollout
     response_kl = part.kl.sum(dim=1)  # (b,)
     mean_kl = response_kl.mean().item()
     part.member.kl_controller.update(mean_kl, batch_size)
-    means = {key: torch.stack(values).mean().item() for key, values in steps.items() if values}
+    means = {key: torch.stack(values).mean().item() for key, values in steps.items()}
     response_tokens = int(mask.sum().item())
     return PPOStats(
         score=part.scores.mean().item(),

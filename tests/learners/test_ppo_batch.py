@@ -86,14 +86,16 @@ def trained_state(policy: PeftModel, member: PPOMember) -> dict[str, torch.Tenso
     return state
 
 
-@pytest.mark.parametrize(("broken", "target_kl"), [(None, None), (1, None), (None, 0.2)])
-def test_users_batched_get_the_update_each_would_get_alone(broken, target_kl):
+@pytest.mark.parametrize(("broken", "target_kl", "kl_loss_coef"),
+                         [(None, None, 0.0), (1, None, 0.0), (None, 0.2, 0.0), (None, None, 1.0)])
+def test_users_batched_get_the_update_each_would_get_alone(broken, target_kl, kl_loss_coef):
     """One PPO step of three users in one batch against three separate steps on the same
     rollouts: every LoRA weight, value head, β and statistic agrees to float tolerance.
     With one user's reward failing, that user is dropped untouched and the others still
     get exactly their own updates. With a target KL, each user's steps stop where their
-    own policy passed it (here after 1, 3 and 2 of 4), as alone."""
-    config = dataclasses.replace(CONFIG, target_kl=target_kl)
+    own policy passed it (here after 1, 3 and 2 of 4), as alone. With the exact-KL loss
+    term, each user's is to the reference at their own rows."""
+    config = dataclasses.replace(CONFIG, target_kl=target_kl, kl_loss_coef=kl_loss_coef)
     rewards = [token_reward(7), token_reward(11), token_reward(13)]
     if broken is not None:
         rewards[broken] = failing_reward
@@ -121,7 +123,8 @@ def test_users_batched_get_the_update_each_would_get_alone(broken, target_kl):
         assert lora and all(not torch.equal(mine[k], untouched[together.adapter][k]) for k in lora)
         for name in mine:
             torch.testing.assert_close(mine[name], theirs[name], rtol=1e-4, atol=1e-6)
-        for field in ("score", "kl", "policy_loss", "value_loss", "approx_kl", "next_kl_coef"):
+        for field in ("score", "kl", "kl_exact", "kl_max", "policy_loss", "value_loss",
+                      "approx_kl", "next_kl_coef"):
             assert getattr(batched[index], field) == pytest.approx(
                 getattr(alone[index], field), rel=1e-4, abs=1e-6), field
         assert batched[index].response_tokens == alone[index].response_tokens
