@@ -213,6 +213,8 @@ class PPOMember:
     # One factor per prompt on β (None: 1 for all): red-team rows are held nearer the
     # reference than the user's own (learners.update_job says why).
     kl_weights: list[float] | None = None
+    # One factor per prompt on the exact-KL loss term (PPOConfig.kl_loss_coef; None: 1)
+    kl_loss_weights: list[float] | None = None
 
     def check(self, config: PPOConfig) -> None:
         if len(self.prompts) < config.num_minibatches:
@@ -225,6 +227,9 @@ class PPOMember:
                              f"{len(self.prompts)} prompts; give one group id per prompt.")
         if self.kl_weights is not None and len(self.kl_weights) != len(self.prompts):
             raise ValueError(f"ppo_update: {len(self.kl_weights)} kl_weights for "
+                             f"{len(self.prompts)} prompts; give one factor per prompt.")
+        if self.kl_loss_weights is not None and len(self.kl_loss_weights) != len(self.prompts):
+            raise ValueError(f"ppo_update: {len(self.kl_loss_weights)} kl_loss_weights for "
                              f"{len(self.prompts)} prompts; give one factor per prompt.")
 
 
@@ -477,8 +482,12 @@ def _minibatch_step(policy: nn.Module, rollout: Rollout, scored: list[tuple[int,
             continue
         loss = pg_loss + config.vf_coef * vf_loss - config.ent_coef * entropy
         if config.kl_loss_coef:
-            kl_loss = masked_mean(exact_kl(F.log_softmax(mb_logits[mine], dim=-1),
-                                           part.ref_log_probs[local]), mask)
+            per_position = exact_kl(F.log_softmax(mb_logits[mine], dim=-1),
+                                    part.ref_log_probs[local])  # (b, R)
+            if part.member.kl_loss_weights is not None:
+                per_position = per_position * torch.tensor(
+                    part.member.kl_loss_weights, device=mask.device)[local].unsqueeze(1)
+            kl_loss = masked_mean(per_position, mask)
             loss = loss + config.kl_loss_coef * kl_loss
         losses.append(loss)
         stepping.append(part)

@@ -54,7 +54,8 @@ class UpdateJob:
         return seed + 1000 * iteration + self.examples + 100_003 * self.updates_before
 
     def member(self, seed: int, iteration: int, red_team_share: float,
-               rollout_batch: int, red_team_kl_weight: float = 1.0) -> PPOMember:
+               rollout_batch: int, red_team_kl_weight: float = 1.0,
+               red_team_kl_loss: bool = True) -> PPOMember:
         """This user's rows of PPO iteration ``iteration``: prompts drawn from their own (and
         red-team ones), their critic, optimiser, β and a minibatch order of their own."""
         round_seed = self.round_seed(seed, iteration)
@@ -72,7 +73,11 @@ class UpdateJob:
         # insult appended); a dearer KL keeps the policy from drifting into them.
         weights = ([1.0] * (len(prompts) - red) + [red_team_kl_weight] * red
                    if red and red_team_kl_weight != 1.0 else None)
+        # without red_team_kl_loss the exact-KL loss term (PPOConfig.kl_loss_coef) holds only
+        # the user's own prompts: on requests for harm the heads' penalty alone moves them
+        loss_weights = ([1.0] * (len(prompts) - red) + [0.0] * red
+                        if red and not red_team_kl_loss else None)
         return PPOMember(prompts, self.reward_fn, self.value_head, self.optimizer,
                          self.kl_controller, adapter=self.slot, row_groups=groups,
                          generator=torch.Generator().manual_seed(round_seed),
-                         kl_weights=weights)
+                         kl_weights=weights, kl_loss_weights=loss_weights)

@@ -116,6 +116,7 @@ class UserUpdater:
         held_out_samples: int = 0,
         red_team_share: float = 0.0,
         red_team_kl_weight: float = 1.0,
+        red_team_kl_loss: bool = True,
         red_team_taste: bool = True,
         breach_taste: bool = True,
     ) -> None:
@@ -132,6 +133,7 @@ class UserUpdater:
         self.held_out_samples = held_out_samples
         self.red_team_share = red_team_share
         self.red_team_kl_weight = red_team_kl_weight
+        self.red_team_kl_loss = red_team_kl_loss
         self.red_team_taste = red_team_taste
         self.breach_taste = breach_taste
         self.value_learning_rate = value_learning_rate  # None: the LoRA's rate (make_optimizer)
@@ -218,7 +220,7 @@ class UserUpdater:
         for job in active:  # a host copy: a LoRA is small beside a PPO iteration
             job.states_sampled.append(lora_state(self.policy, job.slot))
         members = [job.member(self.seed, iteration, self.red_team_share, self.rollout_batch,
-                              self.red_team_kl_weight)
+                              self.red_team_kl_weight, self.red_team_kl_loss)
                    for job in active]
         outcomes = ppo_update_batch(self.policy, self.tokenizer, members, self.ppo_config,
                                     self.anchor)

@@ -114,6 +114,7 @@ class LearnerLoop:
             held_out_samples=self.options.held_out_samples,
             red_team_share=settings.learner_red_team_share,
             red_team_kl_weight=settings.learner_red_team_kl_weight,
+            red_team_kl_loss=settings.learner_red_team_kl_loss,
             red_team_taste=settings.learner_red_team_taste,
             breach_taste=settings.learner_breach_taste,
         )
