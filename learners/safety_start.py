@@ -20,7 +20,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import redis
 import torch
@@ -61,11 +60,9 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
     if not prompts:
         raise ValueError("the safety start needs red-team prompts: add them to the "
                          "principles file (examples or red_team)")
-    # The start's job is to leave the base model's answers to requests for harm: no
-    # exact-KL loss term holds it back (PPOConfig.kl_loss_coef guards users' updates);
-    # the reward's KL and the everyday imitation stay. With the term (0.1) a six-user v3
-    # run's harmful rates after were 2-13 of 240, against 1-9 in the runs before it.
-    config = replace(config, kl_loss_coef=0.0)
+    # The exact-KL loss term (PPOConfig.kl_loss_coef) holds the start too: without it
+    # (run CB) the start went 8-11 nats from the base, against 2-3, and the six-user v3
+    # run after it failed two rates where run CA, with it, failed one (README).
     adapter = policy.active_adapter
     load_lora(policy, adapter, start)
     value_head = ValueHead.for_model(policy).to(policy.device)

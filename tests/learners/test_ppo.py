@@ -541,6 +541,38 @@ def test_the_exact_kl_loss_keeps_the_policy_nearer_the_reference(tokenizer):
     assert held < free / 2, (held, free)
 
 
+def test_rows_weighted_0_pay_no_exact_kl_loss(tokenizer):
+    """kl_loss_weights of 0 on every row: the update is the one without the term, weight
+    for weight; of 1 on every row, the one with it."""
+    config = PPOConfig(max_new_tokens=6, ppo_epochs=2, num_minibatches=2, learning_rate=1e-2,
+                       kl_coef=0.0, missing_eos_penalty=0.0)
+    prompts = random_prompts(8, 5, seed=0)
+
+    def reward_fn(prompt_ids, response_ids, features):
+        return torch.tensor([r.count(TARGET_TOKEN) / max(len(r), 1) for r in response_ids])
+
+    def trained(coef: float, weights: list[float] | None) -> dict[str, torch.Tensor]:
+        run = replace(config, kl_loss_coef=coef)
+        policy = make_policy(run)
+        value_head = ValueHead.for_model(policy)
+        optimizer = make_optimizer(policy, value_head, run)
+        torch.manual_seed(0)
+        for _ in range(2):  # the second starts away from the reference, where the term bites
+            member = PPOMember(prompts, reward_fn, value_head, optimizer,
+                               kl_loss_weights=weights)
+            ppo_update_batch(policy, tokenizer, [member], run)
+        return lora_state(policy, "default")
+
+    without, zero = trained(0.0, None), trained(5.0, [0.0] * 8)
+    held, ones = trained(5.0, None), trained(5.0, [1.0] * 8)
+    assert all(torch.equal(without[k], zero[k]) for k in without)
+    assert all(torch.equal(held[k], ones[k]) for k in held)
+    assert any(not torch.equal(without[k], held[k]) for k in held)
+    with pytest.raises(ValueError, match="3 kl_loss_weights for 8 prompts"):
+        ppo_update_batch(make_policy(config), tokenizer, [PPOMember(
+            prompts, reward_fn, None, None, kl_loss_weights=[1.0] * 3)], config)
+
+
 def test_ppo_raises_the_frequency_of_the_rewarded_token(tokenizer):
     """10 updates (batch 16, 8-token responses, seed 0) take the rewarded token from ~3.6 % of
     sampled tokens to ~22 %; asserted: at least +10 points and at least 3x the start."""

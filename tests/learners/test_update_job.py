@@ -25,6 +25,7 @@ def test_a_member_mixes_in_its_share_of_red_team_prompts_whitened_apart():
     assert all(p in OWN for p in member.prompts[:6]) and all(p in RED for p in member.prompts[6:])
     assert member.row_groups == [0] * 6 + [1] * 2
     assert member.kl_weights is None  # β alike on every row unless asked otherwise
+    assert member.kl_loss_weights is None  # and the exact-KL loss term
 
 
 def test_red_team_rows_can_be_held_nearer_the_reference():
@@ -33,6 +34,14 @@ def test_red_team_rows_can_be_held_nearer_the_reference():
     assert member.kl_weights == [1.0] * 6 + [5.0] * 2
     assert job([]).member(seed=0, iteration=1, red_team_share=0.25, rollout_batch=8,
                           red_team_kl_weight=5.0).kl_weights is None  # no red-team rows
+
+
+def test_red_team_rows_can_be_left_out_of_the_exact_kl_loss_term():
+    member = job(RED).member(seed=0, iteration=1, red_team_share=0.25, rollout_batch=8,
+                             red_team_kl_loss=False)
+    assert member.kl_loss_weights == [1.0] * 6 + [0.0] * 2 and member.kl_weights is None
+    assert job([]).member(seed=0, iteration=1, red_team_share=0.25, rollout_batch=8,
+                          red_team_kl_loss=False).kl_loss_weights is None
 
 
 def test_without_red_team_prompts_a_member_is_all_the_users_own_and_each_iteration_differs():
