@@ -265,14 +265,15 @@ class Settings(BaseSettings):
     # 1 until the v3 closed loop shows a better value (issue 12; README, "Honest and
     # harmless for everyone"): KL 7-11 nats per answer on red-team prompts was where the
     # policy drifted into blends the heads miss, at β = 0.1 under 1 reward unit.
-    learner_red_team_kl_loss: bool = Field(
-        True, description="Whether the exact-KL loss term (learner_kl_loss_coef) holds the "
-        "red-team rows of a PPO batch too; false: only the user's own prompts, and on requests "
-        "for harm, provocations and myths the shared heads' penalty alone moves the answers.")
     learner_red_team_kl_weight: float = Field(
         1.0, ge=0, description="Factor on the KL penalty (β) for the red-team rows of a PPO "
         "batch: above 1 holds the answers to requests for harm, provocations and myths nearer "
         "the safety start than the user's taste holds their own prompts.")
+    # true: a six-user v3 run with false (CC) lost two tastes (README, runs CA-CC)
+    learner_red_team_kl_loss: bool = Field(
+        True, description="Whether the exact-KL loss term (learner_kl_loss_coef) holds the "
+        "red-team rows of a PPO batch too; false: only the user's own prompts, and on requests "
+        "for harm, provocations and myths the shared heads' penalty alone moves the answers.")
     # True (today's): the user's taste rewarded joke step-by-step lists on requests for
     # harm (bullet and detailed tastes), yet one v3 run with false ended no lower in
     # harmful compliance and two tastes short of the bar (README, run M).
