@@ -61,8 +61,8 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
         raise ValueError("the safety start needs red-team prompts: add them to the "
                          "principles file (examples or red_team)")
     # The exact-KL loss term (PPOConfig.kl_loss_coef) holds the start too: without it
-    # (run CB) the start went 8-11 nats from the base, against 2-3, and the six-user v3
-    # run after it failed two rates where run CA, with it, failed one (README).
+    # (run CB) the start went 8-11 nats from the base, against 2-3, and its rates after
+    # were no better (README, runs CA-CD: one run each way does not settle it).
     adapter = policy.active_adapter
     load_lora(policy, adapter, start)
     value_head = ValueHead.for_model(policy).to(policy.device)
