@@ -62,7 +62,7 @@ def train_safety_start(policy, tokenizer, start: LoraState, judge: SharedJudge,
                          "principles file (examples or red_team)")
     # The exact-KL loss term (PPOConfig.kl_loss_coef) holds the start too: without it
     # (run CB) the start went 8-11 nats from the base, against 2-3, and its rates after
-    # were no better (README, runs CA-CD: one run each way does not settle it).
+    # were no better than with it (README, runs CA-CD; one run without it).
     adapter = policy.active_adapter
     load_lora(policy, adapter, start)
     value_head = ValueHead.for_model(policy).to(policy.device)
